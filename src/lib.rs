@@ -15,3 +15,7 @@ pub mod tokenizer;
 pub mod chat;
 
 pub use error::{Error, Result};
+pub mod attention;
+pub mod kv_cache;
+pub mod model;
+pub mod generate;

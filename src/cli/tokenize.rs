@@ -1,0 +1,38 @@
+//! `fastgen tokenize`: text to token ids, as the model's tokenizer sees it.
+
+use super::ModelArgs;
+use anyhow::{Context, Result};
+use clap::Args;
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text to tokenize.
+    #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+    text: Option<String>,
+    /// Read the text from a file.
+    #[arg(long)]
+    file: Option<std::path::PathBuf>,
+    /// Print a JSON array of ids instead of one line per token with its text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: TokenizeArgs) -> Result<()> {
+    let text = match (&a.text, &a.file) {
+        (Some(t), _) => t.clone(),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, None) => anyhow::bail!("give --text or --file"),
+    };
+    let loaded = a.model.load()?;
+    let ids = loaded.tokenizer.encode(&text)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ids)?);
+    } else {
+        for id in &ids {
+            println!("{id:>7} {:?}", loaded.tokenizer.decode(&[*id]));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! The generation loop: prefill the prompt, then sample and decode one token at a time until
+//! an end-of-generation token, `max_tokens`, or the end of the context.
+
+use crate::error::Result;
+use crate::kv_cache::KvCache;
+use crate::model::{Model, Workspace};
+use crate::sampling::{log_softmax_top, logprob_of, Sampler, SamplerConfig};
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    /// How many of the most likely tokens to record per step (0 = none).
+    pub top_logprobs: usize,
+}
+
+/// One generated token with its log-probability and the runners-up.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    EndOfGeneration,
+    MaxTokens,
+    ContextFull,
+    /// The caller's token callback asked to stop.
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Timing {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_ms: f64,
+    pub decode_ms: f64,
+}
+
+impl Timing {
+    pub fn prefill_tok_s(&self) -> f64 {
+        rate(self.prompt_tokens, self.prefill_ms)
+    }
+    /// Tokens decoded after the first (the first comes from the prefill's logits).
+    pub fn decode_tok_s(&self) -> f64 {
+        rate(self.generated_tokens.saturating_sub(1), self.decode_ms)
+    }
+}
+
+fn rate(n: usize, ms: f64) -> f64 {
+    if ms > 0.0 {
+        n as f64 / (ms / 1000.0)
+    } else {
+        0.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub generated_ids: Vec<u32>,
+    pub steps: Vec<Step>,
+    pub stop: StopReason,
+    pub timing: Timing,
+}
+
+/// Generates from `prompt` (appended to `cache`). `on_token` sees each token as it is chosen
+/// and returns `false` to stop.
+pub fn generate(
+    model: &Model,
+    cache: &mut KvCache,
+    ws: &mut Workspace,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    eog: &[u32],
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<Generation> {
+    let mut sampler = Sampler::new(opts.sampler.clone())?;
+    let t0 = Instant::now();
+    let mut logits = model.prefill(prompt, cache, ws)?;
+    let mut timing = Timing {
+        prompt_tokens: prompt.len(),
+        prefill_ms: t0.elapsed().as_secs_f64() * 1e3,
+        ..Timing::default()
+    };
+    let t1 = Instant::now();
+    let mut out = Generation {
+        generated_ids: Vec::new(),
+        steps: Vec::new(),
+        stop: StopReason::MaxTokens,
+        timing: Timing::default(),
+    };
+    while out.generated_ids.len() < opts.max_tokens {
+        let id = sampler.sample(&logits);
+        out.steps.push(Step {
+            id,
+            logprob: logprob_of(&logits, id),
+            top: log_softmax_top(&logits, opts.top_logprobs),
+        });
+        out.generated_ids.push(id);
+        if eog.contains(&id) {
+            out.stop = StopReason::EndOfGeneration;
+            break;
+        }
+        if !on_token(id) {
+            out.stop = StopReason::Cancelled;
+            break;
+        }
+        if out.generated_ids.len() == opts.max_tokens {
+            break;
+        }
+        if cache.seq_len() >= model.cfg.n_ctx {
+            out.stop = StopReason::ContextFull;
+            break;
+        }
+        logits.copy_from_slice(model.decode(id, cache, ws)?);
+    }
+    timing.generated_tokens = out.generated_ids.len();
+    timing.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
+    out.timing = timing;
+    Ok(out)
+}

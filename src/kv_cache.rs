@@ -1,0 +1,299 @@
+//! The KV cache: one compact buffer per (layer, KV head).
+//!
+//! Each head holds only the tokens it keeps, in its own buffers, so heads may hold different
+//! tokens and different counts (FastGen compresses per head), and allocated bytes follow
+//! kept tokens. A *slot* is an index into one head's buffers; a *pos* is a token's position
+//! in the sequence. Slots of a head are always in increasing position order (appends come
+//! at the end, eviction keeps order), which makes the causal mask a prefix of the slots.
+
+use half::f16;
+
+/// Element type of cached keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvDtype {
+    /// Like llama.cpp's default cache.
+    #[default]
+    F16,
+    F32,
+}
+
+impl KvDtype {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvDtype::F16 => 2,
+            KvDtype::F32 => 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Rows {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+impl Rows {
+    fn new(dtype: KvDtype) -> Rows {
+        match dtype {
+            KvDtype::F16 => Rows::F16(Vec::new()),
+            KvDtype::F32 => Rows::F32(Vec::new()),
+        }
+    }
+    fn push(&mut self, row: &[f32]) {
+        match self {
+            Rows::F16(v) => v.extend(row.iter().map(|&x| f16::from_f32(x))),
+            Rows::F32(v) => v.extend_from_slice(row),
+        }
+    }
+    fn reserve(&mut self, n: usize) {
+        match self {
+            Rows::F16(v) => v.reserve(n),
+            Rows::F32(v) => v.reserve(n),
+        }
+    }
+    fn capacity_bytes(&self) -> usize {
+        match self {
+            Rows::F16(v) => v.capacity() * 2,
+            Rows::F32(v) => v.capacity() * 4,
+        }
+    }
+    fn shrink_to_fit(&mut self) {
+        match self {
+            Rows::F16(v) => v.shrink_to_fit(),
+            Rows::F32(v) => v.shrink_to_fit(),
+        }
+    }
+    /// Elements `[start, end)` as f32: borrowed for f32 storage, converted into `scratch` for f16.
+    fn as_f32<'a>(&'a self, start: usize, end: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            Rows::F32(v) => &v[start..end],
+            Rows::F16(v) => {
+                scratch.resize(end - start, 0.0);
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[start..end], scratch);
+                scratch
+            }
+        }
+    }
+    /// Keeps rows whose `keep` flag is set, in order, moving them down in place.
+    fn compact(&mut self, dim: usize, keep: &[bool]) {
+        fn go<T: Copy>(v: &mut Vec<T>, dim: usize, keep: &[bool]) {
+            let mut dst = 0;
+            for (src, &k) in keep.iter().enumerate() {
+                if k {
+                    if dst != src {
+                        v.copy_within(src * dim..(src + 1) * dim, dst * dim);
+                    }
+                    dst += 1;
+                }
+            }
+            v.truncate(dst * dim);
+        }
+        match self {
+            Rows::F16(v) => go(v, dim, keep),
+            Rows::F32(v) => go(v, dim, keep),
+        }
+    }
+}
+
+/// Keys (after RoPE) and values of one (layer, KV head).
+#[derive(Debug, Clone)]
+pub struct HeadCache {
+    head_dim: usize,
+    keys: Rows,     // [len, head_dim]
+    values: Rows,   // [len, head_dim]
+    pos: Vec<u32>,  // [len]: sequence position of each slot, increasing
+}
+
+impl HeadCache {
+    pub fn new(head_dim: usize, dtype: KvDtype) -> HeadCache {
+        HeadCache {
+            head_dim,
+            keys: Rows::new(dtype),
+            values: Rows::new(dtype),
+            pos: Vec::new(),
+        }
+    }
+    pub fn len(&self) -> usize {
+        self.pos.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pos.is_empty()
+    }
+    pub fn positions(&self) -> &[u32] {
+        &self.pos
+    }
+    /// Appends one token. Precondition: `pos` is greater than every cached position.
+    pub fn push(&mut self, pos: u32, key: &[f32], value: &[f32]) {
+        debug_assert!(self.pos.last().is_none_or(|&p| p < pos), "positions must increase");
+        debug_assert_eq!(key.len(), self.head_dim);
+        self.keys.push(key);
+        self.values.push(value);
+        self.pos.push(pos);
+    }
+    /// Room for `n` more tokens without reallocating.
+    pub fn reserve(&mut self, n: usize) {
+        self.keys.reserve(n * self.head_dim);
+        self.values.reserve(n * self.head_dim);
+        self.pos.reserve(n);
+    }
+    /// Keys of slots `[start, end)` as f32 rows `[end - start, head_dim]`.
+    pub fn keys_f32<'a>(&'a self, start: usize, end: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        self.keys.as_f32(start * self.head_dim, end * self.head_dim, scratch)
+    }
+    /// Values of slots `[start, end)` as f32 rows `[end - start, head_dim]`.
+    pub fn values_f32<'a>(&'a self, start: usize, end: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+        self.values.as_f32(start * self.head_dim, end * self.head_dim, scratch)
+    }
+    /// Number of slots visible to a query at `pos` (causal mask: slots at positions <= pos).
+    pub fn visible(&self, pos: u32) -> usize {
+        self.pos.partition_point(|&p| p <= pos)
+    }
+    /// Keeps the slots whose flag is set (`keep.len() == len()`), preserving their order.
+    pub fn retain(&mut self, keep: &[bool]) {
+        assert_eq!(keep.len(), self.len(), "one keep flag per slot");
+        self.keys.compact(self.head_dim, keep);
+        self.values.compact(self.head_dim, keep);
+        let mut it = keep.iter();
+        self.pos.retain(|_| *it.next().unwrap_or(&false));
+    }
+    /// Releases capacity beyond the current length.
+    pub fn shrink_to_fit(&mut self) {
+        self.keys.shrink_to_fit();
+        self.values.shrink_to_fit();
+        self.pos.shrink_to_fit();
+    }
+    /// Bytes allocated for keys and values (not positions).
+    pub fn allocated_bytes(&self) -> usize {
+        self.keys.capacity_bytes() + self.values.capacity_bytes()
+    }
+}
+
+/// All heads of all layers, plus the number of tokens the sequence has seen.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    pub n_layers: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype: KvDtype,
+    heads: Vec<HeadCache>, // [n_layers * n_kv_heads]
+    /// Tokens processed so far: the position the next token takes.
+    seq_len: usize,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize, n_kv_heads: usize, head_dim: usize, dtype: KvDtype) -> KvCache {
+        KvCache {
+            n_layers,
+            n_kv_heads,
+            head_dim,
+            dtype,
+            heads: vec![HeadCache::new(head_dim, dtype); n_layers * n_kv_heads],
+            seq_len: 0,
+        }
+    }
+    pub fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+    /// Marks `n` more tokens as processed (called by the forward pass after appending them).
+    pub fn advance(&mut self, n: usize) {
+        self.seq_len += n;
+    }
+    pub fn head(&self, layer: usize, kv_head: usize) -> &HeadCache {
+        &self.heads[layer * self.n_kv_heads + kv_head]
+    }
+    pub fn head_mut(&mut self, layer: usize, kv_head: usize) -> &mut HeadCache {
+        &mut self.heads[layer * self.n_kv_heads + kv_head]
+    }
+    /// The KV heads of one layer.
+    pub fn layer(&self, layer: usize) -> &[HeadCache] {
+        &self.heads[layer * self.n_kv_heads..(layer + 1) * self.n_kv_heads]
+    }
+    pub fn layer_mut(&mut self, layer: usize) -> &mut [HeadCache] {
+        &mut self.heads[layer * self.n_kv_heads..(layer + 1) * self.n_kv_heads]
+    }
+    pub fn heads(&self) -> &[HeadCache] {
+        &self.heads
+    }
+    /// Room for `n` more tokens in every head.
+    pub fn reserve(&mut self, n: usize) {
+        self.heads.iter_mut().for_each(|h| h.reserve(n));
+    }
+    /// Cached (slot) entries over all heads.
+    pub fn kept_entries(&self) -> usize {
+        self.heads.iter().map(|h| h.len()).sum()
+    }
+    pub fn allocated_bytes(&self) -> usize {
+        self.heads.iter().map(|h| h.allocated_bytes()).sum()
+    }
+    /// Bytes a full cache would hold for the tokens seen so far.
+    pub fn full_bytes(&self) -> usize {
+        2 * self.seq_len * self.n_layers * self.n_kv_heads * self.head_dim * self.dtype.bytes()
+    }
+    /// Forgets everything (keeps allocations).
+    pub fn clear(&mut self) {
+        for h in &mut self.heads {
+            let n = h.len();
+            h.retain(&vec![false; n]);
+        }
+        self.seq_len = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(v: f32) -> Vec<f32> {
+        vec![v; 4]
+    }
+
+    #[test]
+    fn retain_keeps_slot_to_position_order() {
+        let mut h = HeadCache::new(4, KvDtype::F32);
+        for p in 0..5 {
+            h.push(p, &row(p as f32), &row(10.0 + p as f32));
+        }
+        h.retain(&[true, false, true, false, true]);
+        assert_eq!(h.positions(), &[0, 2, 4]);
+        let mut s = Vec::new();
+        assert_eq!(h.keys_f32(1, 2, &mut s), &row(2.0)[..]);
+        assert_eq!(h.values_f32(2, 3, &mut s), &row(14.0)[..]);
+        h.push(7, &row(7.0), &row(17.0));
+        assert_eq!(h.positions(), &[0, 2, 4, 7]);
+        assert_eq!(h.visible(4), 3);
+        assert_eq!(h.visible(6), 3);
+        assert_eq!(h.visible(7), 4);
+    }
+
+    #[test]
+    fn f16_storage_rounds_and_counts_bytes() {
+        let mut h = HeadCache::new(4, KvDtype::F16);
+        h.reserve(10);
+        assert_eq!(h.allocated_bytes(), 2 * 10 * 4 * 2);
+        h.push(0, &[1.0, 0.1, -2.5, 65504.0], &row(0.5));
+        let mut s = Vec::new();
+        let k = h.keys_f32(0, 1, &mut s).to_vec();
+        assert_eq!(k[0], 1.0);
+        assert_eq!(k[1], f16::from_f32(0.1).to_f32());
+        assert_eq!(k[3], 65504.0);
+        h.shrink_to_fit();
+        assert_eq!(h.allocated_bytes(), 2 * 4 * 2);
+    }
+
+    #[test]
+    fn heads_hold_different_counts() {
+        let mut c = KvCache::new(2, 2, 4, KvDtype::F32);
+        for p in 0..3 {
+            for l in 0..2 {
+                for h in 0..2 {
+                    c.head_mut(l, h).push(p, &row(0.0), &row(0.0));
+                }
+            }
+            c.advance(1);
+        }
+        c.head_mut(1, 0).retain(&[true, false, false]);
+        assert_eq!(c.kept_entries(), 3 * 3 + 1);
+        assert_eq!(c.head(1, 0).positions(), &[0]);
+        assert_eq!(c.full_bytes(), 2 * 3 * 2 * 2 * 4 * 4);
+    }
+}

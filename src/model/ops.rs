@@ -1,0 +1,132 @@
+//! Element-wise and row-wise operations of the forward pass. Rows are `[n, dim]` row-major.
+
+use super::config::RopeStyle;
+
+/// `out = x / rms(x) * w` for each row; the mean square is accumulated in f64 as llama.cpp does.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let dim = w.len();
+    for (xr, or) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let ss: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
+        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
+            *o = v * scale * g;
+        }
+    }
+}
+
+/// Adds `bias` to every row of `x`.
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// `x += y`.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// SwiGLU: `gate = silu(gate) * up`.
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    for (g, &u) in gate.iter_mut().zip(up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+}
+
+/// Rotary position embedding tables: `cos/sin[pos][i]` for the `rope_dims / 2` frequencies.
+pub struct Rope {
+    style: RopeStyle,
+    head_dim: usize,
+    half: usize,
+    /// `theta_base^(-2i / rope_dims)` for each pair `i`.
+    inv_freq: Vec<f32>,
+}
+
+impl Rope {
+    pub fn new(style: RopeStyle, head_dim: usize, rope_dims: usize, theta: f32) -> Rope {
+        let half = rope_dims / 2;
+        let inv_freq = (0..half)
+            .map(|i| (theta as f64).powf(-2.0 * i as f64 / rope_dims as f64) as f32)
+            .collect();
+        Rope {
+            style,
+            head_dim,
+            half,
+            inv_freq,
+        }
+    }
+
+    /// Rotates every head of one token's `[n_heads, head_dim]` vector to position `pos`.
+    pub fn apply(&self, x: &mut [f32], pos: usize) {
+        let half = self.half;
+        for head in x.chunks_exact_mut(self.head_dim) {
+            for i in 0..half {
+                let angle = pos as f32 * self.inv_freq[i];
+                let (sin, cos) = angle.sin_cos();
+                let (a, b) = match self.style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Neox => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+/// In-place softmax of one row; returns nothing, the row sums to 1.
+pub fn softmax(row: &mut [f32]) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norm_of_constant_row_is_the_weight() {
+        let x = [2.0f32; 4];
+        let w = [1.0, 2.0, 3.0, 4.0];
+        let mut out = [0.0; 4];
+        rms_norm(&x, &w, 0.0, &mut out);
+        assert_eq!(out, [1.0, 2.0, 3.0, 4.0]);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position_times_frequency() {
+        // head_dim 4, theta 100: frequencies 1 and 100^(-1/2) = 0.1.
+        let rope = Rope::new(RopeStyle::Neox, 4, 4, 100.0);
+        let mut x = [1.0, 0.0, 1.0, 0.0];
+        rope.apply(&mut x, 2);
+        // pair (x0, x2) rotated by 2 rad, pair (x1, x3) = (0, 0) stays.
+        assert!((x[0] - 2f32.cos()).abs() < 1e-6 && (x[2] - 2f32.sin()).abs() < 1e-6);
+        assert_eq!((x[1], x[3]), (0.0, 0.0));
+        let rope = Rope::new(RopeStyle::Interleaved, 4, 4, 100.0);
+        let mut x = [0.0, 0.0, 1.0, 0.0];
+        rope.apply(&mut x, 10);
+        // pair (x2, x3) at frequency 0.1 rotated by 1 rad.
+        assert!((x[2] - 1f32.cos()).abs() < 1e-6 && (x[3] - 1f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn softmax_sums_to_one_and_keeps_order() {
+        let mut r = [1.0, 3.0, 2.0];
+        softmax(&mut r);
+        assert!((r.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(r[1] > r[2] && r[2] > r[0]);
+    }
+}

@@ -1,0 +1,30 @@
+//! Shared by the model tests: where the llama.cpp reference outputs are, and how to read them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// `../shared/reference` beside the project root.
+pub fn reference_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
+}
+
+/// One JSON value per line of a reference file.
+pub fn read_jsonl(name: &str) -> Vec<serde_json::Value> {
+    let path = reference_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("reference line is JSON"))
+        .collect()
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+/// The two models of the reference files: (short name, reference file suffix).
+pub const MODELS: &[(&str, &str)] = &[("smollm2", "smollm2"), ("qwen2.5-0.5b", "qwen2.5-0.5b")];
