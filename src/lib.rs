@@ -19,3 +19,4 @@ pub mod attention;
 pub mod kv_cache;
 pub mod model;
 pub mod generate;
+pub mod perplexity;
