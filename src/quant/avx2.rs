@@ -1,0 +1,536 @@
+//! AVX2 + FMA + F16C kernels (256-bit): one 32-element block per step.
+//!
+//! Integer products use `maddubs` (u8 x i8 -> i16 pairs), so the left operand must be
+//! unsigned: signed weights go through the sign trick (|x| times y with x's sign). No i16
+//! saturation is possible: the largest pair is 2 * 128 * 127 = 32512.
+//!
+//! # Safety (all `unsafe fn` here)
+//! The CPU must have AVX2, FMA and F16C, and the slices must hold the blocks of `n` elements
+//! (the dispatch table in `dispatch.rs` checks both): blocks are read through raw pointers.
+
+use std::arch::x86_64::*;
+use std::ptr::read_unaligned;
+
+use super::blocks::*;
+use super::dispatch::Kernels;
+
+pub fn supported() -> bool {
+    is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+pub static KERNELS: Kernels = Kernels {
+    name: "avx2",
+    dot: [
+        dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k,
+    ],
+    quant: [
+        super::scalar::quantize_f32,
+        quantize_f16,
+        quantize_q8_0,
+        quantize_q8_1,
+        quantize_q8_0,
+        quantize_q8_0,
+        quantize_q8_k,
+        quantize_q8_k,
+    ],
+    rows: [None; 8],
+    tile: [None; 8],
+};
+
+// ---------------------------------------------------------------- helpers
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn ld256(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p.cast())
+}
+
+/// The f16s at `a` and `b` as f32 lanes 0 and 1.
+///
+/// Built as one u32 in a general register and moved with `vmovd`, which writes the whole
+/// vector register: converting a lone u16 lets LLVM insert it (`vpinsrw`) into whatever
+/// register is free, often the accumulator, chaining every block onto the previous FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_pair(a: *const u8, b: *const u8) -> __m128 {
+    let lo = read_unaligned(a.cast::<u16>()) as u32;
+    let hi = read_unaligned(b.cast::<u16>()) as u32;
+    _mm_cvtph_ps(_mm_cvtsi32_si128((lo | hi << 16) as i32))
+}
+
+/// Product of the f16s at `a` and `b` (a weight scale times an activation scale).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_mul(a: *const u8, b: *const u8) -> f32 {
+    let v = f16_pair(a, b);
+    _mm_cvtss_f32(_mm_mul_ss(v, _mm_movehdup_ps(v)))
+}
+
+/// The f16 at `p` (off the hot loops).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
+    _mm_cvtss_f32(f16_pair(p, p))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
+    read_unaligned(p.cast::<f32>())
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01)))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hmax_ps(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)))
+}
+
+/// 16 bytes of packed nibbles -> 32 bytes 0..=15: low nibbles first, then high nibbles
+/// (the element order of Q4_0/Q4_1/Q5_0).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn nibbles32(p: *const u8) -> __m256i {
+    let x = _mm_loadu_si128(p.cast());
+    let both = _mm256_set_m128i(_mm_srli_epi16(x, 4), x);
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0F))
+}
+
+/// The 32 bits of `bits` -> 32 bytes, 0xFF where the bit is set (byte i <- bit i).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+    // Byte i first gets source byte i / 8 (shuffles stay within 128-bit lanes, and set1
+    // repeats the four bytes in both), then is tested against its bit i % 8.
+    let v = _mm256_set1_epi32(bits as i32);
+    #[rustfmt::skip]
+    let spread = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+        2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
+    );
+    let v = _mm256_shuffle_epi8(v, spread);
+    let sel = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(v, sel), sel)
+}
+
+/// Sum of u8 x i8 products in 8 i32 lanes (pairs via maddubs, then quads via madd).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_u8i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// Sum of i8 x i8 products in 8 i32 lanes, via |x| * (y with x's sign).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_i8i8(x: __m256i, y: __m256i) -> __m256i {
+    dot_u8i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+// ---------------------------------------------------------------- float dots
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr().cast::<f32>(), a.as_ptr().cast::<f32>());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let (x, y) = (
+                _mm256_loadu_ps(w.add(i + 8 * k)),
+                _mm256_loadu_ps(a.add(i + 8 * k)),
+            );
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(w.add(i)), _mm256_loadu_ps(a.add(i)), acc[0]);
+        i += 8;
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(acc);
+    while i < n {
+        s += read_unaligned(w.add(i)) * read_unaligned(a.add(i));
+        i += 1;
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let ld = |p: *const u8, i: usize| _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast()));
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_fmadd_ps(ld(w, i + 8 * k), ld(a, i + 8 * k), *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(ld(w, i), ld(a, i), acc[0]);
+        i += 8;
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(acc);
+    while i < n {
+        s += f16_at(w.add(2 * i)) * f16_at(a.add(2 * i));
+        i += 1;
+    }
+    s
+}
+
+// ---------------------------------------------------------------- 32-element block dots
+
+/// Q4_0 x Q8_0 over blocks `from..to` (also the odd-block tail of the AVX-512 kernel).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4_0_blocks(w: *const u8, a: *const u8, from: usize, to: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in from..to {
+        let (wb, ab) = (w.add(i * Q4_0_BYTES), a.add(i * Q8_0_BYTES));
+        let d = _mm256_set1_ps(f16_mul(wb, ab));
+        let x = _mm256_sub_epi8(nibbles32(wb.add(2)), _mm256_set1_epi8(8));
+        let p = dot_i8i8(x, ld256(ab.add(2)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    q4_0_blocks(w.as_ptr(), a.as_ptr(), 0, n / QK)
+}
+
+/// Q4_1 x Q8_1: `d_w d_a sum(q_w q_a) + m_w s_a` per block.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4_1_blocks(w: *const u8, a: *const u8, from: usize, to: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for i in from..to {
+        let (wb, ab) = (w.add(i * Q4_1_BYTES), a.add(i * Q8_1_BYTES));
+        let d = _mm256_set1_ps(f16_mul(wb, ab));
+        summs += f16_mul(wb.add(2), ab.add(2));
+        let p = dot_u8i8(nibbles32(wb.add(4)), ld256(ab.add(4)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    q4_1_blocks(w.as_ptr(), a.as_ptr(), 0, n / QK)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q5_0_blocks(w: *const u8, a: *const u8, from: usize, to: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in from..to {
+        let (wb, ab) = (w.add(i * Q5_0_BYTES), a.add(i * Q8_0_BYTES));
+        let d = _mm256_set1_ps(f16_mul(wb, ab));
+        // q - 16 as i8: the nibble itself if the fifth bit is set, else nibble | 0xF0.
+        let hi = _mm256_andnot_si256(
+            bytes_from_bits(read_unaligned(wb.add(2).cast::<u32>())),
+            _mm256_set1_epi8(0xF0u8 as i8),
+        );
+        let x = _mm256_or_si256(nibbles32(wb.add(6)), hi);
+        let p = dot_i8i8(x, ld256(ab.add(2)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    q5_0_blocks(w.as_ptr(), a.as_ptr(), 0, n / QK)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q8_0_blocks(w: *const u8, a: *const u8, from: usize, to: usize) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in from..to {
+        let (wb, ab) = (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES));
+        let d = _mm256_set1_ps(f16_mul(wb, ab));
+        let p = dot_i8i8(ld256(wb.add(2)), ld256(ab.add(2)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    q8_0_blocks(w.as_ptr(), a.as_ptr(), 0, n / QK)
+}
+
+// ---------------------------------------------------------------- K-quant dots
+
+/// Per-lane terms of `sum_j mins[j] * (bsums of sub-block j)`, Q4_K's min term: 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q4k_min_terms(mn: &[u8; 8], bsums: *const u8) -> __m256i {
+    // mins as i16, each twice: [m0, m0, m1, m1, ...] against the 16 bsums, summed in pairs.
+    let m = _mm_loadl_epi64(mn.as_ptr().cast());
+    let m = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
+    _mm256_madd_epi16(m, ld256(bsums))
+}
+
+/// Per-lane terms of `32 * sum_g scale[g] * bsum[g]`, Q6_K's offset term (q is stored + 32):
+/// 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn q6k_offset_terms(scales: *const u8, bsums: *const u8) -> __m256i {
+    let sc = _mm256_cvtepi8_epi16(_mm_loadu_si128(scales.cast()));
+    _mm256_slli_epi32(_mm256_madd_epi16(sc, ld256(bsums)), 5)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in 0..n / QK_K {
+        let (wb, ab) = (&w[i * Q4_K_BYTES..], &a[i * Q8_K_BYTES..]);
+        let (sc, mn) = q4k_scales_mins(&wb[Q4_K_OFF_SCALES..Q4_K_OFF_QS]);
+        let (qs, y) = (wb.as_ptr().add(Q4_K_OFF_QS), ab.as_ptr().add(Q8_K_OFF_QS));
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let q = ld256(qs.add(32 * c));
+            let lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+            let plo = _mm256_maddubs_epi16(lo, ld256(y.add(64 * c)));
+            let phi = _mm256_maddubs_epi16(hi, ld256(y.add(64 * c + 32)));
+            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c] as i16));
+            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+        }
+        let yd = _mm_set1_ps(f32_at(ab.as_ptr()));
+        let dd = _mm_mul_ps(f16_pair(wb.as_ptr(), wb.as_ptr().add(2)), yd); // [d, dmin]
+        let mins = q4k_min_terms(&mn, ab.as_ptr().add(Q8_K_OFF_BSUMS));
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
+        let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+        accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm);
+    }
+    hsum_ps(_mm256_sub_ps(acc, accm))
+}
+
+/// The four 32-byte groups of 6-bit quants (stored + 32) of one 128-element Q6_K half.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6k_half(ql: *const u8, qh: *const u8) -> [__m256i; 4] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m30 = _mm256_set1_epi8(0x30);
+    let (l0, l1, h) = (ld256(ql), ld256(ql.add(32)), ld256(qh));
+    // Each qh byte carries the top two bits of four elements: bits 0-1, 2-3, 4-5, 6-7;
+    // move each pair to bits 4-5 (16-bit shifts are fine: the mask drops spilled bits).
+    let h0 = _mm256_and_si256(_mm256_slli_epi16(h, 4), m30);
+    let h1 = _mm256_and_si256(_mm256_slli_epi16(h, 2), m30);
+    let h2 = _mm256_and_si256(h, m30);
+    let h3 = _mm256_and_si256(_mm256_srli_epi16(h, 2), m30);
+    [
+        _mm256_or_si256(_mm256_and_si256(l0, m4), h0),
+        _mm256_or_si256(_mm256_and_si256(l1, m4), h1),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), h2),
+        _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), h3),
+    ]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK_K {
+        let (wb, ab) = (&w[i * Q6_K_BYTES..], &a[i * Q8_K_BYTES..]);
+        let (wp, y) = (wb.as_ptr(), ab.as_ptr().add(Q8_K_OFF_QS));
+        let sc = wp.add(Q6_K_OFF_SCALES).cast::<i8>();
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let q = q6k_half(wp.add(64 * h), wp.add(Q6_K_OFF_QH + 32 * h));
+            for (k, &q) in q.iter().enumerate() {
+                // 16 i16 pair sums: lanes 0-7 are scale group g, lanes 8-15 group g + 1.
+                let p = _mm256_maddubs_epi16(q, ld256(y.add(128 * h + 32 * k)));
+                let g = 8 * h + 2 * k;
+                let s = _mm256_set_m128i(
+                    _mm_set1_epi16(*sc.add(g + 1) as i16),
+                    _mm_set1_epi16(*sc.add(g) as i16),
+                );
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+        }
+        let off = q6k_offset_terms(sc.cast(), ab.as_ptr().add(Q8_K_OFF_BSUMS));
+        let sumi = _mm256_sub_epi32(sumi, off);
+        let d = _mm256_set1_ps(f16_at(wp.add(Q6_K_OFF_D)) * f32_at(ab.as_ptr()));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
+// ---------------------------------------------------------------- activation quantisers
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_f16(x: &[f32], dst: &mut [u8]) {
+    let mut i = 0;
+    while i + 8 <= x.len() {
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(x.as_ptr().add(i)));
+        _mm_storeu_si128(dst.as_mut_ptr().add(2 * i).cast(), h);
+        i += 8;
+    }
+    super::scalar::quantize_f16(&x[i..], &mut dst[2 * i..]);
+}
+
+/// 32 floats times `id`, rounded half to even -> 32 i8 in element order at `out`; returns the
+/// four 8-lane i32 vectors (for sums).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_pack32(v: &[__m256; 4], id: f32, out: *mut u8) -> [__m256i; 4] {
+    let id = _mm256_set1_ps(id);
+    let r = |v| {
+        let s = _mm256_mul_ps(v, id);
+        _mm256_cvtps_epi32(_mm256_round_ps::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(s))
+    };
+    let q = [r(v[0]), r(v[1]), r(v[2]), r(v[3])];
+    store_i32x32_as_i8(&q, out);
+    q
+}
+
+/// Packs 32 i32 (in range) to i8 in order. The packs interleave 128-bit lanes; the final
+/// permute restores element order.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_i32x32_as_i8(q: &[__m256i; 4], out: *mut u8) {
+    let p01 = _mm256_packs_epi32(q[0], q[1]);
+    let p23 = _mm256_packs_epi32(q[2], q[3]);
+    let b = _mm256_packs_epi16(p01, p23);
+    let b = _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(out.cast(), b);
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load32(x: *const f32) -> [__m256; 4] {
+    [
+        _mm256_loadu_ps(x),
+        _mm256_loadu_ps(x.add(8)),
+        _mm256_loadu_ps(x.add(16)),
+        _mm256_loadu_ps(x.add(24)),
+    ]
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn abs_ps(v: __m256) -> __m256 {
+    _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
+}
+
+/// Q8_0/Q8_1 as llama.cpp's x86 path: d = amax / 127, q = round-half-even(x * (127 / amax)).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_01<const SUM: bool>(x: &[f32], dst: &mut [u8]) {
+    let (bytes, hdr) = if SUM {
+        (Q8_1_BYTES, 4)
+    } else {
+        (Q8_0_BYTES, 2)
+    };
+    for (i, b) in dst.chunks_exact_mut(bytes).take(x.len() / QK).enumerate() {
+        let v = load32(x.as_ptr().add(i * QK));
+        let m = _mm256_max_ps(
+            _mm256_max_ps(abs_ps(v[0]), abs_ps(v[1])),
+            _mm256_max_ps(abs_ps(v[2]), abs_ps(v[3])),
+        );
+        let amax = hmax_ps(m);
+        let d = amax / 127.0;
+        let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let q = round_pack32(&v, id, b.as_mut_ptr().add(hdr));
+        write_f16(b, 0, d);
+        if SUM {
+            let s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            write_f16(b, 2, d * hsum_epi32(s) as f32);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8_0(x: &[f32], dst: &mut [u8]) {
+    quantize_q8_01::<false>(x, dst)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8_1(x: &[f32], dst: &mut [u8]) {
+    quantize_q8_01::<true>(x, dst)
+}
+
+/// Q8_K, bit-identical to the scalar reference (llama.cpp has no SIMD variant to follow).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_q8_k(x: &[f32], dst: &mut [u8]) {
+    for (xb, b) in x.chunks_exact(QK_K).zip(dst.chunks_exact_mut(Q8_K_BYTES)) {
+        let xp = xb.as_ptr();
+        let mut m = _mm256_setzero_ps();
+        for k in 0..32 {
+            m = _mm256_max_ps(m, abs_ps(_mm256_loadu_ps(xp.add(8 * k))));
+        }
+        let amax = hmax_ps(m);
+        if amax == 0.0 {
+            b.fill(0);
+            continue;
+        }
+        // The reference takes the sign of the first element reaching amax.
+        let target = _mm256_set1_ps(amax);
+        let first = (0..32)
+            .find_map(|k| {
+                let eq =
+                    _mm256_cmp_ps::<_CMP_EQ_OQ>(abs_ps(_mm256_loadu_ps(xp.add(8 * k))), target);
+                let bits = _mm256_movemask_ps(eq);
+                (bits != 0).then(|| 8 * k + bits.trailing_zeros() as usize)
+            })
+            .unwrap_or(0);
+        let iscale = -127.0 / xb[first];
+        let cap = _mm256_set1_epi32(127);
+        for c in 0..8 {
+            let mut q = round_pack_q8k(load32(xp.add(32 * c)), iscale);
+            for q in q.iter_mut() {
+                *q = _mm256_min_epi32(*q, cap);
+            }
+            store_i32x32_as_i8(&q, b.as_mut_ptr().add(Q8_K_OFF_QS + 32 * c));
+            for g in 0..2 {
+                let s = hsum_epi32(_mm256_add_epi32(q[2 * g], q[2 * g + 1])) as i16;
+                let o = Q8_K_OFF_BSUMS + 2 * (2 * c + g);
+                b[o..o + 2].copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        b[0..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn round_pack_q8k(v: [__m256; 4], iscale: f32) -> [__m256i; 4] {
+    let s = _mm256_set1_ps(iscale);
+    v.map(|v| {
+        let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(v, s),
+        );
+        _mm256_cvtps_epi32(r)
+    })
+}

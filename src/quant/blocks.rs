@@ -1,0 +1,115 @@
+//! Byte layouts of the GGUF blocks and of the activation blocks, as ggml stores them: packed,
+//! little-endian, no padding. Kernels read blocks straight out of the mapped file, so every
+//! offset here is a wire format, not a choice.
+//!
+//! Naming: `QK*` are elements per block, `*_BYTES` bytes per block, `*_OFF_*` field offsets.
+
+/// Elements per block of the 32-element formats (Q4_0, Q4_1, Q5_0, Q8_0, Q8_1).
+pub const QK: usize = 32;
+/// Elements per super-block of the K-quants (Q4_K, Q6_K, Q8_K).
+pub const QK_K: usize = 256;
+
+/// Q4_0, 32 weights in 18 bytes: `[d: f16][qs: 16 B]`.
+/// `qs[j] & 0xF` is element `j`, `qs[j] >> 4` is element `j + 16`; weight = d * (q - 8).
+pub const Q4_0_BYTES: usize = 18;
+
+/// Q4_1, 32 weights in 20 bytes: `[d: f16][m: f16][qs: 16 B]`.
+/// Nibble order as Q4_0; weight = d * q + m.
+pub const Q4_1_BYTES: usize = 20;
+
+/// Q5_0, 32 weights in 22 bytes: `[d: f16][qh: u32 LE][qs: 16 B]`.
+/// Low four bits as Q4_0; bit `i` of `qh` is the fifth bit of element `i`; weight = d * (q - 16).
+pub const Q5_0_BYTES: usize = 22;
+
+/// Q8_0, 32 values in 34 bytes: `[d: f16][qs: 32 x i8]`; value = d * q.
+/// Also the activation format for Q4_0, Q5_0 and Q8_0 weights.
+pub const Q8_0_BYTES: usize = 34;
+
+/// Q8_1 (activations for Q4_1), 32 values in 36 bytes: `[d: f16][s: f16][qs: 32 x i8]`,
+/// where `s = d * sum(qs)` lets the dot product fold in Q4_1's offset `m` with one multiply.
+pub const Q8_1_BYTES: usize = 36;
+
+/// Q4_K, 256 weights in 144 bytes: `[d: f16][dmin: f16][scales: 12 B][qs: 128 B]`.
+/// Eight sub-blocks of 32, each with a 6-bit scale `sc` and 6-bit min `m` packed into `scales`
+/// (see [`q4k_scale_min`]). `qs` is four 32-byte chunks; chunk `c` holds sub-block `2c` in its
+/// low nibbles and sub-block `2c + 1` in its high nibbles. weight = d * sc * q - dmin * m.
+pub const Q4_K_BYTES: usize = 144;
+pub const Q4_K_OFF_SCALES: usize = 4;
+pub const Q4_K_OFF_QS: usize = 16;
+
+/// Q6_K, 256 weights in 210 bytes: `[ql: 128 B][qh: 64 B][scales: 16 x i8][d: f16]`.
+/// Two halves of 128 elements, each using 64 B of `ql` and 32 B of `qh`. Within a half, for
+/// `l` in 0..32: element `l` = ql[l] low | qh[l] bits 0-1, `l + 32` = ql[l + 32] low |
+/// qh[l] bits 2-3, `l + 64` = ql[l] high | qh[l] bits 4-5, `l + 96` = ql[l + 32] high |
+/// qh[l] bits 6-7 (ql part is the low four bits of q, qh part the top two).
+/// Element `e` uses scale `scales[e / 16]`; weight = d * scale * (q - 32).
+pub const Q6_K_BYTES: usize = 210;
+pub const Q6_K_OFF_QH: usize = 128;
+pub const Q6_K_OFF_SCALES: usize = 192;
+pub const Q6_K_OFF_D: usize = 208;
+
+/// Q8_K (activations for the K-quants), 256 values in 292 bytes:
+/// `[d: f32][qs: 256 x i8][bsums: 16 x i16]`, `bsums[k]` = sum of `qs[16k..16k + 16]`
+/// (lets the K-quant dots apply mins and offsets per 16 elements without touching `qs`).
+pub const Q8_K_BYTES: usize = 292;
+pub const Q8_K_OFF_QS: usize = 4;
+pub const Q8_K_OFF_BSUMS: usize = 260;
+
+#[inline(always)]
+pub fn read_u16(b: &[u8], off: usize) -> u16 {
+    u16::from_le_bytes([b[off], b[off + 1]])
+}
+
+#[inline(always)]
+pub fn read_u32(b: &[u8], off: usize) -> u32 {
+    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+}
+
+#[inline(always)]
+pub fn read_f16(b: &[u8], off: usize) -> f32 {
+    half::f16::from_bits(read_u16(b, off)).to_f32()
+}
+
+#[inline(always)]
+pub fn read_f32(b: &[u8], off: usize) -> f32 {
+    f32::from_bits(read_u32(b, off))
+}
+
+#[inline(always)]
+pub fn write_f16(b: &mut [u8], off: usize, v: f32) {
+    b[off..off + 2].copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes());
+}
+
+/// Sum of the Q8_K block's 16-element group `k`.
+#[inline(always)]
+pub fn q8k_bsum(b: &[u8], k: usize) -> i32 {
+    read_u16(b, Q8_K_OFF_BSUMS + 2 * k) as i16 as i32
+}
+
+/// Scale and min of Q4_K sub-block `j` (0..8) from the 12 packed bytes `s`.
+/// Bytes 0-3: low 6 bits = scales 0-3, top 2 bits = high bits of scales 4-7.
+/// Bytes 4-7: low 6 bits = mins 0-3, top 2 bits = high bits of mins 4-7.
+/// Bytes 8-11: low nibble = low 4 bits of scales 4-7, high nibble = low 4 bits of mins 4-7.
+#[inline(always)]
+pub fn q4k_scale_min(s: &[u8], j: usize) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        (
+            (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4),
+            (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
+        )
+    }
+}
+
+/// All eight (scale, min) pairs of a Q4_K block, unpacked: the same as [`q4k_scale_min`]
+/// for each `j`, done four bytes at a time.
+#[inline(always)]
+pub fn q4k_scales_mins(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let (u0, u1, u2) = (read_u32(s, 0), read_u32(s, 4), read_u32(s, 8));
+    let (m6, m4, m2) = (0x3F3F_3F3Fu32, 0x0F0F_0F0Fu32, 0x0303_0303u32);
+    let sc_hi = (u2 & m4) | ((u0 >> 6) & m2) << 4;
+    let mn_hi = ((u2 >> 4) & m4) | ((u1 >> 6) & m2) << 4;
+    let join = |lo: u32, hi: u32| (lo as u64 | (hi as u64) << 32).to_le_bytes();
+    (join(u0 & m6, sc_hi), join(u1 & m6, mn_hi))
+}

@@ -1,0 +1,210 @@
+//! Tokenizer and chat-template parity with llama.cpp on the reference fixtures:
+//! `tokenize-MODEL.jsonl` (`{"text", "ids"}` from llama-server `/tokenize`, special tokens
+//! parsed, nothing prepended) and `greedy-MODEL.jsonl` (`prompt` = the chat-rendered or raw
+//! text, `prompt_ids`). For every line: `encode(text) == ids` and `decode(ids) == text`; for
+//! the chat lines, rendering the user message with the model's template gives `prompt`.
+
+use fastgen::chat::{ChatMessage, ChatTemplate};
+use fastgen::tokenizer::{StreamDecoder, Tokenizer};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn reference_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
+}
+
+fn read_jsonl(name: &str) -> Vec<Value> {
+    let path = reference_dir().join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn ids_of(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// Path of a pinned model's GGUF (fetched on first use).
+fn model_path(short_name: &str) -> PathBuf {
+    fastgen::fetch::ensure_model(short_name).unwrap_or_else(|e| panic!("model {short_name}: {e}"))
+}
+
+/// Tokenizer and chat template of a pinned model, from its GGUF.
+fn load(short_name: &str) -> (Tokenizer, Option<ChatTemplate>) {
+    let g = fastgen::gguf::Gguf::open(&model_path(short_name)).unwrap();
+    let tok = Tokenizer::from_gguf(&g).unwrap();
+    let tpl = ChatTemplate::from_gguf(&g).unwrap();
+    (tok, tpl)
+}
+
+/// Shortens a string for failure messages.
+fn clip(s: &str) -> String {
+    let c: String = s.chars().take(80).collect();
+    if c.len() < s.len() {
+        format!("{c:?}...")
+    } else {
+        format!("{c:?}")
+    }
+}
+
+/// Tokenizes every fixture line of one model; returns failures (empty when all match).
+fn check_model(short_name: &str, fixture: &str) -> Vec<String> {
+    let (tok, tpl) = load(short_name);
+    let mut failures = Vec::new();
+
+    let lines = read_jsonl(&format!("tokenize-{fixture}.jsonl"));
+    let mut matched = 0;
+    for (i, line) in lines.iter().enumerate() {
+        let text = line["text"].as_str().unwrap();
+        let want = ids_of(&line["ids"]);
+        let got = tok.encode(text).unwrap();
+        let mut ok = true;
+        if got != want {
+            ok = false;
+            failures.push(format!(
+                "{fixture} tokenize line {i} {}: encode\n  got  {got:?}\n  want {want:?}",
+                clip(text)
+            ));
+        }
+        // The `tokenizers` pipeline alone (its own special-token matching) agrees too.
+        let hf = tok.hf().encode(text, false).unwrap();
+        if hf.get_ids() != want.as_slice() {
+            ok = false;
+            failures.push(format!(
+                "{fixture} tokenize line {i}: tokenizers pipeline gives {:?}",
+                hf.get_ids()
+            ));
+        }
+        let back = tok.decode(&want);
+        if back != text {
+            ok = false;
+            failures.push(format!(
+                "{fixture} tokenize line {i}: decode gives {}",
+                clip(&back)
+            ));
+        }
+        matched += usize::from(ok);
+    }
+    eprintln!(
+        "{short_name}: {matched}/{} tokenize lines match",
+        lines.len()
+    );
+
+    let greedy = read_jsonl(&format!("greedy-{fixture}.jsonl"));
+    let (mut prompts_ok, mut generated_ok, mut chats, mut chats_ok) = (0, 0, 0, 0);
+    for (i, line) in greedy.iter().enumerate() {
+        let kind = line["kind"].as_str().unwrap();
+        let prompt = line["prompt"].as_str().unwrap();
+        let want = ids_of(&line["prompt_ids"]);
+        let got = tok.encode(prompt).unwrap();
+        let mut ok = true;
+        if got != want {
+            ok = false;
+            let first_diff = got.iter().zip(&want).position(|(a, b)| a != b);
+            failures.push(format!(
+                "{fixture} greedy line {i} ({kind}): encode differs at {first_diff:?} \
+                 (lengths {} vs {})",
+                got.len(),
+                want.len()
+            ));
+        }
+        if tok.decode(&want) != prompt {
+            ok = false;
+            failures.push(format!(
+                "{fixture} greedy line {i} ({kind}): decode differs"
+            ));
+        }
+        prompts_ok += usize::from(ok);
+
+        // Generated text: llama.cpp leaves the end-of-generation token out of it; streaming
+        // token by token gives the same text as decoding all at once.
+        let gen: Vec<u32> = ids_of(&line["greedy_ids"])
+            .into_iter()
+            .filter(|&id| !tok.is_eog(id))
+            .collect();
+        let want_text = line["greedy_text"].as_str().unwrap();
+        let mut stream = StreamDecoder::new(&tok);
+        let mut streamed: String = gen.iter().map(|&id| stream.push(id)).collect();
+        streamed.push_str(&stream.flush());
+        let decoded = tok.decode(&gen);
+        if decoded == want_text && streamed == want_text {
+            generated_ok += 1;
+        } else {
+            failures.push(format!(
+                "{fixture} greedy line {i}: generated text decodes to {} / streams to {}, want {}",
+                clip(&decoded),
+                clip(&streamed),
+                clip(want_text)
+            ));
+        }
+
+        if kind == "chat" {
+            chats += 1;
+            let tpl = tpl.as_ref().expect("chat model without a chat template");
+            let user = user_message(prompt)
+                .unwrap_or_else(|| panic!("line {i}: no single user turn in {}", clip(prompt)));
+            let rendered = tpl.render(&[ChatMessage::user(user)], true).unwrap();
+            if rendered == prompt {
+                chats_ok += 1;
+            } else {
+                failures.push(format!(
+                    "{fixture} greedy line {i}: template renders\n  {}\nwant\n  {}",
+                    clip(&rendered),
+                    clip(prompt)
+                ));
+            }
+        }
+    }
+    eprintln!(
+        "{short_name}: {prompts_ok}/{n} greedy prompts match, {generated_ok}/{n} generated texts \
+         decode alike, {chats_ok}/{chats} chat renders match",
+        n = greedy.len()
+    );
+    failures
+}
+
+/// The user message of a ChatML prompt with one user turn and the assistant's opening.
+fn user_message(prompt: &str) -> Option<&str> {
+    const OPEN: &str = "<|im_start|>user\n";
+    const CLOSE: &str = "<|im_end|>\n<|im_start|>assistant\n";
+    let start = prompt.find(OPEN)? + OPEN.len();
+    prompt[start..].strip_suffix(CLOSE)
+}
+
+fn assert_no_failures(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn smollm2_matches_llama_cpp() {
+    assert_no_failures(check_model("smollm2", "smollm2"));
+}
+
+#[test]
+fn qwen25_matches_llama_cpp() {
+    assert_no_failures(check_model("qwen2.5-0.5b", "qwen2.5-0.5b"));
+}
+
+#[test]
+fn eog_ids_follow_llama_cpp() {
+    let (tok, _) = load("smollm2");
+    // <|endoftext|>, <|im_end|> (EOS) and <reponame> (FIM repository token).
+    assert_eq!(tok.eog_ids(), &[0, 2, 4]);
+    assert_eq!(tok.vocab_size(), 49152);
+    let (tok, _) = load("qwen2.5-0.5b");
+    // <|endoftext|>, <|im_end|>, <|fim_pad|>, <|repo_name|>, <|file_sep|>.
+    assert_eq!(tok.eog_ids(), &[151643, 151645, 151662, 151663, 151664]);
+    assert_eq!(tok.vocab_size(), 151936);
+}
