@@ -13,7 +13,12 @@ use rayon::prelude::*;
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ac.zip(bc) {
         for i in 0..8 {
             acc[i] += x[i] * y[i];
@@ -45,10 +50,10 @@ fn attend_group(
 ) {
     let n = keys.len() / head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    for (qh, (oh, ph)) in q
-        .chunks_exact(head_dim)
-        .zip(out.chunks_exact_mut(head_dim).zip(probs.chunks_exact_mut(n)))
-    {
+    for (qh, (oh, ph)) in q.chunks_exact(head_dim).zip(
+        out.chunks_exact_mut(head_dim)
+            .zip(probs.chunks_exact_mut(n)),
+    ) {
         for (p, k) in ph.iter_mut().zip(keys.chunks_exact(head_dim)) {
             *p = dot(qh, k) * scale;
         }
@@ -77,7 +82,7 @@ pub fn attend_one(
     pos: u32,
     head_dim: usize,
     out: &mut [f32],
-    mut probs_out: Option<&mut Vec<Vec<f32>>>,
+    probs_out: Option<&mut Vec<Vec<f32>>>,
 ) {
     let group = q.len() / head_dim / heads.len();
     let span = group * head_dim;
@@ -94,7 +99,7 @@ pub fn attend_one(
             s.probs
         })
         .collect();
-    if let Some(p) = probs_out.as_deref_mut() {
+    if let Some(p) = probs_out {
         *p = results;
     }
 }
@@ -167,7 +172,14 @@ mod tests {
         assert_eq!(out, [3.0, 4.0]);
         h.push(1, &[1.0, 0.0], &[5.0, 0.0]);
         let mut probs = Vec::new();
-        attend_one(std::slice::from_ref(&h), &[5.0, 5.0], 1, 2, &mut out, Some(&mut probs));
+        attend_one(
+            std::slice::from_ref(&h),
+            &[5.0, 5.0],
+            1,
+            2,
+            &mut out,
+            Some(&mut probs),
+        );
         assert_eq!(out, [4.0, 2.0]);
         assert_eq!(probs, vec![vec![0.5, 0.5]]);
     }
@@ -175,7 +187,10 @@ mod tests {
     #[test]
     fn batch_is_causal_and_equals_one_at_a_time() {
         // Two KV heads, group of two query heads each, head_dim 2, three tokens.
-        let mut heads = vec![HeadCache::new(2, KvDtype::F32), HeadCache::new(2, KvDtype::F32)];
+        let mut heads = vec![
+            HeadCache::new(2, KvDtype::F32),
+            HeadCache::new(2, KvDtype::F32),
+        ];
         let kv = |p: usize, h: usize| [(p + h) as f32 * 0.3, 1.0 - p as f32 * 0.2];
         for p in 0..3 {
             for (h, head) in heads.iter_mut().enumerate() {
@@ -183,7 +198,9 @@ mod tests {
                 head.push(p as u32, &k, &[k[1], p as f32]);
             }
         }
-        let q: Vec<f32> = (0..3 * 8).map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5).collect();
+        let q: Vec<f32> = (0..3 * 8)
+            .map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5)
+            .collect();
         let mut batch = vec![0.0; 24];
         attend_batch(&heads, &q, &[0, 1, 2], 4, 2, &mut batch);
         for p in 0..3 {

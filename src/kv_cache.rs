@@ -99,9 +99,9 @@ impl Rows {
 #[derive(Debug, Clone)]
 pub struct HeadCache {
     head_dim: usize,
-    keys: Rows,     // [len, head_dim]
-    values: Rows,   // [len, head_dim]
-    pos: Vec<u32>,  // [len]: sequence position of each slot, increasing
+    keys: Rows,    // [len, head_dim]
+    values: Rows,  // [len, head_dim]
+    pos: Vec<u32>, // [len]: sequence position of each slot, increasing
 }
 
 impl HeadCache {
@@ -124,7 +124,10 @@ impl HeadCache {
     }
     /// Appends one token. Precondition: `pos` is greater than every cached position.
     pub fn push(&mut self, pos: u32, key: &[f32], value: &[f32]) {
-        debug_assert!(self.pos.last().is_none_or(|&p| p < pos), "positions must increase");
+        debug_assert!(
+            self.pos.last().is_none_or(|&p| p < pos),
+            "positions must increase"
+        );
         debug_assert_eq!(key.len(), self.head_dim);
         self.keys.push(key);
         self.values.push(value);
@@ -137,12 +140,24 @@ impl HeadCache {
         self.pos.reserve(n);
     }
     /// Keys of slots `[start, end)` as f32 rows `[end - start, head_dim]`.
-    pub fn keys_f32<'a>(&'a self, start: usize, end: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
-        self.keys.as_f32(start * self.head_dim, end * self.head_dim, scratch)
+    pub fn keys_f32<'a>(
+        &'a self,
+        start: usize,
+        end: usize,
+        scratch: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        self.keys
+            .as_f32(start * self.head_dim, end * self.head_dim, scratch)
     }
     /// Values of slots `[start, end)` as f32 rows `[end - start, head_dim]`.
-    pub fn values_f32<'a>(&'a self, start: usize, end: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
-        self.values.as_f32(start * self.head_dim, end * self.head_dim, scratch)
+    pub fn values_f32<'a>(
+        &'a self,
+        start: usize,
+        end: usize,
+        scratch: &'a mut Vec<f32>,
+    ) -> &'a [f32] {
+        self.values
+            .as_f32(start * self.head_dim, end * self.head_dim, scratch)
     }
     /// Number of slots visible to a query at `pos` (causal mask: slots at positions <= pos).
     pub fn visible(&self, pos: u32) -> usize {

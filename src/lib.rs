@@ -6,17 +6,17 @@
 //! `sampling` turn text into ids and logits into text; `generate` ties them into a loop;
 //! `fetch` brings the pinned models and data onto the machine.
 
+pub mod chat;
 pub mod error;
 pub mod fetch;
 pub mod gguf;
 pub mod quant;
 pub mod sampling;
 pub mod tokenizer;
-pub mod chat;
 
 pub use error::{Error, Result};
 pub mod attention;
+pub mod generate;
 pub mod kv_cache;
 pub mod model;
-pub mod generate;
 pub mod perplexity;

@@ -33,7 +33,9 @@ pub fn perplexity(
     on_chunk: &mut dyn FnMut(usize, f64),
 ) -> Result<PerplexityReport> {
     if ctx < 4 {
-        return Err(Error::InvalidSetting(format!("perplexity context {ctx} is too small")));
+        return Err(Error::InvalidSetting(format!(
+            "perplexity context {ctx} is too small"
+        )));
     }
     let available = tokens.len() / ctx;
     if available == 0 {

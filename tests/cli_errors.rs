@@ -18,7 +18,10 @@ fn fails(args: &[&str]) -> String {
     assert_ne!(code, 0, "{args:?} should fail; stderr: {stderr}");
     assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
     let last = stderr.trim_end().lines().last().unwrap_or("");
-    assert!(last.starts_with("error"), "{args:?}: last line should be an error: {stderr}");
+    assert!(
+        last.starts_with("error"),
+        "{args:?}: last line should be an error: {stderr}"
+    );
     stderr
 }
 
@@ -113,9 +116,16 @@ fn unsupported_architecture() {
 fn unsupported_tensor_type() {
     let p = tmp_dir("ttype").join("q5_1.gguf");
     // Type 7 is Q5_1, which fastgen does not run.
-    write_gguf(&p, &[("general.architecture", "llama")], &[("token_embd.weight", &[32, 4], 7)]);
+    write_gguf(
+        &p,
+        &[("general.architecture", "llama")],
+        &[("token_embd.weight", &[32, 4], 7)],
+    );
     let e = fails(&["run", "--model", p.to_str().unwrap(), "hi"]);
-    assert!(e.contains("unsupported tensor type") && e.contains("Q5_1"), "{e}");
+    assert!(
+        e.contains("unsupported tensor type") && e.contains("Q5_1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -124,7 +134,13 @@ fn prompt_longer_than_context() {
     let p = dir.join("ids.json");
     let ids: Vec<u32> = (0..8193).map(|i| 100 + i % 1000).collect();
     std::fs::write(&p, serde_json::to_string(&ids).unwrap()).unwrap();
-    let e = fails(&["run", "--prompt-ids", p.to_str().unwrap(), "--max-tokens", "1"]);
+    let e = fails(&[
+        "run",
+        "--prompt-ids",
+        p.to_str().unwrap(),
+        "--max-tokens",
+        "1",
+    ]);
     assert!(e.contains("8193 tokens") && e.contains("8192"), "{e}");
 }
 

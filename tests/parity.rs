@@ -68,7 +68,10 @@ fn parity(model_name: &str, suffix: &str) {
         swaps: 0,
         diffs: Vec::new(),
     };
-    for (n, case) in common::read_jsonl(&format!("greedy-{suffix}.jsonl")).iter().enumerate() {
+    for (n, case) in common::read_jsonl(&format!("greedy-{suffix}.jsonl"))
+        .iter()
+        .enumerate()
+    {
         let prompt = common::ids(&case["prompt_ids"]);
         let greedy = common::ids(&case["greedy_ids"]);
         let steps = case["steps"].as_array().unwrap();
@@ -76,9 +79,17 @@ fn parity(model_name: &str, suffix: &str) {
         let mut cache = model.new_cache(KvDtype::F16);
         let mut logits = model.prefill(&prompt, &mut cache, &mut ws).unwrap();
         for (i, step) in steps.iter().enumerate() {
-            check_step(&logits, step, &mut t, &format!("{model_name} case {n} ({kind}) step {i}"));
+            check_step(
+                &logits,
+                step,
+                &mut t,
+                &format!("{model_name} case {n} ({kind}) step {i}"),
+            );
             if i + 1 < steps.len() {
-                logits = model.decode(greedy[i], &mut cache, &mut ws).unwrap().to_vec();
+                logits = model
+                    .decode(greedy[i], &mut cache, &mut ws)
+                    .unwrap()
+                    .to_vec();
             }
         }
     }

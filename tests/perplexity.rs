@@ -21,7 +21,12 @@ fn check(model_name: &str, llama_cpp_ppl: f64) {
         r.running.iter().map(|p| format!("{p:.3}")).collect::<Vec<_>>()
     );
     assert_eq!(r.scored_tokens, 8 * 511);
-    assert!(rel < 0.01, "{model_name}: PPL {} is {:.2}% from llama.cpp's {llama_cpp_ppl}", r.ppl, rel * 100.0);
+    assert!(
+        rel < 0.01,
+        "{model_name}: PPL {} is {:.2}% from llama.cpp's {llama_cpp_ppl}",
+        r.ppl,
+        rel * 100.0
+    );
 }
 
 #[test]

@@ -12,7 +12,11 @@ use fastgen::model::Model;
 use fastgen::tokenizer::Tokenizer;
 
 #[derive(Parser)]
-#[command(name = "fastgen", version, about = "LLM inference on the CPU with FastGen adaptive KV-cache compression")]
+#[command(
+    name = "fastgen",
+    version,
+    about = "LLM inference on the CPU with FastGen adaptive KV-cache compression"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,9 @@ impl ModelArgs {
         if let Some(n) = self.threads {
             anyhow::ensure!(n >= 1, "--threads must be at least 1");
             // Fails only if the pool was already built; then the first setting stands.
-            let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .build_global();
         }
         let path = fetcher::resolve_model(&self.model)?;
         let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;

@@ -67,18 +67,33 @@ pub fn run(a: RunArgs) -> Result<()> {
         },
         top_logprobs: a.top_logprobs,
     };
-    let dtype = if a.kv_dtype == "f32" { KvDtype::F32 } else { KvDtype::F16 };
+    let dtype = if a.kv_dtype == "f32" {
+        KvDtype::F32
+    } else {
+        KvDtype::F16
+    };
     let model = &loaded.model;
     let mut cache = model.new_cache(dtype);
     let mut ws = Workspace::default();
     let mut stream = StreamDecoder::new(&loaded.tokenizer);
     let mut stdout = std::io::stdout().lock();
     let eog = loaded.tokenizer.eog_ids().to_vec();
-    let gen = generate(model, &mut cache, &mut ws, &prompt_ids, &opts, &eog, &mut |id| {
-        let text = stream.push(id);
-        // A closed stdout (e.g. `| head`) stops generation instead of failing later.
-        stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()).is_ok()
-    })?;
+    let gen = generate(
+        model,
+        &mut cache,
+        &mut ws,
+        &prompt_ids,
+        &opts,
+        &eog,
+        &mut |id| {
+            let text = stream.push(id);
+            // A closed stdout (e.g. `| head`) stops generation instead of failing later.
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush())
+                .is_ok()
+        },
+    )?;
     let _ = write!(stdout, "{}", stream.flush());
     let _ = writeln!(stdout);
     let t = &gen.timing;
@@ -101,14 +116,16 @@ pub fn run(a: RunArgs) -> Result<()> {
 /// The prompt as token ids: from --prompt-ids, or the text (chat-formatted unless --raw).
 fn prompt_ids(a: &RunArgs, loaded: &Loaded) -> Result<Vec<u32>> {
     if let Some(path) = &a.prompt_ids {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let ids: Vec<u32> = serde_json::from_str(&text)
             .with_context(|| format!("{}: expected a JSON array of token ids", path.display()))?;
         return Ok(ids);
     }
     let text = match (&a.prompt, &a.prompt_file) {
         (Some(p), _) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading prompt file {}", f.display()))?,
+        (None, Some(f)) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading prompt file {}", f.display()))?,
         (None, None) => bail!("give a prompt, --prompt-file or --prompt-ids"),
     };
     let text = match (&loaded.template, a.raw) {

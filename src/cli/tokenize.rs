@@ -22,7 +22,9 @@ pub struct TokenizeArgs {
 pub fn run(a: TokenizeArgs) -> Result<()> {
     let text = match (&a.text, &a.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
         (None, None) => anyhow::bail!("give --text or --file"),
     };
     let loaded = a.model.load()?;

@@ -115,7 +115,10 @@ impl ModelConfig {
     fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Metadata(what));
         if !(1..=1024).contains(&self.n_layers) {
-            return bad(format!("block_count {} out of range 1..=1024", self.n_layers));
+            return bad(format!(
+                "block_count {} out of range 1..=1024",
+                self.n_layers
+            ));
         }
         if !(1..=65536).contains(&self.n_embd) || !(1..=1 << 20).contains(&self.n_ff) {
             return bad(format!(
@@ -123,13 +126,19 @@ impl ModelConfig {
                 self.n_embd, self.n_ff
             ));
         }
-        if self.head_dim == 0 || self.head_dim > 1024 || self.head_dim % 2 != 0 {
-            return bad(format!("head dimension {} must be even and at most 1024", self.head_dim));
+        if self.head_dim == 0 || self.head_dim > 1024 || !self.head_dim.is_multiple_of(2) {
+            return bad(format!(
+                "head dimension {} must be even and at most 1024",
+                self.head_dim
+            ));
         }
         if self.n_heads * self.head_dim > 1 << 20 {
-            return bad(format!("{} heads of {} dims is too large", self.n_heads, self.head_dim));
+            return bad(format!(
+                "{} heads of {} dims is too large",
+                self.n_heads, self.head_dim
+            ));
         }
-        if self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
+        if self.rope_dims > self.head_dim || !self.rope_dims.is_multiple_of(2) {
             return bad(format!(
                 "rope.dimension_count {} must be even and at most the head dimension {}",
                 self.rope_dims, self.head_dim
@@ -139,10 +148,16 @@ impl ModelConfig {
             return bad(format!("context_length {} out of range", self.n_ctx));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return bad(format!("rope.freq_base {} must be positive", self.rope_theta));
+            return bad(format!(
+                "rope.freq_base {} must be positive",
+                self.rope_theta
+            ));
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0 && self.rms_eps < 1.0) {
-            return bad(format!("layer_norm_rms_epsilon {} out of range", self.rms_eps));
+            return bad(format!(
+                "layer_norm_rms_epsilon {} out of range",
+                self.rms_eps
+            ));
         }
         if self.vocab_size == 0 {
             return bad("empty vocabulary".into());

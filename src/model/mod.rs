@@ -73,7 +73,12 @@ impl Model {
 
     /// An empty cache for this model.
     pub fn new_cache(&self, dtype: KvDtype) -> KvCache {
-        KvCache::new(self.cfg.n_layers, self.cfg.n_kv_heads, self.cfg.head_dim, dtype)
+        KvCache::new(
+            self.cfg.n_layers,
+            self.cfg.n_kv_heads,
+            self.cfg.head_dim,
+            dtype,
+        )
     }
 
     fn bytes(&self, m: &Matrix) -> &[u8] {
@@ -123,17 +128,29 @@ impl Model {
     }
 
     /// Prefill: runs the prompt and returns the logits of its last token.
-    pub fn prefill(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace) -> Result<Vec<f32>> {
+    pub fn prefill(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        ws: &mut Workspace,
+    ) -> Result<Vec<f32>> {
         if tokens.is_empty() {
             return Err(Error::InvalidSetting("the prompt is empty".into()));
         }
         let mut last = Vec::new();
-        self.forward(tokens, cache, ws, tokens.len() - 1, &mut |_, l| last = l.to_vec())?;
+        self.forward(tokens, cache, ws, tokens.len() - 1, &mut |_, l| {
+            last = l.to_vec()
+        })?;
         Ok(last)
     }
 
     /// Decode: runs one token and returns its logits (valid until the next call).
-    pub fn decode<'w>(&self, token: u32, cache: &mut KvCache, ws: &'w mut Workspace) -> Result<&'w [f32]> {
+    pub fn decode<'w>(
+        &self,
+        token: u32,
+        cache: &mut KvCache,
+        ws: &'w mut Workspace,
+    ) -> Result<&'w [f32]> {
         self.forward(&[token], cache, ws, 0, &mut |_, _| {})?;
         Ok(&ws.logits)
     }
@@ -167,17 +184,44 @@ impl Model {
             // Attention block.
             ops::rms_norm(&ws.x, &lw.attn_norm, c.rms_eps, &mut ws.xn);
             ws.acts.reset(n, d);
-            matmul(&lw.wq, self.bytes(&lw.wq), &ws.xn, &mut ws.acts, &mut ws.q, &mut ws.mm);
-            matmul(&lw.wk, self.bytes(&lw.wk), &ws.xn, &mut ws.acts, &mut ws.k, &mut ws.mm);
-            matmul(&lw.wv, self.bytes(&lw.wv), &ws.xn, &mut ws.acts, &mut ws.v, &mut ws.mm);
-            for (bias, out) in [(&lw.bq, &mut ws.q), (&lw.bk, &mut ws.k), (&lw.bv, &mut ws.v)] {
+            matmul(
+                &lw.wq,
+                self.bytes(&lw.wq),
+                &ws.xn,
+                &mut ws.acts,
+                &mut ws.q,
+                &mut ws.mm,
+            );
+            matmul(
+                &lw.wk,
+                self.bytes(&lw.wk),
+                &ws.xn,
+                &mut ws.acts,
+                &mut ws.k,
+                &mut ws.mm,
+            );
+            matmul(
+                &lw.wv,
+                self.bytes(&lw.wv),
+                &ws.xn,
+                &mut ws.acts,
+                &mut ws.v,
+                &mut ws.mm,
+            );
+            for (bias, out) in [
+                (&lw.bq, &mut ws.q),
+                (&lw.bk, &mut ws.k),
+                (&lw.bv, &mut ws.v),
+            ] {
                 if let Some(b) = bias {
                     ops::add_bias(out, b);
                 }
             }
             for (i, &pos) in positions.iter().enumerate() {
-                self.rope.apply(&mut ws.q[i * qd..(i + 1) * qd], pos as usize);
-                self.rope.apply(&mut ws.k[i * kvd..(i + 1) * kvd], pos as usize);
+                self.rope
+                    .apply(&mut ws.q[i * qd..(i + 1) * qd], pos as usize);
+                self.rope
+                    .apply(&mut ws.k[i * kvd..(i + 1) * kvd], pos as usize);
             }
             let heads = cache.layer_mut(l);
             for (i, &pos) in positions.iter().enumerate() {
@@ -193,17 +237,45 @@ impl Model {
                 attention::attend_batch(heads, &ws.q, &positions, c.n_heads, hd, &mut ws.attn);
             }
             ws.acts.reset(n, qd);
-            matmul(&lw.wo, self.bytes(&lw.wo), &ws.attn, &mut ws.acts, &mut ws.proj, &mut ws.mm);
+            matmul(
+                &lw.wo,
+                self.bytes(&lw.wo),
+                &ws.attn,
+                &mut ws.acts,
+                &mut ws.proj,
+                &mut ws.mm,
+            );
             ops::add_in_place(&mut ws.x, &ws.proj);
 
             // Feed-forward block.
             ops::rms_norm(&ws.x, &lw.ffn_norm, c.rms_eps, &mut ws.xn);
             ws.acts.reset(n, d);
-            matmul(&lw.w_gate, self.bytes(&lw.w_gate), &ws.xn, &mut ws.acts, &mut ws.gate, &mut ws.mm);
-            matmul(&lw.w_up, self.bytes(&lw.w_up), &ws.xn, &mut ws.acts, &mut ws.up, &mut ws.mm);
+            matmul(
+                &lw.w_gate,
+                self.bytes(&lw.w_gate),
+                &ws.xn,
+                &mut ws.acts,
+                &mut ws.gate,
+                &mut ws.mm,
+            );
+            matmul(
+                &lw.w_up,
+                self.bytes(&lw.w_up),
+                &ws.xn,
+                &mut ws.acts,
+                &mut ws.up,
+                &mut ws.mm,
+            );
             ops::swiglu(&mut ws.gate, &ws.up);
             ws.acts.reset(n, c.n_ff);
-            matmul(&lw.w_down, self.bytes(&lw.w_down), &ws.gate, &mut ws.acts, &mut ws.proj, &mut ws.mm);
+            matmul(
+                &lw.w_down,
+                self.bytes(&lw.w_down),
+                &ws.gate,
+                &mut ws.acts,
+                &mut ws.proj,
+                &mut ws.mm,
+            );
             ops::add_in_place(&mut ws.x, &ws.proj);
         }
         cache.advance(n);
@@ -214,8 +286,20 @@ impl Model {
         if m == 0 {
             return;
         }
-        ops::rms_norm(&ws.x[from * d..], &w.output_norm, c.rms_eps, &mut ws.xn[..m * d]);
+        ops::rms_norm(
+            &ws.x[from * d..],
+            &w.output_norm,
+            c.rms_eps,
+            &mut ws.xn[..m * d],
+        );
         ws.acts.reset(m, d);
-        matmul(&w.output, self.bytes(&w.output), &ws.xn[..m * d], &mut ws.acts, &mut ws.logits, &mut ws.mm);
+        matmul(
+            &w.output,
+            self.bytes(&w.output),
+            &ws.xn[..m * d],
+            &mut ws.acts,
+            &mut ws.logits,
+            &mut ws.mm,
+        );
     }
 }

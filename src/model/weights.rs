@@ -22,22 +22,22 @@ pub struct Matrix {
 }
 
 pub struct LayerWeights {
-    pub attn_norm: Vec<f32>, // [n_embd]
-    pub wq: Matrix,          // [q_dim, n_embd]
-    pub wk: Matrix,          // [kv_dim, n_embd]
-    pub wv: Matrix,          // [kv_dim, n_embd]
+    pub attn_norm: Vec<f32>,  // [n_embd]
+    pub wq: Matrix,           // [q_dim, n_embd]
+    pub wk: Matrix,           // [kv_dim, n_embd]
+    pub wv: Matrix,           // [kv_dim, n_embd]
     pub bq: Option<Vec<f32>>, // [q_dim]
     pub bk: Option<Vec<f32>>, // [kv_dim]
     pub bv: Option<Vec<f32>>, // [kv_dim]
-    pub wo: Matrix,          // [n_embd, q_dim]
-    pub ffn_norm: Vec<f32>,  // [n_embd]
-    pub w_gate: Matrix,      // [n_ff, n_embd]
-    pub w_up: Matrix,        // [n_ff, n_embd]
-    pub w_down: Matrix,      // [n_embd, n_ff]
+    pub wo: Matrix,           // [n_embd, q_dim]
+    pub ffn_norm: Vec<f32>,   // [n_embd]
+    pub w_gate: Matrix,       // [n_ff, n_embd]
+    pub w_up: Matrix,         // [n_ff, n_embd]
+    pub w_down: Matrix,       // [n_embd, n_ff]
 }
 
 pub struct Weights {
-    pub token_embd: Matrix,  // [vocab, n_embd]
+    pub token_embd: Matrix,    // [vocab, n_embd]
     pub output_norm: Vec<f32>, // [n_embd]
     /// `output.weight`, or the token embedding when the model ties them.
     pub output: Matrix, // [vocab, n_embd]
@@ -50,7 +50,10 @@ impl Weights {
         let token_embd = matrix(g, "token_embd.weight", cfg.vocab_size, cfg.n_embd)?;
         let output_norm = vector(g, "output_norm.weight", cfg.n_embd)?;
         let (output, tied_output) = match g.tensor("output.weight") {
-            Some(_) => (matrix(g, "output.weight", cfg.vocab_size, cfg.n_embd)?, false),
+            Some(_) => (
+                matrix(g, "output.weight", cfg.vocab_size, cfg.n_embd)?,
+                false,
+            ),
             None => (token_embd.clone(), true),
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
@@ -101,8 +104,10 @@ fn matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
             t.dims
         )));
     }
-    if matches!(t.ty, GgmlType::F32 | GgmlType::F16) && cols % 32 != 0 {
-        return Err(Error::Metadata(format!("tensor '{name}': row length {cols} is not a multiple of 32")));
+    if matches!(t.ty, GgmlType::F32 | GgmlType::F16) && !cols.is_multiple_of(32) {
+        return Err(Error::Metadata(format!(
+            "tensor '{name}': row length {cols} is not a multiple of 32"
+        )));
     }
     let row_bytes = t.ty.row_bytes(cols)?;
     Ok(Matrix {
