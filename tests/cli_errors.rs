@@ -154,6 +154,6 @@ fn missing_prompt_file() {
 fn out_of_range_settings() {
     let e = fails(&["run", "--top-p", "1.5", "hi"]);
     assert!(e.contains("top"), "{e}");
-    let e = fails(&["run", "--temperature", "-1", "hi"]);
+    let e = fails(&["run", "--temperature=-1", "hi"]);
     assert!(e.contains("temperature"), "{e}");
 }

@@ -55,8 +55,6 @@ pub struct RunArgs {
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
-    let loaded = a.model.load()?;
-    let prompt_ids = prompt_ids(&a, &loaded)?;
     let opts = GenerateOptions {
         max_tokens: a.max_tokens,
         sampler: SamplerConfig {
@@ -67,6 +65,10 @@ pub fn run(a: RunArgs) -> Result<()> {
         },
         top_logprobs: a.top_logprobs,
     };
+    // Settings are checked before the model is loaded, so a typo fails at once.
+    opts.sampler.validate()?;
+    let loaded = a.model.load()?;
+    let prompt_ids = prompt_ids(&a, &loaded)?;
     let dtype = if a.kv_dtype == "f32" {
         KvDtype::F32
     } else {
@@ -95,7 +97,7 @@ pub fn run(a: RunArgs) -> Result<()> {
         },
     )?;
     let _ = write!(stdout, "{}", stream.flush());
-    let _ = writeln!(stdout);
+    let _ = writeln!(stdout).and_then(|_| stdout.flush());
     let t = &gen.timing;
     eprintln!(
         "prompt {} tokens, prefill {:.1} tok/s ({:.0} ms); generated {} tokens, decode {:.1} tok/s",
@@ -137,11 +139,18 @@ fn prompt_ids(a: &RunArgs, loaded: &Loaded) -> Result<Vec<u32>> {
 
 fn json_report(loaded: &Loaded, prompt_ids: &[u32], gen: &Generation) -> serde_json::Value {
     let t = &gen.timing;
+    // The end-of-generation token ends the text; it is not part of it.
+    let visible: Vec<u32> = gen
+        .generated_ids
+        .iter()
+        .copied()
+        .filter(|&id| !loaded.tokenizer.is_eog(id))
+        .collect();
     json!({
         "model": loaded.model.path.display().to_string(),
         "prompt_ids": prompt_ids,
         "generated_ids": gen.generated_ids,
-        "text": loaded.tokenizer.decode(&gen.generated_ids),
+        "text": loaded.tokenizer.decode(&visible),
         "steps": gen.steps.iter().map(|s| json!({
             "id": s.id,
             "logprob": s.logprob,

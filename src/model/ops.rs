@@ -110,7 +110,7 @@ mod tests {
     fn rope_rotates_pairs_by_position_times_frequency() {
         // head_dim 4, theta 100: frequencies 1 and 100^(-1/2) = 0.1.
         let rope = Rope::new(RopeStyle::Neox, 4, 4, 100.0);
-        let mut x = [1.0, 0.0, 1.0, 0.0];
+        let mut x = [1.0, 0.0, 0.0, 0.0];
         rope.apply(&mut x, 2);
         // pair (x0, x2) rotated by 2 rad, pair (x1, x3) = (0, 0) stays.
         assert!((x[0] - 2f32.cos()).abs() < 1e-6 && (x[2] - 2f32.sin()).abs() < 1e-6);
