@@ -1,5 +1,6 @@
 //! Command-line interface: shared argument groups and dispatch.
 
+mod bench;
 mod fetch;
 mod run;
 mod tokenize;
@@ -30,6 +31,8 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Download the pinned models into $FASTGEN_HOME/models.
     Fetch(fetch::FetchArgs),
+    /// Measure prompt and decode speed (llama-bench style), optionally against llama.cpp.
+    Bench(bench::BenchArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -37,6 +40,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Fetch(a) => fetch::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 
