@@ -16,7 +16,7 @@
 
 use crate::kv_cache::{HeadCache, RowsRef};
 use crate::model::ops::softmax;
-use crate::pool::{self, Barrier, Chunks};
+use crate::pool::{self, Chunks};
 use std::cell::RefCell;
 
 /// Dot product written with eight independent lanes so that it vectorises.
@@ -244,9 +244,7 @@ fn attend_one_fast(
         (first, n.div_ceil(chunk.min(n.max(1))))
     };
     let work = Chunks::new(tasks, 1);
-    let rescale = Chunks::new(tasks, 1);
-    let barrier = Barrier::default();
-    let step = |_: usize, nt: usize| {
+    let scores = |_: usize| {
         let mut qs = [0f32; x86::MAX_GROUP_DIM];
         while let Some(t) = work.next() {
             let (h, c) = locate(t.start);
@@ -265,17 +263,16 @@ fn attend_one_fast(
                 x86::decode_chunk(&heads[h], &qs[..span], group, j0, j1, dst[h].ptr(), n, p);
             }
         }
-        if !want_probs {
-            return;
-        }
-        barrier.wait(nt);
-        // Normalise this chunk's probabilities with its head's global max and sum.
+    };
+    // Normalises each chunk's probabilities with its head's global max and sum.
+    let rescale = Chunks::new(tasks, 1);
+    let normalise = |_: usize| {
         while let Some(t) = rescale.next() {
             let (h, c) = locate(t.start);
             let n = lay[h].0;
             let (j0, j1) = (c * chunk.min(n), ((c + 1) * chunk.min(n)).min(n));
             let (first, count) = merged(h);
-            // SAFETY: parts are complete after the barrier and only read here.
+            // SAFETY: the parts are complete (previous step) and only read here.
             let parts = unsafe {
                 std::slice::from_raw_parts(
                     part.ptr().add(first * group * pstride),
@@ -295,9 +292,15 @@ fn attend_one_fast(
         }
     };
     if serial {
-        step(0, 1);
+        scores(0);
+        if want_probs {
+            normalise(0);
+        }
     } else {
-        pool::global().run(&step);
+        pool::global().run(&scores);
+        if want_probs {
+            pool::global().run(&normalise);
+        }
     }
     // Merge the parts of each head into the output.
     for (h, og) in out.chunks_exact_mut(span).enumerate().take(heads.len()) {
@@ -360,7 +363,7 @@ pub fn attend_batch(
     let n_qb = n_tok.div_ceil(Q_BLOCK);
     let tasks = Chunks::new(heads.len() * n_qb, 1);
     let dst = SyncPtr(out.as_mut_ptr());
-    pool::global().run(&|_, _| {
+    pool::global().run(&|_| {
         let mut tile = Tile::new(head_dim, group);
         while let Some(t) = tasks.next() {
             // Later query blocks have more keys: hand them out first.

@@ -1,16 +1,23 @@
-//! A small persistent thread pool for the forward pass: one call runs a closure on every
-//! thread (the caller included) and returns when all are done.
+//! A small persistent thread pool for the forward pass: one call runs a closure on the
+//! calling thread and on every worker that is free to join, and returns when all of them
+//! are done.
 //!
 //! Decoding one token runs a few hundred parallel steps of tens of microseconds each, so the
 //! cost of starting a step matters more than anything a general scheduler offers. Workers
 //! spin on a generation counter for a short while after each step (so back-to-back steps
 //! start within a fraction of a microsecond), then sleep on a condition variable (so an idle
-//! process costs nothing). The closure gets `(thread index, thread count)` and splits its work
-//! itself, statically or through an atomic counter ([`Chunks`]).
+//! process costs nothing).
+//!
+//! Workers *join* a step; they are not required for it. The caller runs the closure too, and
+//! when it returns the step is closed: workers that had not joined by then skip it, and the
+//! caller waits only for those that did. The closure must therefore split its work
+//! dynamically (e.g. with [`Chunks`]), never assume that a given number of threads run it.
+//! This keeps a step from waiting on a worker that the OS has descheduled, which on a busy
+//! machine would otherwise cost a scheduler time slice per step.
 //!
 //! One step at a time: a call made while another is running (from another thread, or from
-//! inside a step) runs its closure alone on the calling thread as `(0, 1)`, which is always
-//! correct, only slower.
+//! inside a step) runs its closure on the calling thread alone, which is always correct, only
+//! slower.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,18 +25,42 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// How long an idle worker spins before it sleeps.
-const SPIN: Duration = Duration::from_millis(2);
+/// How long an idle worker spins before it sleeps (`FASTGEN_SPIN_US` overrides), and how
+/// long of that it spins without yielding its core (after that it yields now and then, so
+/// that on a busy machine the threads with work, ours or not, get the core).
+const SPIN_US: u64 = 2000;
+const SPIN_HOT_US: u64 = 50;
 
-type Job<'a> = &'a (dyn Fn(usize, usize) + Sync);
+fn spin_times() -> (Duration, Duration) {
+    static T: OnceLock<(Duration, Duration)> = OnceLock::new();
+    *T.get_or_init(|| {
+        let us = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let spin = us("FASTGEN_SPIN_US", SPIN_US);
+        let hot = us("FASTGEN_SPIN_HOT_US", SPIN_HOT_US).min(spin);
+        (Duration::from_micros(hot), Duration::from_micros(spin))
+    })
+}
+
+/// `joined` bit: the current step still accepts workers. The low bits count workers in it.
+const OPEN: usize = 1 << (usize::BITS - 1);
+
+/// A step's closure: called with the index of the thread running it (0 is the caller).
+type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
 struct Shared {
-    /// The current step's closure, with its lifetime erased; valid while `pending > 0`.
+    /// The current step's closure, with its lifetime erased; valid while the step is open
+    /// or has workers in it.
     job: UnsafeCell<Option<Job<'static>>>,
-    /// Bumped once per step; workers run the job when it changes.
+    /// Bumped once per step; workers wake on a change.
     generation: AtomicUsize,
-    /// Workers that have not finished the current step.
-    pending: AtomicUsize,
+    /// `OPEN` while workers may join, plus the number of workers that joined and have not
+    /// finished.
+    joined: AtomicUsize,
     /// A worker's job panicked during the current step.
     panicked: AtomicBool,
     shutdown: AtomicBool,
@@ -39,9 +70,10 @@ struct Shared {
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the thread holding `Pool::busy`, before it publishes the
-// step through `generation` (release) and while no worker reads it (pending == 0); workers
-// read it after observing the new generation (acquire) and before decrementing `pending`.
+// SAFETY: `job` is written only by the thread holding `Pool::busy`, while no worker is in a
+// step (joined count 0 and not `OPEN`), and before `OPEN` is published (release); a worker
+// reads it only after joining with an acquire CAS that saw `OPEN`, and the caller does not
+// clear it until the count is back to 0.
 unsafe impl Sync for Shared {}
 
 pub struct Pool {
@@ -60,7 +92,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             job: UnsafeCell::new(None),
             generation: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            joined: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             sleepers: AtomicUsize::new(0),
@@ -72,7 +104,7 @@ impl Pool {
             let s = Arc::clone(&shared);
             let h = std::thread::Builder::new()
                 .name(format!("fastgen-pool-{t}"))
-                .spawn(move || worker(&s, t, threads));
+                .spawn(move || worker(&s, t));
             match h {
                 Ok(h) => handles.push(h),
                 // Could not start a thread: run with the ones we have.
@@ -88,42 +120,45 @@ impl Pool {
         }
     }
 
+    /// Threads that may run a step (the caller included).
     pub fn threads(&self) -> usize {
         self.threads
     }
 
-    /// Runs `f(i, n)` for every thread index `i < n` at once and returns when all are done.
-    /// `n` is the pool's size, or 1 when the pool is busy with another step.
-    pub fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+    /// Runs `f(i)` on the calling thread (`i == 0`) and on the workers that join (`i` from
+    /// 1), and returns when every one of them is done. Any number of workers may join, and
+    /// (rarely) one may run `f` twice.
+    pub fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         let guard = match self.busy.try_lock() {
             Ok(g) if self.threads > 1 => g,
-            _ => return f(0, 1),
+            _ => return f(0),
         };
         let s = &*self.shared;
-        let n_workers = self.threads - 1;
-        // SAFETY (lifetime erasure): the reference is only used by workers until they
-        // decrement `pending`, and this function does not return before `pending` is 0.
+        // SAFETY (lifetime erasure): workers use the reference only while joined, and this
+        // function does not return before the step is closed and no worker is joined.
         let job: Job<'static> = unsafe { std::mem::transmute::<Job<'_>, Job<'static>>(f) };
-        // SAFETY: no worker reads `job` now (pending is 0 between steps), see `Shared`.
+        // SAFETY: no worker is in a step, see `Shared`.
         unsafe { *s.job.get() = Some(job) };
-        s.pending.store(n_workers, Ordering::Relaxed);
+        s.joined.store(OPEN, Ordering::Release);
         s.generation.fetch_add(1, Ordering::SeqCst);
         if s.sleepers.load(Ordering::SeqCst) > 0 {
             let _l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0, self.threads)));
+        let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(0)));
+        // Close the step, then wait for the workers in it.
+        s.joined.fetch_and(!OPEN, Ordering::AcqRel);
         let mut spins = 0u32;
-        while s.pending.load(Ordering::Acquire) != 0 {
+        while s.joined.load(Ordering::Acquire) != 0 {
             spins += 1;
             if spins < 1 << 12 {
                 std::hint::spin_loop();
             } else {
-                // A worker was descheduled (busy machine): let it have this core.
+                // The worker was descheduled mid-step (busy machine): let it have a core.
                 std::thread::yield_now();
             }
         }
-        // SAFETY: all workers are done with this step.
+        // SAFETY: the step is closed and empty.
         unsafe { *s.job.get() = None };
         let theirs = s.panicked.swap(false, Ordering::Relaxed);
         drop(guard);
@@ -151,47 +186,76 @@ impl Drop for Pool {
     }
 }
 
-fn worker(s: &Shared, index: usize, threads: usize) {
-    // The generation the pool started with (0), not the current one: a step published
-    // before this thread got here must still be run.
+fn worker(s: &Shared, index: usize) {
     let mut seen = 0;
     loop {
-        let start = Instant::now();
-        let mut spins = 0u32;
-        loop {
-            let g = s.generation.load(Ordering::Acquire);
-            if g != seen {
-                seen = g;
-                break;
-            }
-            spins = spins.wrapping_add(1);
-            if !spins.is_multiple_of(256) || start.elapsed() < SPIN {
-                std::hint::spin_loop();
-                continue;
-            }
-            // Sleep until the next step. `sleepers` is raised before the generation is
-            // checked again under the lock, and `run` bumps the generation before it reads
-            // `sleepers`, so a step cannot slip between the check and the wait.
-            let mut l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
-            s.sleepers.fetch_add(1, Ordering::SeqCst);
-            while s.generation.load(Ordering::SeqCst) == seen {
-                l = s.wake.wait(l).unwrap_or_else(|e| e.into_inner());
-            }
-            s.sleepers.fetch_sub(1, Ordering::SeqCst);
-            drop(l);
-        }
+        wait_for_step(s, &mut seen);
         if s.shutdown.load(Ordering::Acquire) {
             return;
         }
-        // SAFETY: published before the generation bump we observed; valid until `pending`
-        // is decremented below.
+        // Join the step if it is still open (it may be a later step than the one that woke
+        // us; that is fine, the job read below is that step's).
+        let mut v = s.joined.load(Ordering::Acquire);
+        let joined = loop {
+            if v & OPEN == 0 {
+                break false;
+            }
+            match s
+                .joined
+                .compare_exchange_weak(v, v + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break true,
+                Err(now) => v = now,
+            }
+        };
+        if !joined {
+            continue;
+        }
+        // SAFETY: joined, so the job is set and stays valid until we leave.
         if let Some(job) = unsafe { *s.job.get() } {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(index, threads)));
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(index)));
             if r.is_err() {
                 s.panicked.store(true, Ordering::Relaxed);
             }
         }
-        s.pending.fetch_sub(1, Ordering::Release);
+        s.joined.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Returns once the generation differs from `seen` (and updates it): spinning, then
+/// yielding, then asleep.
+fn wait_for_step(s: &Shared, seen: &mut usize) {
+    let (spin_hot, spin) = spin_times();
+    let start = Instant::now();
+    let mut spins = 0u32;
+    loop {
+        let g = s.generation.load(Ordering::Acquire);
+        if g != *seen {
+            *seen = g;
+            return;
+        }
+        spins = spins.wrapping_add(1);
+        if !spins.is_multiple_of(256) {
+            std::hint::spin_loop();
+            continue;
+        }
+        let idle = start.elapsed();
+        if idle < spin_hot {
+            continue;
+        }
+        if idle < spin {
+            std::thread::yield_now();
+            continue;
+        }
+        // Sleep until the next step. `sleepers` is raised before the generation is checked
+        // again under the lock, and `run` bumps the generation before it reads `sleepers`,
+        // so a step cannot slip between the check and the wait.
+        let mut l = s.lock.lock().unwrap_or_else(|e| e.into_inner());
+        s.sleepers.fetch_add(1, Ordering::SeqCst);
+        while s.generation.load(Ordering::SeqCst) == *seen {
+            l = s.wake.wait(l).unwrap_or_else(|e| e.into_inner());
+        }
+        s.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -203,7 +267,7 @@ pub fn global() -> &'static Pool {
 }
 
 /// Work items `0..len` handed out in chunks through an atomic counter: threads that finish
-/// early take more, which keeps a step balanced when a core is shared with other work.
+/// early take more, and a thread that never comes leaves nothing undone.
 pub struct Chunks {
     next: AtomicUsize,
     len: usize,
@@ -221,48 +285,11 @@ impl Chunks {
     /// The next range of items, or `None` when all are taken.
     #[inline]
     pub fn next(&self) -> Option<std::ops::Range<usize>> {
+        if self.next.load(Ordering::Relaxed) >= self.len {
+            return None;
+        }
         let start = self.next.fetch_add(self.chunk, Ordering::Relaxed);
         (start < self.len).then(|| start..(start + self.chunk).min(self.len))
-    }
-}
-
-/// A barrier for the threads of one step (`n` from [`Pool::run`]): spins, since steps are
-/// short and every thread of the step is running.
-pub struct Barrier {
-    count: AtomicUsize,
-    generation: AtomicUsize,
-}
-
-impl Default for Barrier {
-    fn default() -> Self {
-        Barrier {
-            count: AtomicUsize::new(0),
-            generation: AtomicUsize::new(0),
-        }
-    }
-}
-
-impl Barrier {
-    /// Waits until `n` threads have called `wait` (reusable).
-    pub fn wait(&self, n: usize) {
-        if n <= 1 {
-            return;
-        }
-        let g = self.generation.load(Ordering::Acquire);
-        if self.count.fetch_add(1, Ordering::AcqRel) + 1 == n {
-            self.count.store(0, Ordering::Relaxed);
-            self.generation.fetch_add(1, Ordering::Release);
-            return;
-        }
-        let mut spins = 0u32;
-        while self.generation.load(Ordering::Acquire) == g {
-            spins += 1;
-            if spins < 1 << 12 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
-        }
     }
 }
 
@@ -271,54 +298,81 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_thread_runs_once_per_step() {
+    fn the_caller_and_any_joining_workers_run_each_step() {
         let pool = Pool::new(3);
         for _ in 0..1000 {
             let hits = AtomicUsize::new(0);
             let mask = AtomicUsize::new(0);
-            pool.run(&|i, n| {
-                assert_eq!(n, pool.threads());
+            pool.run(&|i| {
+                assert!(i < pool.threads());
                 hits.fetch_add(1, Ordering::Relaxed);
                 mask.fetch_or(1 << i, Ordering::Relaxed);
             });
-            assert_eq!(hits.load(Ordering::Relaxed), pool.threads());
-            assert_eq!(mask.load(Ordering::Relaxed), (1 << pool.threads()) - 1);
+            let h = hits.load(Ordering::Relaxed);
+            assert!((1..=pool.threads()).contains(&h));
+            assert_eq!(
+                mask.load(Ordering::Relaxed) & 1,
+                1,
+                "the caller always runs"
+            );
+            assert_eq!(mask.load(Ordering::Relaxed).count_ones() as usize, h);
         }
     }
 
     #[test]
     fn chunks_cover_everything_once() {
         let pool = Pool::new(2);
-        let seen: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
-        let chunks = Chunks::new(seen.len(), 7);
-        pool.run(&|_, _| {
-            while let Some(r) = chunks.next() {
-                for i in r {
-                    seen[i].fetch_add(1, Ordering::Relaxed);
+        for _ in 0..100 {
+            let seen: Vec<AtomicUsize> = (0..1000).map(|_| AtomicUsize::new(0)).collect();
+            let chunks = Chunks::new(seen.len(), 7);
+            pool.run(&|_| {
+                while let Some(r) = chunks.next() {
+                    for i in r {
+                        seen[i].fetch_add(1, Ordering::Relaxed);
+                    }
                 }
-            }
-        });
-        assert!(seen.iter().all(|s| s.load(Ordering::Relaxed) == 1));
+            });
+            assert!(seen.iter().all(|s| s.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn workers_share_slow_steps() {
+        let pool = Pool::new(2);
+        if pool.threads() < 2 {
+            return;
+        }
+        // A step long enough for the worker to join at least once in a few tries.
+        let mut joined = false;
+        for _ in 0..50 {
+            let mask = AtomicUsize::new(0);
+            pool.run(&|i| {
+                mask.fetch_or(1 << i, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            });
+            joined |= mask.load(Ordering::Relaxed) == 3;
+        }
+        assert!(joined);
     }
 
     #[test]
     fn nested_and_concurrent_steps_run_alone() {
         let pool = Arc::new(Pool::new(2));
-        let total = AtomicUsize::new(0);
-        pool.run(&|_, _| {
-            pool.run(&|i, n| {
-                assert_eq!((i, n), (0, 1));
-                total.fetch_add(1, Ordering::Relaxed);
+        let inner = AtomicUsize::new(0);
+        pool.run(&|_| {
+            pool.run(&|i| {
+                assert_eq!(i, 0);
+                inner.fetch_add(1, Ordering::Relaxed);
             })
         });
-        assert_eq!(total.load(Ordering::Relaxed), pool.threads());
+        assert!(inner.load(Ordering::Relaxed) >= 1);
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let p = Arc::clone(&pool);
                 std::thread::spawn(move || {
                     let c = AtomicUsize::new(0);
                     for _ in 0..200 {
-                        p.run(&|_, _| {
+                        p.run(&|_| {
                             c.fetch_add(1, Ordering::Relaxed);
                         });
                     }
@@ -332,36 +386,20 @@ mod tests {
     }
 
     #[test]
-    fn barrier_orders_phases() {
-        let pool = Pool::new(2);
-        let b = Barrier::default();
-        let phase1 = AtomicUsize::new(0);
-        for _ in 0..100 {
-            phase1.store(0, Ordering::Relaxed);
-            pool.run(&|_, n| {
-                phase1.fetch_add(1, Ordering::Relaxed);
-                b.wait(n);
-                assert_eq!(phase1.load(Ordering::Relaxed), n);
-                b.wait(n);
-            });
-        }
-    }
-
-    #[test]
     fn a_panicking_step_is_reported_and_the_pool_survives() {
         let pool = Pool::new(2);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            pool.run(&|i, _| {
-                if i == 1 {
+            pool.run(&|i| {
+                if i == 0 {
                     panic!("boom");
                 }
             })
         }));
-        assert!(r.is_err() || pool.threads() == 1);
+        assert!(r.is_err());
         let hits = AtomicUsize::new(0);
-        pool.run(&|_, _| {
+        pool.run(&|_| {
             hits.fetch_add(1, Ordering::Relaxed);
         });
-        assert_eq!(hits.load(Ordering::Relaxed), pool.threads());
+        assert!(hits.load(Ordering::Relaxed) >= 1);
     }
 }

@@ -73,7 +73,7 @@ impl Acts {
             }
             let dst = SyncPtr(f.2.as_mut_ptr());
             let chunks = Chunks::new(n, QUANT_ROWS);
-            pool::global().run(&|_, _| {
+            pool::global().run(&|_| {
                 while let Some(r) = chunks.next() {
                     // SAFETY: chunks are disjoint row ranges of the buffer.
                     let d = unsafe { dst.slice(r.start * rb, r.len() * rb) };
@@ -179,7 +179,7 @@ pub fn matmul_many(jobs: &mut [MatJob], x: &[f32], acts: &mut Acts, _scratch: &m
         let chunk = decode_chunk(total, threads);
         let plan = Plan::new(jobs.iter().map(|j| j.w.rows.div_ceil(chunk)));
         let tasks = Chunks::new(plan.total(), 1);
-        pool::global().run(&|_, _| {
+        pool::global().run(&|_| {
             while let Some(t) = tasks.next() {
                 let (j, c) = plan.locate(t.start);
                 let job = &jobs[j];
@@ -204,7 +204,7 @@ pub fn matmul_many(jobs: &mut [MatJob], x: &[f32], acts: &mut Acts, _scratch: &m
     let n_ab = n.div_ceil(ACT_BLOCK);
     let plan = Plan::new(jobs.iter().map(|j| n_ab * j.w.rows.div_ceil(ROW_BLOCK)));
     let tasks = Chunks::new(plan.total(), 1);
-    pool::global().run(&|_, _| {
+    pool::global().run(&|_| {
         let mut tile = [0f32; ACT_BLOCK * ROW_BLOCK];
         while let Some(t) = tasks.next() {
             let (j, i) = plan.locate(t.start);
@@ -279,7 +279,7 @@ pub fn matmul_swiglu(
         let tasks = Chunks::new(rows, chunk);
         let (ag, _) = acts.get(gate.ty);
         let (au, _) = acts.get(up.ty);
-        pool::global().run(&|_, _| {
+        pool::global().run(&|_| {
             let mut u = [0f32; MAX_CHUNK];
             while let Some(r) = tasks.next() {
                 // SAFETY: the chunks are disjoint ranges of `out`.
@@ -298,7 +298,7 @@ pub fn matmul_swiglu(
     let n_ab = n.div_ceil(ACT_BLOCK);
     let n_rb = rows.div_ceil(ROW_BLOCK);
     let tasks = Chunks::new(n_ab * n_rb, 1);
-    pool::global().run(&|_, _| {
+    pool::global().run(&|_| {
         let mut tg = [0f32; ACT_BLOCK * ROW_BLOCK];
         let mut tu = [0f32; ACT_BLOCK * ROW_BLOCK];
         while let Some(t) = tasks.next() {
@@ -350,6 +350,131 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gguf::TensorInfo;
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn next(&mut self) -> u64 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            self.0 >> 33
+        }
+        fn f(&mut self) -> f32 {
+            self.next() as f32 / (1u64 << 31) as f32 - 1.0
+        }
+    }
+
+    /// A random matrix of type `ty`: random quants, small finite scales.
+    fn random_matrix(rng: &mut Lcg, ty: GgmlType, rows: usize, cols: usize) -> (Matrix, Vec<u8>) {
+        use crate::quant::blocks;
+        let rb = ty.row_bytes(cols).unwrap();
+        let mut bytes: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
+        let scales: &[usize] = match ty {
+            GgmlType::Q4_1 | GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q6_K => &[blocks::Q6_K_OFF_D],
+            _ => &[0],
+        };
+        for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
+            for &o in scales {
+                blocks::write_f16(blk, o, rng.f() / 16.0);
+            }
+        }
+        let tensor = TensorInfo {
+            name: "w".into(),
+            dims: vec![cols, rows],
+            ty,
+            offset: 0,
+            n_bytes: bytes.len(),
+        };
+        let m = Matrix {
+            name: "w".into(),
+            ty,
+            rows,
+            cols,
+            tensor,
+            row_bytes: rb,
+        };
+        (m, bytes)
+    }
+
+    /// `y[t, r]` by one `vec_dot` per (row, token).
+    fn reference(m: &Matrix, w: &[u8], x: &[f32], n: usize) -> Vec<f32> {
+        let mut a = vec![0u8; m.ty.act_row_bytes(m.cols)];
+        let mut y = vec![0f32; n * m.rows];
+        for t in 0..n {
+            quant::quantize_acts(m.ty, &x[t * m.cols..(t + 1) * m.cols], &mut a);
+            for r in 0..m.rows {
+                let wr = &w[r * m.row_bytes..(r + 1) * m.row_bytes];
+                y[t * m.rows + r] = quant::vec_dot(m.ty, m.cols, wr, &a);
+            }
+        }
+        y
+    }
+
+    fn close(a: &[f32], b: &[f32]) {
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{i}: {x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn products_match_one_dot_at_a_time() {
+        let mut rng = Lcg(3);
+        for ty in [
+            GgmlType::Q4_1,
+            GgmlType::Q5_0,
+            GgmlType::Q8_0,
+            GgmlType::Q6_K,
+        ] {
+            let cols = 512;
+            // Row counts that do not divide the chunk, tile or 4-row sizes.
+            let (m1, w1) = random_matrix(&mut rng, ty, 70, cols);
+            let (m2, w2) = random_matrix(&mut rng, GgmlType::Q4_K, 37, cols);
+            for n in [1, 3, 65, 130] {
+                let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+                let (mut y1, mut y2) = (vec![0f32; n * m1.rows], vec![0f32; n * m2.rows]);
+                let mut acts = Acts::default();
+                acts.reset(n, cols);
+                let mut jobs = [
+                    MatJob {
+                        w: &m1,
+                        bytes: &w1,
+                        y: &mut y1,
+                    },
+                    MatJob {
+                        w: &m2,
+                        bytes: &w2,
+                        y: &mut y2,
+                    },
+                ];
+                matmul_many(&mut jobs, &x, &mut acts, &mut MatmulScratch::default());
+                close(&y1, &reference(&m1, &w1, &x, n));
+                close(&y2, &reference(&m2, &w2, &x, n));
+            }
+        }
+    }
+
+    #[test]
+    fn swiglu_product_matches_separate_products() {
+        let mut rng = Lcg(5);
+        let cols = 256;
+        let (g, wg) = random_matrix(&mut rng, GgmlType::Q4_1, 90, cols);
+        let (u, wu) = random_matrix(&mut rng, GgmlType::Q5_0, 90, cols);
+        for n in [1, 70] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+            let mut out = vec![0f32; n * 90];
+            let mut acts = Acts::default();
+            acts.reset(n, cols);
+            let mut s = MatmulScratch::default();
+            matmul_swiglu(&g, &wg, &u, &wu, &x, &mut acts, &mut out, &mut s);
+            let mut want = reference(&g, &wg, &x, n);
+            super::super::ops::swiglu(&mut want, &reference(&u, &wu, &x, n));
+            close(&out, &want);
+        }
+    }
 
     #[test]
     fn plan_locates_tasks_across_jobs() {

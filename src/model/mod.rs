@@ -46,6 +46,7 @@ pub struct Workspace {
     proj: Vec<f32>,   // [n, n_embd]
     gate: Vec<f32>,   // [n, n_ff]
     logits: Vec<f32>, // [n, vocab]
+    positions: Vec<u32>,
     acts: Acts,
     mm: MatmulScratch,
 }
@@ -160,7 +161,9 @@ impl Model {
         let w = &self.weights;
         let n = tokens.len();
         let p0 = cache.seq_len();
-        let positions: Vec<u32> = (p0..p0 + n).map(|p| p as u32).collect();
+        let mut positions = std::mem::take(&mut ws.positions);
+        positions.clear();
+        positions.extend((p0..p0 + n).map(|p| p as u32));
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
         ws.x.resize(n * d, 0.0);
         ws.xn.resize(n * d, 0.0);
@@ -258,6 +261,7 @@ impl Model {
             ops::add_in_place(&mut ws.x, &ws.proj);
         }
         cache.advance(n);
+        ws.positions = positions;
 
         // Output: only the rows whose logits are wanted.
         let m = n - from;
