@@ -162,14 +162,16 @@ pub fn attend_one(
     if heads.is_empty() {
         return;
     }
-    if !x86::usable(head_dim) || q.len() / heads.len() > x86::MAX_GROUP_DIM {
+    if head_dim == 0 || head_dim > MAX_HD || q.len() / heads.len() > MAX_GROUP_DIM {
         return attend_one_reference(heads, q, pos, head_dim, out, probs_out);
     }
+    let kernel = chunk_kernel(head_dim);
     DECODE.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => attend_one_fast(&mut s, heads, q, pos, head_dim, out, probs_out),
+        Ok(mut s) => attend_one_fast(&mut s, kernel, heads, q, pos, head_dim, out, probs_out),
         // Re-entered from inside a call on this thread: use fresh buffers.
         Err(_) => attend_one_fast(
             &mut DecodeScratch::default(),
+            kernel,
             heads,
             q,
             pos,
@@ -183,6 +185,7 @@ pub fn attend_one(
 #[allow(clippy::too_many_arguments)]
 fn attend_one_fast(
     s: &mut DecodeScratch,
+    kernel: ChunkFn,
     heads: &[HeadCache],
     q: &[f32],
     pos: u32,
@@ -245,7 +248,7 @@ fn attend_one_fast(
     };
     let work = Chunks::new(tasks, 1);
     let scores = |_: usize| {
-        let mut qs = [0f32; x86::MAX_GROUP_DIM];
+        let mut qs = [0f32; MAX_GROUP_DIM];
         while let Some(t) = work.next() {
             let (h, c) = locate(t.start);
             let n = lay[h].0;
@@ -260,7 +263,7 @@ fn attend_one_fast(
                     part.ptr().add(t.start * group * pstride),
                     group * pstride,
                 );
-                x86::decode_chunk(&heads[h], &qs[..span], group, j0, j1, dst[h].ptr(), n, p);
+                kernel(&heads[h], &qs[..span], group, j0, j1, dst[h].ptr(), n, p);
             }
         }
     };
@@ -334,6 +337,134 @@ fn global_max_sum(parts: &[f32], group: usize, pstride: usize, g: usize) -> (f32
         })
         .sum();
     (m_max, sum)
+}
+
+/// Largest `group * head_dim` and head dimension of the split-K decode path (the reference
+/// path takes anything larger).
+const MAX_GROUP_DIM: usize = 1024;
+const MAX_HD: usize = 256;
+
+/// One decode task: slots `j0..j1` of `head` for the `group` scaled queries `q`
+/// (`[group, hd]`). Writes `exp(score - local max)` into columns `j0..j1` of the rows
+/// `probs + g * stride`, and `part[g] = (local max, local sum, sum_j p_j v_j)` (rows of
+/// `2 + hd`).
+///
+/// # Safety
+/// `probs` rows hold `stride >= j1` floats, no other thread touches their columns
+/// `j0..j1`; `j0 < j1 <= head.len()`; `head.head_dim() <= MAX_HD`; the CPU runs the kernel
+/// (as [`chunk_kernels`] checks).
+type ChunkFn = unsafe fn(&HeadCache, &[f32], usize, usize, usize, *mut f32, usize, &mut [f32]);
+
+/// The decode kernels this CPU runs for head dimension `hd`, best first.
+fn chunk_kernels(hd: usize) -> Vec<(&'static str, ChunkFn)> {
+    let mut v: Vec<(&'static str, ChunkFn)> = Vec::new();
+    if x86::usable(hd) {
+        v.push(("avx512", x86::decode_chunk));
+    }
+    if x86::has_avx2() {
+        v.push(("avx2", decode_chunk_avx2));
+    }
+    v.push(("portable", decode_chunk_portable));
+    v
+}
+
+/// The best decode kernel for head dimension `hd`.
+fn chunk_kernel(hd: usize) -> ChunkFn {
+    if x86::usable(hd) {
+        x86::decode_chunk
+    } else if x86::has_avx2() {
+        decode_chunk_avx2
+    } else {
+        decode_chunk_portable
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn decode_chunk_avx2(
+    head: &HeadCache,
+    q: &[f32],
+    group: usize,
+    j0: usize,
+    j1: usize,
+    probs: *mut f32,
+    stride: usize,
+    part: &mut [f32],
+) {
+    decode_chunk_portable(head, q, group, j0, j1, probs, stride, part)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+unsafe fn decode_chunk_avx2(
+    head: &HeadCache,
+    q: &[f32],
+    group: usize,
+    j0: usize,
+    j1: usize,
+    probs: *mut f32,
+    stride: usize,
+    part: &mut [f32],
+) {
+    decode_chunk_portable(head, q, group, j0, j1, probs, stride, part)
+}
+
+/// The decode task ([`ChunkFn`]) in plain Rust: blocks of 16 rows converted to f32 on the stack, then
+/// loops the compiler vectorises (with AVX2 when called through `decode_chunk_avx2`).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+#[allow(clippy::missing_safety_doc)]
+unsafe fn decode_chunk_portable(
+    head: &HeadCache,
+    q: &[f32],
+    group: usize,
+    j0: usize,
+    j1: usize,
+    probs: *mut f32,
+    stride: usize,
+    part: &mut [f32],
+) {
+    const B: usize = 16;
+    let hd = head.head_dim();
+    let mut buf = [0f32; B * MAX_HD];
+    let n = j1 - j0;
+    let row = |g: usize| std::slice::from_raw_parts_mut(probs.add(g * stride + j0), n);
+    for b0 in (0..n).step_by(B) {
+        let nk = B.min(n - b0);
+        rows_f32(head.keys_raw(), hd, j0 + b0, nk, &mut buf);
+        for g in 0..group {
+            let qg = &q[g * hd..(g + 1) * hd];
+            let r = row(g);
+            for (i, k) in buf[..nk * hd].chunks_exact(hd).enumerate() {
+                r[b0 + i] = dot(qg, k);
+            }
+        }
+    }
+    for g in 0..group {
+        let r = row(g);
+        let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for x in r.iter_mut() {
+            *x = exp_fast(*x - m);
+            sum += *x;
+        }
+        let p = &mut part[g * (2 + hd)..(g + 1) * (2 + hd)];
+        p[0] = m;
+        p[1] = sum;
+        p[2..].fill(0.0);
+    }
+    for b0 in (0..n).step_by(B) {
+        let nk = B.min(n - b0);
+        rows_f32(head.values_raw(), hd, j0 + b0, nk, &mut buf);
+        for g in 0..group {
+            let r = row(g);
+            let o = &mut part[g * (2 + hd) + 2..(g + 1) * (2 + hd)];
+            for (i, v) in buf[..nk * hd].chunks_exact(hd).enumerate() {
+                axpy(o, r[b0 + i], v);
+            }
+        }
+    }
 }
 
 // ------------------------------------------------------------------------------ prefill
@@ -600,10 +731,17 @@ mod x86 {
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
 
-    /// Largest `group * head_dim` of the fast path (e.g. 8 x 128, 16 x 64).
-    pub const MAX_GROUP_DIM: usize = 1024;
-    /// Largest head dimension of the fast path.
-    const MAX_HD: usize = 256;
+    use super::MAX_HD;
+
+    pub fn has_avx2() -> bool {
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma")
+                && is_x86_feature_detected!("f16c")
+                && std::env::var("FASTGEN_KERNELS").map_or(true, |k| k != "scalar")
+        })
+    }
 
     pub fn has_avx512() -> bool {
         static HAS: OnceLock<bool> = OnceLock::new();
@@ -618,7 +756,7 @@ mod x86 {
         })
     }
 
-    /// Whether the decode kernels handle this head size on this CPU.
+    /// Whether the AVX-512 decode kernels handle this head size on this CPU.
     pub fn usable(hd: usize) -> bool {
         has_avx512() && hd.is_multiple_of(16) && hd > 0 && hd <= MAX_HD
     }
@@ -869,7 +1007,9 @@ mod x86 {
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
     use crate::kv_cache::HeadCache;
-    pub const MAX_GROUP_DIM: usize = 1024;
+    pub fn has_avx2() -> bool {
+        false
+    }
     pub fn has_avx512() -> bool {
         false
     }
@@ -993,26 +1133,32 @@ mod tests {
                 let heads = random_heads(&mut rng, 2, hd, dtype, &lens);
                 let q: Vec<f32> = (0..2 * group * hd).map(|_| rng.f()).collect();
                 let pos = 2 * 2500 + 5;
-                let (mut a, mut b) = (vec![0.0; q.len()], vec![0.0; q.len()]);
-                let (mut pa, mut pb) = (Vec::new(), Vec::new());
-                attend_one(&heads, &q, pos, hd, &mut a, Some(&mut pa));
+                let mut b = vec![0.0; q.len()];
+                let mut pb = Vec::new();
                 attend_one_reference(&heads, &q, pos, hd, &mut b, Some(&mut pb));
-                for (x, y) in a.iter().zip(&b) {
-                    assert!(
-                        (x - y).abs() < 1e-4,
-                        "hd {hd} group {group} lens {lens:?}: {x} vs {y}"
-                    );
-                }
-                for (ph, rh) in pa.iter().zip(&pb) {
-                    assert_eq!(ph.len(), rh.len());
-                    for (x, y) in ph.iter().zip(rh) {
-                        assert!((x - y).abs() < 1e-5, "probs {x} vs {y}");
+                for (name, kernel) in chunk_kernels(hd) {
+                    let mut a = vec![0.0; q.len()];
+                    let mut pa = Vec::new();
+                    let mut s = DecodeScratch::default();
+                    let (qq, h) = (&q, &heads);
+                    attend_one_fast(&mut s, kernel, h, qq, pos, hd, &mut a, Some(&mut pa));
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!(
+                            (x - y).abs() < 1e-4,
+                            "{name} hd {hd} group {group} lens {lens:?}: {x} vs {y}"
+                        );
                     }
+                    for (ph, rh) in pa.iter().zip(&pb) {
+                        assert_eq!(ph.len(), rh.len());
+                        for (x, y) in ph.iter().zip(rh) {
+                            assert!((x - y).abs() < 1e-5, "{name} probs {x} vs {y}");
+                        }
+                    }
+                    // Without probabilities: the same output.
+                    let mut c = vec![0.0; q.len()];
+                    attend_one_fast(&mut s, kernel, h, qq, pos, hd, &mut c, None);
+                    assert_eq!(a, c, "{name}");
                 }
-                // Without probabilities: the same output.
-                let mut c = vec![0.0; q.len()];
-                attend_one(&heads, &q, pos, hd, &mut c, None);
-                assert_eq!(a, c);
             }
         }
     }
