@@ -355,7 +355,8 @@ const MAX_HD: usize = 256;
 /// (as [`chunk_kernels`] checks).
 type ChunkFn = unsafe fn(&HeadCache, &[f32], usize, usize, usize, *mut f32, usize, &mut [f32]);
 
-/// The decode kernels this CPU runs for head dimension `hd`, best first.
+/// The decode kernels this CPU runs for head dimension `hd`, best first (for tests).
+#[cfg(test)]
 fn chunk_kernels(hd: usize) -> Vec<(&'static str, ChunkFn)> {
     let mut v: Vec<(&'static str, ChunkFn)> = Vec::new();
     if x86::usable(hd) {
