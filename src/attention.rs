@@ -783,7 +783,6 @@ pub fn exp_fast(x: f32) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
 mod x86 {
-    use super::exp_fast;
     use crate::kv_cache::{HeadCache, RowsRef};
     use std::arch::x86_64::*;
     use std::sync::OnceLock;
@@ -933,13 +932,7 @@ mod x86 {
         // Local softmax per query head.
         let n = j1 - j0;
         for g in 0..group {
-            let row = std::slice::from_raw_parts_mut(probs.add(g * stride + j0), n);
-            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0;
-            for x in row.iter_mut() {
-                *x = exp_fast(*x - m);
-                sum += *x;
-            }
+            let (m, sum) = exp_row(probs.add(g * stride + j0), n);
             part[g * (2 + hd)] = m;
             part[g * (2 + hd) + 1] = sum;
         }
@@ -1024,7 +1017,7 @@ mod x86 {
     /// `e^x` for 16 lanes, as [`super::exp_fast`].
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    unsafe fn exp16(x: __m512) -> __m512 {
+    pub(super) unsafe fn exp16(x: __m512) -> __m512 {
         let x = _mm512_min_ps(
             _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
             _mm512_set1_ps(88.0),
@@ -1041,6 +1034,38 @@ mod x86 {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         _mm512_scalef_ps(p, n)
+    }
+
+    /// `x = exp(x - max x)` over `n` floats at `p`; returns (max, sum of the new values).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn exp_row(p: *mut f32, n: usize) -> (f32, f32) {
+        let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
+        let tail = (n % 16) as u32;
+        let tmask: __mmask16 = ((1u32 << tail) - 1) as __mmask16;
+        let full = n - n % 16;
+        let mut mx = ninf;
+        for i in (0..full).step_by(16) {
+            mx = _mm512_max_ps(mx, _mm512_loadu_ps(p.add(i)));
+        }
+        if tail > 0 {
+            mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(ninf, tmask, p.add(full)));
+        }
+        let m = _mm512_reduce_max_ps(mx);
+        let mv = _mm512_set1_ps(m);
+        let mut sum = _mm512_setzero_ps();
+        for i in (0..full).step_by(16) {
+            let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), mv));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_storeu_ps(p.add(i), e);
+        }
+        if tail > 0 {
+            let x = _mm512_maskz_loadu_ps(tmask, p.add(full));
+            let e = _mm512_maskz_mov_ps(tmask, exp16(_mm512_sub_ps(x, mv)));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_mask_storeu_ps(p.add(full), tmask, e);
+        }
+        (m, _mm512_reduce_add_ps(sum))
     }
 
     /// One key block of a prefill tile for four query vectors `si` (indices into the tile's
@@ -1418,6 +1443,25 @@ mod tests {
         }
         assert_eq!(exp_fast(0.0), 1.0);
         assert!(exp_fast(f32::NEG_INFINITY) < 1e-37);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn exp16_matches_exp_fast() {
+        if !x86::has_avx512() {
+            return;
+        }
+        use std::arch::x86_64::*;
+        let xs: Vec<f32> = (0..4096).map(|i| -90.0 + i as f32 * 0.0437).collect();
+        for c in xs.chunks_exact(16) {
+            let mut out = [0f32; 16];
+            // SAFETY: AVX-512 checked above.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), x86::exp16(_mm512_loadu_ps(c.as_ptr()))) };
+            for (&x, &y) in c.iter().zip(&out) {
+                let want = exp_fast(x);
+                assert!((y - want).abs() <= 2e-7 * want, "{x}: {y} vs {want}");
+            }
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
