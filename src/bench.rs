@@ -69,6 +69,33 @@ pub struct Sample {
     /// Decode tests: mean KV-cache bytes read per decoded token (keys and values of every
     /// slot each step attends over). 0 for prompt tests.
     pub kv_bytes_per_token: f64,
+    /// Tokens per second of CPU time of the calling thread (time it was not running does
+    /// not count), where the OS reports it; 0 otherwise. With one thread this measures the
+    /// code rather than the machine's other load.
+    pub cpu_tok_s: f64,
+}
+
+/// Nanoseconds the calling thread has run on a CPU (Linux scheduler accounting).
+fn thread_cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Tokens/s of wall and thread CPU time for `tokens` processed by `f`.
+fn timed(tokens: usize, f: impl FnOnce() -> Result<()>) -> Result<(f64, f64)> {
+    let c0 = thread_cpu_ns();
+    let t0 = Instant::now();
+    f()?;
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = match (c0, thread_cpu_ns()) {
+        (Some(a), Some(b)) if b > a => tokens as f64 / ((b - a) as f64 / 1e9),
+        _ => 0.0,
+    };
+    Ok((tokens as f64 / wall, cpu))
 }
 
 /// Median, minimum and maximum of a list (empty gives zeros).
@@ -164,11 +191,14 @@ impl<'m> Bench<'m> {
         let mut cache = policy.new_cache(model);
         match test {
             Test::Prompt { tokens } => {
-                let t0 = Instant::now();
-                model.prefill(&self.prose[..tokens], &mut cache, &mut self.ws)?;
+                let (prose, ws) = (&self.prose, &mut self.ws);
+                let (tok_s, cpu_tok_s) = timed(tokens, || {
+                    model.prefill(&prose[..tokens], &mut cache, ws).map(|_| ())
+                })?;
                 Ok(Sample {
-                    tok_s: tokens as f64 / t0.elapsed().as_secs_f64(),
+                    tok_s,
                     kv_bytes_per_token: 0.0,
+                    cpu_tok_s,
                 })
             }
             Test::Gen { tokens, depth } => {
@@ -183,15 +213,18 @@ impl<'m> Bench<'m> {
                 }
                 policy.after_prefill(model, &mut cache)?;
                 let mut kv = 0usize;
-                let t0 = Instant::now();
-                for &t in &self.prose[depth..depth + tokens] {
-                    model.decode(t, &mut cache, &mut self.ws)?;
-                    kv += kv_bytes(&cache);
-                }
-                let secs = t0.elapsed().as_secs_f64();
+                let (prose, ws) = (&self.prose, &mut self.ws);
+                let (tok_s, cpu_tok_s) = timed(tokens, || {
+                    for &t in &prose[depth..depth + tokens] {
+                        model.decode(t, &mut cache, ws)?;
+                        kv += kv_bytes(&cache);
+                    }
+                    Ok(())
+                })?;
                 Ok(Sample {
-                    tok_s: tokens as f64 / secs,
+                    tok_s,
                     kv_bytes_per_token: kv as f64 / tokens.max(1) as f64,
+                    cpu_tok_s,
                 })
             }
         }

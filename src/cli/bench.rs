@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// same model and tests, alternating with ours, and print the ratios.
     #[arg(long)]
     vs_llama_cpp: Option<PathBuf>,
+    /// Also print tokens per CPU-second of the calling thread (with --threads 1: a measure
+    /// of the code that the machine's other load disturbs less than wall time).
+    #[arg(long)]
+    cpu_time: bool,
     /// Element type of the KV cache.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     kv_dtype: String,
@@ -107,7 +111,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                     .push(run_llama_bench(lb, &model.path, threads, test, dtype)?);
             }
         }
-        print_row(&model_name, threads, &row, wbytes, &policy);
+        print_row(&model_name, threads, &row, wbytes, &policy, a.cpu_time);
         rows.push(row);
     }
     if let Some(path) = &a.json {
@@ -147,7 +151,14 @@ fn kv_per_token(r: &Row) -> f64 {
     r.ours.iter().map(|s| s.kv_bytes_per_token).sum::<f64>() / r.ours.len().max(1) as f64
 }
 
-fn print_row(model: &str, threads: usize, r: &Row, wbytes: usize, policy: &dyn CachePolicy) {
+fn print_row(
+    model: &str,
+    threads: usize,
+    r: &Row,
+    wbytes: usize,
+    policy: &dyn CachePolicy,
+    cpu_time: bool,
+) {
     let (med, min, max) = bench::summary(&tok_s(r));
     let mut line = format!(
         "| {model} | {threads} | {:>14} | {:>8.1} | {:>8.1} .. {:>8.1}",
@@ -166,6 +177,10 @@ fn print_row(model: &str, threads: usize, r: &Row, wbytes: usize, policy: &dyn C
             )
         }
         None => line += " |            |                     ",
+    }
+    if cpu_time {
+        let cpu: Vec<f64> = r.ours.iter().map(|s| s.cpu_tok_s).collect();
+        line += &format!(" | cpu {:>8.1}", bench::summary(&cpu).0);
     }
     if !r.llama.is_empty() {
         let (lm, lmin, lmax) = bench::summary(&r.llama);
