@@ -4,8 +4,9 @@
 //! The activations are quantised once per activation format (`Acts`), then the integer dot
 //! kernels of [`crate::quant`] run over them:
 //!
-//! - decode (one activation row): `vec_dot_rows`, four weight rows at a time; the rows of
-//!   every matrix in the call are cut into chunks that threads take from a shared counter.
+//! - decode (one activation row): one dot per weight row (see [`dot_rows`] for why not the
+//!   four-row kernel); the rows of every matrix in the call are cut into chunks that threads
+//!   take from a shared counter.
 //! - prefill (several rows): `dot_tile` over (activation block x weight-row block) tiles, so
 //!   a block of weight rows stays in L1 while the block of activation rows (L2) streams past.
 //!
@@ -206,7 +207,7 @@ fn matmul_group(jobs: &mut [MatJob], x: &[f32], acts: &mut Acts, _scratch: &mut 
                 let rb = job.w.row_bytes;
                 // SAFETY: each (job, chunk) is one task, so the rows are this thread's.
                 let out = unsafe { outs[j].slice(r0, r1 - r0) };
-                quant::vec_dot_rows(
+                dot_rows(
                     job.w.ty,
                     job.w.cols,
                     &job.bytes[r0 * rb..r1 * rb],
@@ -308,10 +309,10 @@ pub fn matmul_swiglu(
                 let g = unsafe { dst.slice(r.start, r.len()) };
                 let (grb, urb) = (gate.row_bytes, up.row_bytes);
                 let gw = &gate_bytes[r.start * grb..r.end * grb];
-                quant::vec_dot_rows(gate.ty, gate.cols, gw, grb, ag, g);
+                dot_rows(gate.ty, gate.cols, gw, grb, ag, g);
                 let uw = &up_bytes[r.start * urb..r.end * urb];
                 let u = &mut u[..r.len()];
-                quant::vec_dot_rows(up.ty, up.cols, uw, urb, au, u);
+                dot_rows(up.ty, up.cols, uw, urb, au, u);
                 swiglu(g, u);
             }
         });
@@ -337,6 +338,19 @@ pub fn matmul_swiglu(
             }
         }
     });
+}
+
+/// Decode rows: `out[r] = dot(w row r, a)`, one row at a time.
+///
+/// The one-row kernel, not `quant::vec_dot_rows`: when the matrix streams from memory (as
+/// in decoding) the four-row kernel ran at half the speed of one row at a time (Qwen2.5-0.5B,
+/// one thread, tokens per CPU-second: 28 vs 61; SmolLM2: 108 vs 210; software prefetch in
+/// the four-row kernel recovered little), although it wins when the matrix sits in L2.
+fn dot_rows(ty: GgmlType, n: usize, w: &[u8], rb: usize, a: &[u8], out: &mut [f32]) {
+    let k = quant::kernels();
+    for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
+        *o = k.vec_dot(ty, n, wr, a);
+    }
 }
 
 /// `g = silu(g) * u`, as `ops::swiglu`.
