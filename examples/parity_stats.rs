@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
         let model = Model::load(&fastgen::fetch::resolve_model(name)?)?;
         let mut ws = Workspace::default();
         let text = std::fs::read_to_string(dir.join(format!("greedy-{suffix}.jsonl")))?;
-        let (mut steps, mut exact, mut diffs) = (0, 0, Vec::new());
+        let (mut steps, mut exact, mut fails, mut diffs) = (0, 0, 0, Vec::new());
         for (n, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
             let case: serde_json::Value = serde_json::from_str(line)?;
             let prompt = ids(&case["prompt_ids"]);
@@ -70,8 +70,12 @@ fn main() -> anyhow::Result<()> {
                     exact += 1;
                 } else {
                     let rank = top.iter().position(|&(id, _)| id == ours);
+                    // The parity test's criterion: a top-two swap within 0.4 passes.
+                    let swap = rank == Some(1) && top[0].1 - top[1].1 <= 0.4;
+                    fails += usize::from(!swap);
                     println!(
-                        "{name} case {n} step {i}: ours {ours} ({:.3}, llama.cpp rank {rank:?}) vs {ref_id} ({:.3} ours); llama.cpp top {:?}",
+                        "{} {name} case {n} step {i}: ours {ours} ({:.3}, llama.cpp rank {rank:?}) vs {ref_id} ({:.3} ours); llama.cpp top {:?}",
+                        if swap { "swap" } else { "FAIL" },
                         lp[ours], lp[ref_id], &top[..3.min(top.len())]
                     );
                 }
@@ -87,7 +91,7 @@ fn main() -> anyhow::Result<()> {
         let mean = diffs.iter().sum::<f32>() / diffs.len().max(1) as f32;
         let p99 = diffs.get(diffs.len() * 99 / 100).copied().unwrap_or(0.0);
         println!(
-            "{name}: {steps} steps, {exact} exact; top-10 |dlogprob| mean {mean:.4} p99 {p99:.4} max {:.4}",
+            "{name}: {steps} steps, {exact} exact, {fails} failing; top-10 |dlogprob| mean {mean:.4} p99 {p99:.4} max {:.4}",
             diffs.last().copied().unwrap_or(0.0)
         );
     }

@@ -145,6 +145,9 @@ thread_local! {
     static DECODE: RefCell<DecodeScratch> = RefCell::default();
 }
 
+/// Slots per decode task.
+const DECODE_CHUNK: usize = 256;
+
 /// Work below this many (slot x query head) pairs runs on the calling thread alone.
 const DECODE_SERIAL: usize = 1024;
 
@@ -199,12 +202,9 @@ fn attend_one_fast(
     let threads = pool::global().threads();
     let total: usize = heads.iter().map(|h| h.visible(pos)).sum();
     let serial = total * group < DECODE_SERIAL || threads == 1;
-    // Chunks of slots: about four tasks per thread over all heads, at least 64 slots each.
-    let chunk = if serial {
-        usize::MAX
-    } else {
-        total.div_ceil(4 * threads).max(64).next_multiple_of(16)
-    };
+    // Chunks of a fixed size, whatever the thread count, so that results do not depend on
+    // it (the split changes the rounding of the merged softmax).
+    let chunk = DECODE_CHUNK;
     // Lay out heads, tasks and probability buffers.
     s.heads.clear();
     let (mut tasks, mut off) = (0, 0);
@@ -445,14 +445,14 @@ unsafe fn decode_chunk_portable(
     for g in 0..group {
         let r = row(g);
         let m = r.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0;
+        let mut sum = 0f64;
         for x in r.iter_mut() {
             *x = exp_fast(*x - m);
-            sum += *x;
+            sum += *x as f64;
         }
         let p = &mut part[g * (2 + hd)..(g + 1) * (2 + hd)];
         p[0] = m;
-        p[1] = sum;
+        p[1] = sum as f32;
         p[2..].fill(0.0);
     }
     for b0 in (0..n).step_by(B) {
@@ -559,7 +559,8 @@ struct Tile {
     q: Vec<f32>,
     /// Running max and sum `[Q_BLOCK * group]`.
     m: Vec<f32>,
-    l: Vec<f32>,
+    /// (in f64, as the reference softmax sums)
+    l: Vec<f64>,
     /// Output `[Q_BLOCK, group * head_dim]`.
     out: Vec<f32>,
 }
@@ -676,14 +677,14 @@ impl Tile {
                     let si = i * group + g;
                     let m_new = self.m[si].max(bmax);
                     let f = exp_fast(self.m[si] - m_new);
-                    let mut sum = 0.0;
+                    let mut sum = 0f64;
                     for (j, x) in s.iter_mut().enumerate() {
                         let e = exp_fast(*x - m_new);
                         *x = if j < lim { e } else { 0.0 };
-                        sum += *x;
+                        sum += *x as f64;
                     }
                     self.m[si] = m_new;
-                    self.l[si] = self.l[si] * f + sum;
+                    self.l[si] = self.l[si] * f as f64 + sum;
                     let o = &mut self.out[si * hd..(si + 1) * hd];
                     if f != 1.0 {
                         o.iter_mut().for_each(|x| *x *= f);
@@ -739,7 +740,7 @@ impl Tile {
         let hd = self.hd;
         for si in 0..rows * self.group {
             let l = self.l[si];
-            let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+            let inv = if l > 0.0 { (1.0 / l) as f32 } else { 0.0 };
             self.out[si * hd..(si + 1) * hd]
                 .iter_mut()
                 .for_each(|x| *x *= inv);
@@ -934,7 +935,7 @@ mod x86 {
         for g in 0..group {
             let (m, sum) = exp_row(probs.add(g * stride + j0), n);
             part[g * (2 + hd)] = m;
-            part[g * (2 + hd) + 1] = sum;
+            part[g * (2 + hd) + 1] = sum as f32;
         }
         // Values: up to four query heads per pass over the chunk.
         let mut g0 = 0;
@@ -1036,10 +1037,21 @@ mod x86 {
         _mm512_scalef_ps(p, n)
     }
 
+    /// `acc + x` with the 16 floats of `x` widened to f64 and folded onto 8 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    unsafe fn add_pd16(acc: __m512d, x: __m512) -> __m512d {
+        let lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+        let hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(
+            _mm512_castps_pd(x),
+        )));
+        _mm512_add_pd(acc, _mm512_add_pd(lo, hi))
+    }
+
     /// `x = exp(x - max x)` over `n` floats at `p`; returns (max, sum of the new values).
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-    unsafe fn exp_row(p: *mut f32, n: usize) -> (f32, f32) {
+    unsafe fn exp_row(p: *mut f32, n: usize) -> (f32, f64) {
         let ninf = _mm512_set1_ps(f32::NEG_INFINITY);
         let tail = (n % 16) as u32;
         let tmask: __mmask16 = ((1u32 << tail) - 1) as __mmask16;
@@ -1053,19 +1065,20 @@ mod x86 {
         }
         let m = _mm512_reduce_max_ps(mx);
         let mv = _mm512_set1_ps(m);
-        let mut sum = _mm512_setzero_ps();
+        // The sum in f64, as the reference softmax (`ops::softmax`) takes it.
+        let mut sum = _mm512_setzero_pd();
         for i in (0..full).step_by(16) {
             let e = exp16(_mm512_sub_ps(_mm512_loadu_ps(p.add(i)), mv));
-            sum = _mm512_add_ps(sum, e);
+            sum = add_pd16(sum, e);
             _mm512_storeu_ps(p.add(i), e);
         }
         if tail > 0 {
             let x = _mm512_maskz_loadu_ps(tmask, p.add(full));
             let e = _mm512_maskz_mov_ps(tmask, exp16(_mm512_sub_ps(x, mv)));
-            sum = _mm512_add_ps(sum, e);
+            sum = add_pd16(sum, e);
             _mm512_mask_storeu_ps(p.add(full), tmask, e);
         }
-        (m, _mm512_reduce_add_ps(sum))
+        (m, _mm512_reduce_add_pd(sum))
     }
 
     /// One key block of a prefill tile for four query vectors `si` (indices into the tile's
@@ -1124,14 +1137,14 @@ mod x86 {
             let m_new = m_old.max(bmax);
             f[k] = super::exp_fast(m_old - m_new);
             let mn = _mm512_set1_ps(m_new);
-            let mut sum = _mm512_setzero_ps();
+            let mut sum = _mm512_setzero_pd();
             for c in 0..NV {
                 let p = _mm512_maskz_mov_ps(masks[c], exp16(_mm512_sub_ps(acc[k][c], mn)));
-                sum = _mm512_add_ps(sum, p);
+                sum = add_pd16(sum, p);
                 _mm512_storeu_ps(pbuf[k].as_mut_ptr().add(16 * c), p);
             }
             tile.m[si[k]] = m_new;
-            tile.l[si[k]] = tile.l[si[k]] * f[k] + _mm512_reduce_add_ps(sum);
+            tile.l[si[k]] = tile.l[si[k]] * f[k] as f64 + _mm512_reduce_add_pd(sum);
         }
         // Outputs: o_k = o_k f_k + sum_j p_kj v_j, 64 dimensions per pass.
         let jmax = lims.iter().copied().max().unwrap_or(0);
