@@ -16,6 +16,7 @@ pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub mod attention;
+pub mod eval;
 pub mod generate;
 pub mod kv_cache;
 pub mod model;

@@ -1,0 +1,4 @@
+//! Evaluation: how much a compressed KV cache changes what the model says.
+
+pub mod metrics;
+pub mod niah;
