@@ -45,9 +45,46 @@ pub struct HeadState {
 }
 
 impl HeadState {
+    /// A head with `policy` and the cumulative scores of its slots (empty unless the policy
+    /// needs them).
+    pub fn new(policy: Policy, scores: Vec<f32>) -> HeadState {
+        HeadState {
+            policy,
+            candidate: None,
+            recovery: None,
+            scores,
+        }
+    }
     pub fn scores(&self) -> &[f32] {
         &self.scores
     }
+}
+
+/// Right after prefill: keeps `policy`'s set of a head holding positions `0..n` and shrinks
+/// its buffers to fit. `seeds[pos]` are the prompt column sums (read for `frequent`).
+/// Returns the kept slots' seeds, the head's initial cumulative scores (empty unless the
+/// policy needs scores).
+pub fn compress_head(
+    head: &mut HeadCache,
+    policy: Policy,
+    pos_classes: &[u8],
+    seeds: &[f32],
+    n: usize,
+    params: &Params,
+) -> Vec<f32> {
+    let mut scores = Vec::new();
+    if !policy.is_full() {
+        let keep = keep_set(policy, head.positions(), pos_classes, seeds, n, params);
+        if policy.needs_scores() {
+            scores = (head.positions().iter().zip(&keep))
+                .filter(|(_, &k)| k)
+                .map(|(&p, _)| seeds[p as usize])
+                .collect();
+        }
+        head.retain(&keep);
+    }
+    head.shrink_to_fit();
+    scores
 }
 
 #[derive(Debug, Clone)]
@@ -247,27 +284,7 @@ impl CompressedCache {
             .collect();
         for (i, (policy, candidate, recovery, seeds)) in plans.into_iter().enumerate() {
             let head = self.kv.head_mut(i / n_kv, i % n_kv);
-            let mut scores = Vec::new();
-            if !policy.is_full() {
-                let keep = keep_set(
-                    policy,
-                    head.positions(),
-                    &self.pos_classes,
-                    &seeds,
-                    s,
-                    &self.params,
-                );
-                head.retain(&keep);
-                if policy.needs_scores() {
-                    scores = seeds
-                        .iter()
-                        .zip(&keep)
-                        .filter(|(_, &k)| k)
-                        .map(|(&v, _)| v)
-                        .collect();
-                }
-            }
-            head.shrink_to_fit();
+            let scores = compress_head(head, policy, &self.pos_classes, &seeds, s, &self.params);
             self.heads[i] = HeadState {
                 policy,
                 candidate,

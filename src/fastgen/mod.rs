@@ -20,7 +20,7 @@ pub mod profile;
 pub mod settings;
 pub mod stats;
 
-pub use cache::{CompressedCache, HeadState, DECODE_SPARE};
+pub use cache::{compress_head, evict_step, CompressedCache, HeadState, DECODE_SPARE};
 pub use classes::TokenClasses;
 pub use policy::{
     default_candidates, keep_set, parse_candidates, parse_candidates_or_default, Budget, Params,
