@@ -31,7 +31,10 @@ const SCORES: [f32; 10] = [9.0, 1.0, 2.0, 8.0, 7.0, 3.0, 6.0, 0.5, 5.0, 4.0];
 
 fn keep_all_positions(policy: &str, params: &Params) -> Vec<u32> {
     let pos: Vec<u32> = (0..10).collect();
-    kept(&pos, &keep_set(p(policy), &pos, &CLASSES, &SCORES, 10, params))
+    kept(
+        &pos,
+        &keep_set(p(policy), &pos, &CLASSES, &SCORES, 10, params),
+    )
 }
 
 #[test]
@@ -79,9 +82,23 @@ fn keep_set_reads_positions_not_slots() {
     let pos = [0u32, 3, 4, 6, 7, 8, 9];
     let scores = [9.0, 8.0, 7.0, 6.0, 0.5, 5.0, 4.0];
     // n = 10: window 7, 8, 9; special keeps 0 only (1 is gone); punct 3 and 6.
-    let k = keep_set(p("special+local"), &pos, &CLASSES, &scores, 10, &Params::default());
+    let k = keep_set(
+        p("special+local"),
+        &pos,
+        &CLASSES,
+        &scores,
+        10,
+        &Params::default(),
+    );
     assert_eq!(k, [true, false, false, false, true, true, true]);
-    let k = keep_set(p("punct+frequent"), &pos, &CLASSES, &scores, 10, &Params::default());
+    let k = keep_set(
+        p("punct+frequent"),
+        &pos,
+        &CLASSES,
+        &scores,
+        10,
+        &Params::default(),
+    );
     // Frequent among 0, 4, 7, 8, 9 (not punct): 9 (0), 7 (4), 5 (8).
     assert_eq!(kept(&pos, &k), [0, 3, 4, 6, 8]);
 }
@@ -143,7 +160,11 @@ fn uniform_attention_gives_full() {
     // all their keys, row 7 keeps 7 of 8, row 8 7 of 9, row 9 7 of 10:
     // (7 + 7/8 + 7/9 + 7/10) / 10 = 0.9353 < 0.95.
     let m: Vec<Vec<f32>> = (0..10)
-        .map(|i| (0..10).map(|j| if j <= i { 1.0 / (i + 1) as f32 } else { 0.0 }).collect())
+        .map(|i| {
+            (0..10)
+                .map(|j| if j <= i { 1.0 / (i + 1) as f32 } else { 0.0 })
+                .collect()
+        })
         .collect();
     let classes = [SINK, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     let prof = HeadProfile::from_maps(std::slice::from_ref(&m), 0..10, &Params::default());
@@ -214,7 +235,14 @@ fn run_sequence(policy: &str, params: &Params) -> Vec<Vec<u32>> {
     for q in 5..10u32 {
         head.push(q, &[q as f32, 0.0], &[0.0, q as f32]);
         let probs = step_probs(head.positions(), q);
-        evict_step(&mut head, &mut st, Some(&probs), &DEC_CLASSES, q as usize + 1, params);
+        evict_step(
+            &mut head,
+            &mut st,
+            Some(&probs),
+            &DEC_CLASSES,
+            q as usize + 1,
+            params,
+        );
         // Keys and values moved with their positions.
         let mut s = Vec::new();
         for (slot, &q) in head.positions().iter().enumerate() {
@@ -242,7 +270,11 @@ fn assert_sequence(policy: &str, params: &Params, want: &[&[u32]]) {
 #[test]
 fn decode_special_and_punct_keep_only_their_class() {
     let d = Params::default();
-    assert_sequence("special", &d, &[&[0], &[0, 5], &[0, 5], &[0, 5], &[0, 5], &[0, 5]]);
+    assert_sequence(
+        "special",
+        &d,
+        &[&[0], &[0, 5], &[0, 5], &[0, 5], &[0, 5], &[0, 5]],
+    );
     assert_sequence("punct", &d, &[&[2], &[2], &[2], &[2, 7], &[2, 7], &[2, 7]]);
 }
 
@@ -253,7 +285,14 @@ fn decode_local_and_window_slide() {
     assert_sequence(
         "local",
         &d,
-        &[&[3, 4], &[4, 5], &[4, 5, 6], &[5, 6, 7], &[6, 7, 8], &[7, 8, 9]],
+        &[
+            &[3, 4],
+            &[4, 5],
+            &[4, 5, 6],
+            &[5, 6, 7],
+            &[6, 7, 8],
+            &[7, 8, 9],
+        ],
     );
     assert_sequence(
         "sink+local",
@@ -274,7 +313,14 @@ fn decode_local_and_window_slide() {
     assert_sequence(
         "sink+local",
         &w,
-        &[&[0, 3, 4], &[0, 4, 5], &[0, 5, 6], &[0, 6, 7], &[0, 7, 8], &[0, 8, 9]],
+        &[
+            &[0, 3, 4],
+            &[0, 4, 5],
+            &[0, 5, 6],
+            &[0, 6, 7],
+            &[0, 7, 8],
+            &[0, 8, 9],
+        ],
     );
 }
 
@@ -294,7 +340,14 @@ fn decode_frequent_follows_cumulative_scores() {
     assert_sequence(
         "frequent",
         &d,
-        &[&[0, 2], &[0, 2], &[0, 2, 6], &[0, 2, 6], &[0, 2, 6], &[0, 2, 6]],
+        &[
+            &[0, 2],
+            &[0, 2],
+            &[0, 2, 6],
+            &[0, 2, 6],
+            &[0, 2, 6],
+            &[0, 2, 6],
+        ],
     );
     // Grace 1: the newest position always stays. Prefill: {0, 2} + 4. n = 6: top 2 of
     // 0 (5), 2 (2), 4 (.2), 5 (.1) is {0, 2}, + 5. n = 7: frequent
@@ -305,7 +358,14 @@ fn decode_frequent_follows_cumulative_scores() {
     assert_sequence(
         "frequent",
         &g,
-        &[&[0, 2, 4], &[0, 2, 5], &[0, 2, 5, 6], &[0, 2, 6, 7], &[0, 2, 6, 8], &[0, 2, 6, 9]],
+        &[
+            &[0, 2, 4],
+            &[0, 2, 5],
+            &[0, 2, 5, 6],
+            &[0, 2, 6, 7],
+            &[0, 2, 6, 8],
+            &[0, 2, 6, 9],
+        ],
     );
 }
 
@@ -391,7 +451,10 @@ fn decode_capacity_stays_near_kept() {
         evict_step(&mut head, &mut st, None, &classes, q as usize + 1, &params);
         assert_eq!(head.len(), params.local.of(q as usize + 1));
         let spare = head.capacity() - head.len();
-        assert!(spare <= 2 * fastgen::fastgen::DECODE_SPARE, "step {q}: {spare}");
+        assert!(
+            spare <= 2 * fastgen::fastgen::DECODE_SPARE,
+            "step {q}: {spare}"
+        );
         assert_eq!(head.allocated_bytes(), head.capacity() * 2 * 4 * 2);
     }
 }

@@ -4,9 +4,7 @@
 
 use fastgen::fastgen::classes::{CONTROL, PUNCT, SINK};
 use fastgen::fastgen::policy::part_keep;
-use fastgen::fastgen::{
-    default_candidates, keep_set, Budget, HeadProfile, Params, Part, Policy,
-};
+use fastgen::fastgen::{default_candidates, keep_set, Budget, HeadProfile, Params, Part, Policy};
 use proptest::prelude::*;
 
 /// A head: n, the positions it holds (increasing, < n), classes per position, scores per slot.
@@ -31,13 +29,15 @@ fn head() -> impl Strategy<Value = Head> {
             proptest::collection::vec(0u8..6, n),
         )
             .prop_map(|(n, present, classes, scores)| {
-                let mut positions: Vec<u32> = (0..n as u32)
-                    .filter(|&p| present[p as usize])
-                    .collect();
+                let mut positions: Vec<u32> =
+                    (0..n as u32).filter(|&p| present[p as usize]).collect();
                 if positions.is_empty() {
                     positions.push(n as u32 - 1);
                 }
-                let scores = positions.iter().map(|&p| scores[p as usize] as f32).collect();
+                let scores = positions
+                    .iter()
+                    .map(|&p| scores[p as usize] as f32)
+                    .collect();
                 Head {
                     n,
                     positions,
@@ -129,9 +129,9 @@ proptest! {
         prop_assert_eq!(k.iter().filter(|&&x| x).count(), prm.frequent.of(h.n).min(candidates));
         // Nothing kept by frequent scores below something it left out.
         let low = (0..k.len()).filter(|&s| k[s]).map(|s| h.scores[s]).fold(f32::INFINITY, f32::min);
-        for s in 0..k.len() {
-            if !k[s] && !cheaper.keeps_class(h.classes[h.positions[s] as usize]) {
-                prop_assert!(h.scores[s] <= low);
+        for ((&kept, &q), &score) in k.iter().zip(&h.positions).zip(&h.scores) {
+            if !kept && !cheaper.keeps_class(h.classes[q as usize]) {
+                prop_assert!(score <= low);
             }
         }
     }

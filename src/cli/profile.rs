@@ -38,11 +38,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
     let mut ws = Workspace::default();
     cache.prefill(&loaded.model, &mut ws, &ids)?;
     let report = cache.report();
-    println!(
-        "{} prompt tokens; {}",
-        ids.len(),
-        report.summary()
-    );
+    println!("{} prompt tokens; {}", ids.len(), report.summary());
     for line in report.histogram_lines() {
         println!("{line}");
     }

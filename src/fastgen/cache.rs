@@ -111,7 +111,7 @@ impl CompressedCache {
         vocab: Arc<TokenClasses>,
     ) -> Result<CompressedCache> {
         settings.validate()?;
-        if cfg.n_kv_heads == 0 || cfg.n_heads % cfg.n_kv_heads != 0 {
+        if cfg.n_kv_heads == 0 || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
             return Err(Error::Metadata(format!(
                 "{} query heads do not group over {} KV heads",
                 cfg.n_heads, cfg.n_kv_heads
@@ -247,7 +247,8 @@ impl CompressedCache {
         let settings = &self.settings;
         let classes = &self.pos_classes;
         let n_kv = self.kv.n_kv_heads;
-        let plans: Vec<(Policy, Option<usize>, Option<f64>, Vec<f32>)> = (0..self.heads.len())
+        // Per head: its state (scores still empty) and the seeds of its scores.
+        let plans: Vec<(HeadState, Vec<f32>)> = (0..self.heads.len())
             .into_par_iter()
             .map(|i| {
                 let prof = profiler.map(|p| &p.heads[i]);
@@ -279,18 +280,26 @@ impl CompressedCache {
                     Some(prof) if policy.needs_scores() => prof.group_colsum(),
                     _ => Vec::new(),
                 };
-                (policy, candidate, recovery, seeds)
+                let state = HeadState {
+                    policy,
+                    candidate,
+                    recovery,
+                    scores: Vec::new(),
+                };
+                (state, seeds)
             })
             .collect();
-        for (i, (policy, candidate, recovery, seeds)) in plans.into_iter().enumerate() {
+        for (i, (mut state, seeds)) in plans.into_iter().enumerate() {
             let head = self.kv.head_mut(i / n_kv, i % n_kv);
-            let scores = compress_head(head, policy, &self.pos_classes, &seeds, s, &self.params);
-            self.heads[i] = HeadState {
-                policy,
-                candidate,
-                recovery,
-                scores,
-            };
+            state.scores = compress_head(
+                head,
+                state.policy,
+                &self.pos_classes,
+                &seeds,
+                s,
+                &self.params,
+            );
+            self.heads[i] = state;
         }
         for (l, w) in self.layer_wants.iter_mut().enumerate() {
             *w = self.heads[l * n_kv..(l + 1) * n_kv]
@@ -437,7 +446,8 @@ pub fn evict_step(
         if needs_scores {
             let len = head.len();
             if st.scores.capacity() < len {
-                st.scores.reserve_exact(len + DECODE_SPARE - st.scores.len());
+                st.scores
+                    .reserve_exact(len + DECODE_SPARE - st.scores.len());
             }
             st.scores.resize(len, 0.0);
             if let Some(p) = probs {

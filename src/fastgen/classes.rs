@@ -81,7 +81,9 @@ mod tests {
 
     #[test]
     fn punctuation_by_unicode_category() {
-        for p in [".", ",", " :", "?\n", "!", ";", "\"", "'", "(", ")]", "...", "—", "«", "、"] {
+        for p in [
+            ".", ",", " :", "?\n", "!", ";", "\"", "'", "(", ")]", "...", "—", "«", "、",
+        ] {
             assert!(is_punct_text(p, false), "{p:?}");
         }
         // Symbols are not punctuation (Unicode Sm/Sc/Sk), nor are words or mixed text.

@@ -100,7 +100,11 @@ fn colour(names: &[String], p: &str) -> RGBColor {
     PALETTE[i % PALETTE.len()]
 }
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &MapSpec, text: bool) -> std::result::Result<(), String> {
+fn draw<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    spec: &MapSpec,
+    text: bool,
+) -> std::result::Result<(), String> {
     let e = |x: DrawingAreaErrorKind<DB::ErrorType>| x.to_string();
     root.fill(&WHITE).map_err(e)?;
     let names = legend(spec);
@@ -134,13 +138,25 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &MapSpec, text:
         HPos::Left,
     )?;
     for h in 0..n_kv {
-        label(&format!("KV head {h}"), LEFT + h * CELL_W + CELL_W / 2, TOP - 10, 12, HPos::Center)?;
+        label(
+            &format!("KV head {h}"),
+            LEFT + h * CELL_W + CELL_W / 2,
+            TOP - 10,
+            12,
+            HPos::Center,
+        )?;
     }
     let bar_x = LEFT + n_kv * CELL_W + GAP;
     label("kept tokens", bar_x + BAR_W / 2, TOP - 10, 12, HPos::Center)?;
     for (l, layer) in r.policies.iter().enumerate() {
         let y = TOP + l as i32 * CELL_H;
-        label(&format!("layer {l}"), LEFT - 6, y + CELL_H / 2, 11, HPos::Right)?;
+        label(
+            &format!("layer {l}"),
+            LEFT - 6,
+            y + CELL_H / 2,
+            11,
+            HPos::Right,
+        )?;
         for (h, p) in layer.iter().enumerate() {
             let x = LEFT + h as i32 * CELL_W;
             root.draw(&Rectangle::new(
@@ -149,7 +165,13 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &MapSpec, text:
             ))
             .map_err(e)?;
             if let Some(rec) = r.head_recovery[l][h] {
-                label(&format!("{rec:.3}"), x + CELL_W / 2, y + CELL_H / 2, 11, HPos::Center)?;
+                label(
+                    &format!("{rec:.3}"),
+                    x + CELL_W / 2,
+                    y + CELL_H / 2,
+                    11,
+                    HPos::Center,
+                )?;
             }
         }
         let kept = r.layer_kept.get(l).copied().unwrap_or(0.0).clamp(0.0, 1.0);
@@ -159,20 +181,38 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, spec: &MapSpec, text:
         ))
         .map_err(e)?;
         root.draw(&Rectangle::new(
-            [(bar_x, y + 3), (bar_x + (kept * BAR_W as f64) as i32, y + CELL_H - 3)],
+            [
+                (bar_x, y + 3),
+                (bar_x + (kept * BAR_W as f64) as i32, y + CELL_H - 3),
+            ],
             RGBColor(90, 90, 90).filled(),
         ))
         .map_err(e)?;
-        label(&format!("{:.0}%", kept * 100.0), bar_x + BAR_W + 4, y + CELL_H / 2, 11, HPos::Left)?;
+        label(
+            &format!("{:.0}%", kept * 100.0),
+            bar_x + BAR_W + 4,
+            y + CELL_H / 2,
+            11,
+            HPos::Left,
+        )?;
     }
     let lx = bar_x + BAR_W + GAP + 16;
     label("policy (heads)", lx, TOP - 10, 12, HPos::Left)?;
     for (i, name) in names.iter().enumerate() {
         let y = TOP + i as i32 * 22;
         let count: usize = r.policies.iter().flatten().filter(|p| *p == name).count();
-        root.draw(&Rectangle::new([(lx, y + 3), (lx + 16, y + 17)], colour(&names, name).filled()))
-            .map_err(e)?;
-        label(&format!("{name} ({count})"), lx + 22, y + 10, 11, HPos::Left)?;
+        root.draw(&Rectangle::new(
+            [(lx, y + 3), (lx + 16, y + 17)],
+            colour(&names, name).filled(),
+        ))
+        .map_err(e)?;
+        label(
+            &format!("{name} ({count})"),
+            lx + 22,
+            y + 10,
+            11,
+            HPos::Left,
+        )?;
     }
     root.present().map_err(e)?;
     Ok(())

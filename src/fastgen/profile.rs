@@ -109,8 +109,8 @@ impl fmt::Display for ProfileRows {
 /// Column statistics of one query head.
 #[derive(Debug, Clone)]
 struct QueryStats {
-    colsum: Vec<f64>,      // [S] C[j]
-    wcol: Vec<Vec<f64>>,   // [widths][S] W[j] for each window width
+    colsum: Vec<f64>,    // [S] C[j]
+    wcol: Vec<Vec<f64>>, // [widths][S] W[j] for each window width
 }
 
 /// The prompt attention statistics of one KV head: per query head of its group, column
@@ -226,7 +226,10 @@ impl HeadProfile {
             .iter()
             .map(|q| {
                 let total = match wi {
-                    None => (0..s).filter(|&j| cols[j]).map(|j| q.colsum[j]).sum::<f64>(),
+                    None => (0..s)
+                        .filter(|&j| cols[j])
+                        .map(|j| q.colsum[j])
+                        .sum::<f64>(),
                     Some(wi) => {
                         let wc = &q.wcol[wi];
                         wc.iter().sum::<f64>()
@@ -528,7 +531,9 @@ mod tests {
             assert!((a - b).abs() <= 3e-7 * b, "{x}: {a} vs {b}");
         }
         assert!(exp_neg(-1000.0) < 1e-37);
-        let mut row: Vec<f32> = (0..37).map(|i| ((i * 7919) % 23) as f32 * 0.9 - 9.0).collect();
+        let mut row: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 23) as f32 * 0.9 - 9.0)
+            .collect();
         let mut exact = row.clone();
         crate::model::ops::softmax(&mut exact);
         fast_softmax(&mut row);
@@ -541,9 +546,16 @@ mod tests {
     fn settings_parse_and_refuse() {
         assert_eq!("min".parse::<GqaAgg>().unwrap(), GqaAgg::Min);
         assert_eq!("mean".parse::<GqaAgg>().unwrap(), GqaAgg::Mean);
-        assert!("max".parse::<GqaAgg>().unwrap_err().to_string().contains("--gqa-agg"));
+        assert!("max"
+            .parse::<GqaAgg>()
+            .unwrap_err()
+            .to_string()
+            .contains("--gqa-agg"));
         assert_eq!("all".parse::<ProfileRows>().unwrap(), ProfileRows::All);
-        assert_eq!("last:64".parse::<ProfileRows>().unwrap(), ProfileRows::Last(64));
+        assert_eq!(
+            "last:64".parse::<ProfileRows>().unwrap(),
+            ProfileRows::Last(64)
+        );
         for bad in ["last:0", "last:", "first:3", "64"] {
             let e = bad.parse::<ProfileRows>().unwrap_err().to_string();
             assert!(e.contains("--profile-rows"), "{e}");

@@ -205,7 +205,13 @@ mod tests {
 
     #[test]
     fn kinds_parse() {
-        for s in ["full", "fastgen", "window", "h2o", "fixed:special+punct+frequent"] {
+        for s in [
+            "full",
+            "fastgen",
+            "window",
+            "h2o",
+            "fixed:special+punct+frequent",
+        ] {
             assert_eq!(s.parse::<KvKind>().unwrap().to_string(), s);
         }
         let e = "streaming".parse::<KvKind>().unwrap_err().to_string();
@@ -217,13 +223,55 @@ mod tests {
     #[test]
     fn out_of_range_settings_name_themselves() {
         let bad = [
-            (KvSettings { recovery: 1.5, ..KvSettings::default() }, "--recovery"),
-            (KvSettings { recovery: f64::NAN, ..KvSettings::default() }, "--recovery"),
-            (KvSettings { r_local: -0.1, ..KvSettings::default() }, "--r-local"),
-            (KvSettings { r_frequent: 2.0, ..KvSettings::default() }, "--r-frequent"),
-            (KvSettings { window: Budget::Ratio(0.0), ..KvSettings::default() }, "--window-ratio"),
-            (KvSettings { window: Budget::Tokens(0), ..KvSettings::default() }, "--window-tokens"),
-            (KvSettings { candidates: vec![Policy::of(&[Part::Special])], ..KvSettings::default() }, "--candidates"),
+            (
+                KvSettings {
+                    recovery: 1.5,
+                    ..KvSettings::default()
+                },
+                "--recovery",
+            ),
+            (
+                KvSettings {
+                    recovery: f64::NAN,
+                    ..KvSettings::default()
+                },
+                "--recovery",
+            ),
+            (
+                KvSettings {
+                    r_local: -0.1,
+                    ..KvSettings::default()
+                },
+                "--r-local",
+            ),
+            (
+                KvSettings {
+                    r_frequent: 2.0,
+                    ..KvSettings::default()
+                },
+                "--r-frequent",
+            ),
+            (
+                KvSettings {
+                    window: Budget::Ratio(0.0),
+                    ..KvSettings::default()
+                },
+                "--window-ratio",
+            ),
+            (
+                KvSettings {
+                    window: Budget::Tokens(0),
+                    ..KvSettings::default()
+                },
+                "--window-tokens",
+            ),
+            (
+                KvSettings {
+                    candidates: vec![Policy::of(&[Part::Special])],
+                    ..KvSettings::default()
+                },
+                "--candidates",
+            ),
         ];
         for (s, name) in bad {
             let e = s.validate().unwrap_err();

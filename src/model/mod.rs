@@ -134,7 +134,9 @@ impl Model {
         for (b, chunk) in tokens.chunks(UBATCH).enumerate() {
             let first = b * UBATCH;
             let from = logits_from.saturating_sub(first).min(chunk.len());
-            let obs = observer.as_mut().map(|o| &mut **o as &mut dyn LayerObserver);
+            let obs = observer
+                .as_mut()
+                .map(|o| &mut **o as &mut dyn LayerObserver);
             self.forward_ubatch(chunk, cache, ws, from, obs);
             let vocab = self.cfg.vocab_size;
             for (i, row) in ws.logits.chunks_exact(vocab).enumerate() {
