@@ -78,6 +78,28 @@ fn main() -> fastgen::Result<()> {
         pruned
     };
     println!("{name}: {s} prompt tokens, {f} teacher-forced tokens of worked.txt");
+    // Which parts do the damage: the paper's hybrid on every head, and FastGen without the
+    // candidate that drops the local window.
+    report(
+        "fixed:special+punct+frequent+local",
+        run(
+            KvSettings::with_kind("fixed:special+punct+frequent+local".parse()?),
+            &mut ws,
+        )?,
+    );
+    let no_spf = fastgen::fastgen::parse_candidates(
+        "special,special+punct,special+punct+frequent+local,full",
+    )?;
+    report(
+        "fastgen T=0.95 without special+punct+frequent",
+        run(
+            KvSettings {
+                candidates: no_spf,
+                ..KvSettings::default()
+            },
+            &mut ws,
+        )?,
+    );
     for t in [0.90, 0.95, 0.98] {
         let fg = KvSettings {
             recovery: t,
