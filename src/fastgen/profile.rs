@@ -54,7 +54,8 @@ impl fmt::Display for GqaAgg {
     }
 }
 
-/// Which prompt rows are profiled.
+/// Which prompt rows are profiled. Everything profiling derives comes from these rows only:
+/// the recoveries, the column sums that choose the frequent set, and the score seeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ProfileRows {
     /// Every prompt row (the paper).
