@@ -2,6 +2,8 @@
 
 mod fetch;
 mod run;
+#[cfg(feature = "server")]
+mod serve;
 mod tokenize;
 
 use anyhow::{Context, Result};
@@ -30,6 +32,9 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Download the pinned models into $FASTGEN_HOME/models.
     Fetch(fetch::FetchArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -37,6 +42,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Fetch(a) => fetch::run(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => serve::run(a),
     }
 }
 
