@@ -185,6 +185,8 @@ pub struct Job {
     pub max_tokens: usize,
     pub sampler: SamplerConfig,
     pub stop: Vec<String>,
+    /// Generate past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
     pub kv: KvGrant,
 }
 
@@ -361,7 +363,11 @@ impl Engine {
         let mut decoder = StreamDecoder::new(&self.tokenizer);
         let mut stops = StopMatcher::new(job.stop.clone());
         let mut receiver_gone = false;
-        let eog = self.tokenizer.eog_ids().to_vec();
+        let eog = if job.ignore_eos {
+            Vec::new()
+        } else {
+            self.tokenizer.eog_ids().to_vec()
+        };
         let result = generate(
             &self.model,
             &mut cache,

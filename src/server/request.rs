@@ -59,6 +59,9 @@ pub struct GenRequest {
     pub stream: bool,
     /// `stream_options.include_usage`: add OpenAI's final usage-only chunk.
     pub include_usage: bool,
+    /// Extension (as in llama.cpp and vLLM): generate past end-of-generation tokens, up to
+    /// `max_tokens` (for benchmarks).
+    pub ignore_eos: bool,
     pub kv: KvRequest,
 }
 
@@ -173,6 +176,7 @@ fn common(
     let seed = f.seed("seed")?;
     let stop = parse_stop(f.get("stop"))?;
     let stream = f.boolean("stream")?.unwrap_or(false);
+    let ignore_eos = f.boolean("ignore_eos")?.unwrap_or(false);
     let include_usage = match f.get("stream_options") {
         None => false,
         Some(Value::Object(o)) => match o.get("include_usage") {
@@ -205,6 +209,7 @@ fn common(
         stop,
         stream,
         include_usage,
+        ignore_eos,
         kv,
     })
 }
@@ -539,7 +544,7 @@ mod tests {
         assert_eq!(r.max_tokens, None);
         assert_eq!((r.temperature, r.top_p, r.top_k), (1.0, 1.0, 0));
         assert_eq!(r.seed, None);
-        assert!(!r.stream && !r.include_usage && r.stop.is_empty());
+        assert!(!r.stream && !r.include_usage && !r.ignore_eos && r.stop.is_empty());
         assert_eq!(r.kv.kind, KvKind::FastGen);
         assert_eq!(r.kv.recovery, DEFAULT_RECOVERY);
     }
@@ -643,6 +648,7 @@ mod tests {
             (json!({"messages": hi(), "stop": 3}), "stop"),
             (json!({"messages": hi(), "stop": ["a", 3]}), "stop"),
             (json!({"messages": hi(), "stream": "yes"}), "stream"),
+            (json!({"messages": hi(), "ignore_eos": 1}), "ignore_eos"),
             (
                 json!({"messages": hi(), "stream_options": 1}),
                 "stream_options",

@@ -278,6 +278,7 @@ async fn generate(
             seed: req.seed.unwrap_or_else(random_u64),
         },
         stop: req.stop.clone(),
+        ignore_eos: req.ignore_eos,
         kv: permit.grant,
     };
     let cancel = Arc::new(AtomicBool::new(false));
