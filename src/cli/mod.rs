@@ -3,6 +3,8 @@
 mod fetch;
 mod profile;
 mod run;
+#[cfg(feature = "server")]
+mod serve;
 mod tokenize;
 
 use anyhow::{bail, Context, Result};
@@ -40,6 +42,9 @@ enum Command {
     /// Profile a prompt: each KV head's FastGen policy and recovery, per-layer histogram,
     /// and the layer x KV-head policy map as SVG and PNG.
     Profile(profile::ProfileArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -48,6 +53,8 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Fetch(a) => fetch::run(a),
         Command::Profile(a) => profile::run(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => serve::run(a),
     }
 }
 
