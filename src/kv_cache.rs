@@ -26,6 +26,14 @@ impl KvDtype {
     }
 }
 
+/// A head's stored keys or values, `[len, head_dim]` row-major, in their storage type (for
+/// kernels that read f16 directly instead of converting to f32 first).
+#[derive(Debug, Clone, Copy)]
+pub enum RowsRef<'a> {
+    F16(&'a [f16]),
+    F32(&'a [f32]),
+}
+
 #[derive(Debug, Clone)]
 enum Rows {
     F16(Vec<f16>),
@@ -41,8 +49,19 @@ impl Rows {
     }
     fn push(&mut self, row: &[f32]) {
         match self {
-            Rows::F16(v) => v.extend(row.iter().map(|&x| f16::from_f32(x))),
+            Rows::F16(v) => {
+                // Same rounding as `f16::from_f32`, converted a row at a time (F16C).
+                let start = v.len();
+                v.resize(start + row.len(), f16::ZERO);
+                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut v[start..], row);
+            }
             Rows::F32(v) => v.extend_from_slice(row),
+        }
+    }
+    fn view(&self) -> RowsRef<'_> {
+        match self {
+            Rows::F16(v) => RowsRef::F16(v),
+            Rows::F32(v) => RowsRef::F32(v),
         }
     }
     fn reserve(&mut self, n: usize) {
@@ -176,6 +195,17 @@ impl HeadCache {
     ) -> &'a [f32] {
         self.values
             .as_f32(start * self.head_dim, end * self.head_dim, scratch)
+    }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+    /// All keys as stored, `[len, head_dim]`.
+    pub fn keys_raw(&self) -> RowsRef<'_> {
+        self.keys.view()
+    }
+    /// All values as stored, `[len, head_dim]`.
+    pub fn values_raw(&self) -> RowsRef<'_> {
+        self.values.view()
     }
     /// Number of slots visible to a query at `pos` (causal mask: slots at positions <= pos).
     pub fn visible(&self, pos: u32) -> usize {

@@ -17,9 +17,11 @@ pub mod tokenizer;
 
 pub use error::{Error, Result};
 pub mod attention;
+pub mod bench;
 pub mod eval;
 pub mod fastgen;
 pub mod generate;
 pub mod kv_cache;
 pub mod model;
 pub mod perplexity;
+pub mod pool;

@@ -1,5 +1,6 @@
 //! Command-line interface: shared argument groups and dispatch.
 
+mod bench;
 mod fetch;
 mod profile;
 mod run;
@@ -45,6 +46,8 @@ enum Command {
     /// Serve the model over an OpenAI-compatible HTTP API.
     #[cfg(feature = "server")]
     Serve(serve::ServeArgs),
+    /// Measure prompt and decode speed (llama-bench style), optionally against llama.cpp.
+    Bench(bench::BenchArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -55,6 +58,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Profile(a) => profile::run(a),
         #[cfg(feature = "server")]
         Command::Serve(a) => serve::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

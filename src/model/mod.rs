@@ -19,7 +19,7 @@ use crate::kv_cache::{KvCache, KvDtype};
 use crate::quant;
 pub use config::ModelConfig;
 use hook::LayerObserver;
-use matmul::{matmul, Acts, MatmulScratch};
+use matmul::{matmul, matmul_many, matmul_swiglu, Acts, MatJob, MatmulScratch};
 use ops::Rope;
 use std::path::{Path, PathBuf};
 use weights::{Matrix, Weights};
@@ -47,8 +47,8 @@ pub struct Workspace {
     attn: Vec<f32>,   // [n, q_dim]
     proj: Vec<f32>,   // [n, n_embd]
     gate: Vec<f32>,   // [n, n_ff]
-    up: Vec<f32>,     // [n, n_ff]
     logits: Vec<f32>, // [n, vocab]
+    positions: Vec<u32>,
     acts: Acts,
     mm: MatmulScratch,
 }
@@ -198,7 +198,9 @@ impl Model {
         let w = &self.weights;
         let n = tokens.len();
         let p0 = cache.seq_len();
-        let positions: Vec<u32> = (p0..p0 + n).map(|p| p as u32).collect();
+        let mut positions = std::mem::take(&mut ws.positions);
+        positions.clear();
+        positions.extend((p0..p0 + n).map(|p| p as u32));
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
         ws.x.resize(n * d, 0.0);
         ws.xn.resize(n * d, 0.0);
@@ -208,7 +210,6 @@ impl Model {
         ws.attn.resize(n * qd, 0.0);
         ws.proj.resize(n * d, 0.0);
         ws.gate.resize(n * c.n_ff, 0.0);
-        ws.up.resize(n * c.n_ff, 0.0);
 
         let embd = self.bytes(&w.token_embd);
         let erb = w.token_embd.row_bytes;
@@ -221,30 +222,17 @@ impl Model {
             // Attention block.
             ops::rms_norm(&ws.x, &lw.attn_norm, c.rms_eps, &mut ws.xn);
             ws.acts.reset(n, d);
-            matmul(
-                &lw.wq,
-                self.bytes(&lw.wq),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.q,
-                &mut ws.mm,
-            );
-            matmul(
-                &lw.wk,
-                self.bytes(&lw.wk),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.k,
-                &mut ws.mm,
-            );
-            matmul(
-                &lw.wv,
-                self.bytes(&lw.wv),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.v,
-                &mut ws.mm,
-            );
+            let qkv = [
+                (&lw.wq, &mut ws.q),
+                (&lw.wk, &mut ws.k),
+                (&lw.wv, &mut ws.v),
+            ];
+            let mut jobs = qkv.map(|(w, y)| MatJob {
+                w,
+                bytes: self.bytes(w),
+                y,
+            });
+            matmul_many(&mut jobs, &ws.xn, &mut ws.acts, &mut ws.mm);
             for (bias, out) in [
                 (&lw.bq, &mut ws.q),
                 (&lw.bk, &mut ws.k),
@@ -295,23 +283,17 @@ impl Model {
             // Feed-forward block.
             ops::rms_norm(&ws.x, &lw.ffn_norm, c.rms_eps, &mut ws.xn);
             ws.acts.reset(n, d);
-            matmul(
+            // gate = silu(xn gate^T) * (xn up^T), both products in one step.
+            matmul_swiglu(
                 &lw.w_gate,
                 self.bytes(&lw.w_gate),
+                &lw.w_up,
+                self.bytes(&lw.w_up),
                 &ws.xn,
                 &mut ws.acts,
                 &mut ws.gate,
                 &mut ws.mm,
             );
-            matmul(
-                &lw.w_up,
-                self.bytes(&lw.w_up),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.up,
-                &mut ws.mm,
-            );
-            ops::swiglu(&mut ws.gate, &ws.up);
             ws.acts.reset(n, c.n_ff);
             matmul(
                 &lw.w_down,
@@ -324,6 +306,7 @@ impl Model {
             ops::add_in_place(&mut ws.x, &ws.proj);
         }
         cache.advance(n);
+        ws.positions = positions;
 
         // Output: only the rows whose logits are wanted.
         let m = n - from;
