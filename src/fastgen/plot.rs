@@ -164,14 +164,15 @@ fn draw<DB: DrawingBackend>(
                 colour(&names, p).filled(),
             ))
             .map_err(e)?;
-            if let Some(rec) = r.head_recovery[l][h] {
-                label(
-                    &format!("{rec:.3}"),
-                    x + CELL_W / 2,
-                    y + CELL_H / 2,
-                    11,
-                    HPos::Center,
-                )?;
+            // A full head shows why: the best cheaper candidate's recovery, in brackets.
+            let text = match (p.as_str(), r.head_shortfall[l][h], r.head_recovery[l][h]) {
+                // Rounded down, so that a shortfall never reads as T.
+                ("full", Some(short), _) => Some(format!("({:.3})", (short * 1e3).floor() / 1e3)),
+                (_, _, Some(rec)) => Some(format!("{rec:.3}")),
+                _ => None,
+            };
+            if let Some(text) = text {
+                label(&text, x + CELL_W / 2, y + CELL_H / 2, 11, HPos::Center)?;
             }
         }
         let kept = r.layer_kept.get(l).copied().unwrap_or(0.0).clamp(0.0, 1.0);
@@ -214,6 +215,15 @@ fn draw<DB: DrawingBackend>(
             HPos::Left,
         )?;
     }
+    let y = TOP + names.len() as i32 * 22 + 12;
+    label(
+        "(0.943) in a full cell: the recovery",
+        lx,
+        y,
+        11,
+        HPos::Left,
+    )?;
+    label("of the best cheaper candidate", lx, y + 14, 11, HPos::Left)?;
     root.present().map_err(e)?;
     Ok(())
 }
