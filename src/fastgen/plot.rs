@@ -60,6 +60,9 @@ pub struct MapSpec<'a> {
     pub title: String,
     /// Policies in legend order (the candidate list); others are appended.
     pub order: Vec<String>,
+    /// Per layer and KV head: the recovery of the candidate before the chosen one
+    /// (`HeadState::shortfall`), shown in full cells.
+    pub shortfall: Vec<Vec<Option<f64>>>,
 }
 
 /// Where the files went and whether the PNG has text.
@@ -165,7 +168,13 @@ fn draw<DB: DrawingBackend>(
             ))
             .map_err(e)?;
             // A full head shows why: the best cheaper candidate's recovery, in brackets.
-            let text = match (p.as_str(), r.head_shortfall[l][h], r.head_recovery[l][h]) {
+            let short = spec
+                .shortfall
+                .get(l)
+                .and_then(|v| v.get(h))
+                .copied()
+                .flatten();
+            let text = match (p.as_str(), short, r.head_recovery[l][h]) {
                 // Rounded down, so that a shortfall never reads as T.
                 ("full", Some(short), _) => Some(format!("({:.3})", (short * 1e3).floor() / 1e3)),
                 (_, _, Some(rec)) => Some(format!("{rec:.3}")),

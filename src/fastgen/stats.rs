@@ -43,8 +43,6 @@ pub struct KvReport {
     pub policies: Vec<Vec<String>>,
     /// Recovery of each head's policy on the prompt, when profiled.
     pub head_recovery: Vec<Vec<Option<f64>>>,
-    /// Recovery of the candidate before each head's choice, which fell short of T.
-    pub head_shortfall: Vec<Vec<Option<f64>>>,
     /// Per layer: (policy, number of KV heads), in the candidate list's order.
     pub histogram: Vec<Vec<(String, usize)>>,
     /// Per layer: kept entries over `kv_heads * n`.
@@ -68,10 +66,7 @@ impl KvReport {
             .iter()
             .map(|hs| hs.iter().map(|h| h.recovery).collect())
             .collect();
-        let head_shortfall = layers
-            .iter()
-            .map(|hs| hs.iter().map(|h| h.shortfall).collect())
-            .collect();
+
         // Order: the candidate list for FastGen, then any other policy by name.
         let order: Vec<String> = match s.kind {
             KvKind::FastGen => s.candidates.iter().map(|p| p.to_string()).collect(),
@@ -120,7 +115,6 @@ impl KvReport {
             prefill_ms: st.prefill_ms,
             policies,
             head_recovery,
-            head_shortfall,
             histogram,
             layer_kept,
         }
@@ -194,7 +188,6 @@ impl KvReport {
             "profile_share": self.profile_share(),
             "policies": self.policies,
             "head_recovery": self.head_recovery,
-            "head_shortfall": self.head_shortfall,
             "layer_kept": self.layer_kept,
             "histogram": self.histogram.iter().map(|counts| {
                 counts.iter().map(|(n, k)| json!([n, k])).collect::<Vec<_>>()
