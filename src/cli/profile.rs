@@ -47,10 +47,19 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         .path
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let kv = cache.kv();
+    let shortfall: Vec<Vec<Option<f64>>> = (0..kv.n_layers)
+        .map(|l| {
+            (0..kv.n_kv_heads)
+                .map(|h| cache.head_state(l, h).shortfall)
+                .collect()
+        })
+        .collect();
     let spec = MapSpec {
         report: &report,
         title: format!("{name}: {label}, {} prompt tokens", ids.len()),
         order,
+        shortfall: shortfall.clone(),
     };
     let png = a.out.with_extension("png");
     let files = draw_policy_map(&spec, &a.out, &png)?;
@@ -65,7 +74,9 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         }
     );
     if let Some(path) = &a.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report.to_json())?)
+        let mut doc = report.to_json();
+        doc["head_shortfall"] = serde_json::json!(shortfall);
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

@@ -39,6 +39,9 @@ pub struct HeadState {
     pub candidate: Option<usize>,
     /// Aggregated recovery of the policy on the prompt, when it was profiled.
     pub recovery: Option<f64>,
+    /// FastGen: the recovery of the candidate just before the chosen one, which fell short
+    /// of T (why a `full` head is full); None for the first candidate and the baselines.
+    pub shortfall: Option<f64>,
     /// Cumulative attention of each slot, summed over the group's query heads; only for
     /// policies with `frequent` (empty otherwise).
     scores: Vec<f32>, // [len]
@@ -52,6 +55,7 @@ impl HeadState {
             policy,
             candidate: None,
             recovery: None,
+            shortfall: None,
             scores,
         }
     }
@@ -122,6 +126,7 @@ impl CompressedCache {
             policy,
             candidate: None,
             recovery: None,
+            shortfall: None,
             scores: Vec::new(),
         };
         Ok(CompressedCache {
@@ -252,19 +257,21 @@ impl CompressedCache {
             .into_par_iter()
             .map(|i| {
                 let prof = profiler.map(|p| &p.heads[i]);
-                let (policy, candidate, recovery) = match (settings.fixed_policy(), prof) {
+                let (policy, candidate, recovery, shortfall) = match (settings.fixed_policy(), prof)
+                {
                     (Some(p), Some(prof)) => (
                         p,
                         None,
                         Some(aggregate(&prof.recovery(p, classes), settings.gqa_agg)),
+                        None,
                     ),
-                    (Some(p), None) => (p, None, None),
+                    (Some(p), None) => (p, None, None, None),
                     (None, Some(prof)) => {
                         let Choice {
                             index,
                             policy,
                             recovery,
-                            ..
+                            tried,
                         } = choose_policy(
                             prof,
                             classes,
@@ -272,9 +279,10 @@ impl CompressedCache {
                             settings.recovery,
                             settings.gqa_agg,
                         );
-                        (policy, Some(index), Some(recovery))
+                        let shortfall = index.checked_sub(1).map(|i| tried[i]);
+                        (policy, Some(index), Some(recovery), shortfall)
                     }
-                    (None, None) => (Policy::FULL, None, None),
+                    (None, None) => (Policy::FULL, None, None, None),
                 };
                 let seeds = match prof {
                     Some(prof) if policy.needs_scores() => prof.group_colsum(),
@@ -284,6 +292,7 @@ impl CompressedCache {
                     policy,
                     candidate,
                     recovery,
+                    shortfall,
                     scores: Vec::new(),
                 };
                 (state, seeds)

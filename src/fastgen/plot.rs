@@ -60,6 +60,9 @@ pub struct MapSpec<'a> {
     pub title: String,
     /// Policies in legend order (the candidate list); others are appended.
     pub order: Vec<String>,
+    /// Per layer and KV head: the recovery of the candidate before the chosen one
+    /// (`HeadState::shortfall`), shown in full cells.
+    pub shortfall: Vec<Vec<Option<f64>>>,
 }
 
 /// Where the files went and whether the PNG has text.
@@ -164,14 +167,21 @@ fn draw<DB: DrawingBackend>(
                 colour(&names, p).filled(),
             ))
             .map_err(e)?;
-            if let Some(rec) = r.head_recovery[l][h] {
-                label(
-                    &format!("{rec:.3}"),
-                    x + CELL_W / 2,
-                    y + CELL_H / 2,
-                    11,
-                    HPos::Center,
-                )?;
+            // A full head shows why: the best cheaper candidate's recovery, in brackets.
+            let short = spec
+                .shortfall
+                .get(l)
+                .and_then(|v| v.get(h))
+                .copied()
+                .flatten();
+            let text = match (p.as_str(), short, r.head_recovery[l][h]) {
+                // Rounded down, so that a shortfall never reads as T.
+                ("full", Some(short), _) => Some(format!("({:.3})", (short * 1e3).floor() / 1e3)),
+                (_, _, Some(rec)) => Some(format!("{rec:.3}")),
+                _ => None,
+            };
+            if let Some(text) = text {
+                label(&text, x + CELL_W / 2, y + CELL_H / 2, 11, HPos::Center)?;
             }
         }
         let kept = r.layer_kept.get(l).copied().unwrap_or(0.0).clamp(0.0, 1.0);
@@ -214,6 +224,15 @@ fn draw<DB: DrawingBackend>(
             HPos::Left,
         )?;
     }
+    let y = TOP + names.len() as i32 * 22 + 12;
+    label(
+        "(0.943) in a full cell: the recovery",
+        lx,
+        y,
+        11,
+        HPos::Left,
+    )?;
+    label("of the best cheaper candidate", lx, y + 14, 11, HPos::Left)?;
     root.present().map_err(e)?;
     Ok(())
 }

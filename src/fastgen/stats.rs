@@ -66,6 +66,7 @@ impl KvReport {
             .iter()
             .map(|hs| hs.iter().map(|h| h.recovery).collect())
             .collect();
+
         // Order: the candidate list for FastGen, then any other policy by name.
         let order: Vec<String> = match s.kind {
             KvKind::FastGen => s.candidates.iter().map(|p| p.to_string()).collect(),
