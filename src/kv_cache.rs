@@ -26,6 +26,14 @@ impl KvDtype {
     }
 }
 
+/// A head's stored keys or values, `[len, head_dim]` row-major, in their storage type (for
+/// kernels that read f16 directly instead of converting to f32 first).
+#[derive(Debug, Clone, Copy)]
+pub enum RowsRef<'a> {
+    F16(&'a [f16]),
+    F32(&'a [f32]),
+}
+
 #[derive(Debug, Clone)]
 enum Rows {
     F16(Vec<f16>),
@@ -41,14 +49,43 @@ impl Rows {
     }
     fn push(&mut self, row: &[f32]) {
         match self {
-            Rows::F16(v) => v.extend(row.iter().map(|&x| f16::from_f32(x))),
+            Rows::F16(v) => {
+                // Same rounding as `f16::from_f32`, converted a row at a time (F16C).
+                let start = v.len();
+                v.resize(start + row.len(), f16::ZERO);
+                half::slice::HalfFloatSliceExt::convert_from_f32_slice(&mut v[start..], row);
+            }
             Rows::F32(v) => v.extend_from_slice(row),
+        }
+    }
+    fn view(&self) -> RowsRef<'_> {
+        match self {
+            Rows::F16(v) => RowsRef::F16(v),
+            Rows::F32(v) => RowsRef::F32(v),
         }
     }
     fn reserve(&mut self, n: usize) {
         match self {
             Rows::F16(v) => v.reserve(n),
             Rows::F32(v) => v.reserve(n),
+        }
+    }
+    fn reserve_exact(&mut self, n: usize) {
+        match self {
+            Rows::F16(v) => v.reserve_exact(n),
+            Rows::F32(v) => v.reserve_exact(n),
+        }
+    }
+    fn shrink_to(&mut self, n: usize) {
+        match self {
+            Rows::F16(v) => v.shrink_to(n),
+            Rows::F32(v) => v.shrink_to(n),
+        }
+    }
+    fn capacity(&self) -> usize {
+        match self {
+            Rows::F16(v) => v.capacity(),
+            Rows::F32(v) => v.capacity(),
         }
     }
     fn capacity_bytes(&self) -> usize {
@@ -159,6 +196,17 @@ impl HeadCache {
         self.values
             .as_f32(start * self.head_dim, end * self.head_dim, scratch)
     }
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+    }
+    /// All keys as stored, `[len, head_dim]`.
+    pub fn keys_raw(&self) -> RowsRef<'_> {
+        self.keys.view()
+    }
+    /// All values as stored, `[len, head_dim]`.
+    pub fn values_raw(&self) -> RowsRef<'_> {
+        self.values.view()
+    }
     /// Number of slots visible to a query at `pos` (causal mask: slots at positions <= pos).
     pub fn visible(&self, pos: u32) -> usize {
         self.pos.partition_point(|&p| p <= pos)
@@ -170,6 +218,24 @@ impl HeadCache {
         self.values.compact(self.head_dim, keep);
         let mut it = keep.iter();
         self.pos.retain(|_| *it.next().unwrap_or(&false));
+    }
+    /// Room for exactly `n` more tokens (no amortised doubling): for caches that keep
+    /// their allocation close to their kept tokens.
+    pub fn reserve_exact(&mut self, n: usize) {
+        self.keys.reserve_exact(n * self.head_dim);
+        self.values.reserve_exact(n * self.head_dim);
+        self.pos.reserve_exact(n);
+    }
+    /// Releases capacity beyond `max(len, slots)` tokens.
+    pub fn shrink_to(&mut self, slots: usize) {
+        self.keys.shrink_to(slots * self.head_dim);
+        self.values.shrink_to(slots * self.head_dim);
+        self.pos.shrink_to(slots);
+    }
+    /// Tokens the buffers hold without reallocating.
+    pub fn capacity(&self) -> usize {
+        let rows = self.keys.capacity().min(self.values.capacity()) / self.head_dim.max(1);
+        rows.min(self.pos.capacity())
     }
     /// Releases capacity beyond the current length.
     pub fn shrink_to_fit(&mut self) {

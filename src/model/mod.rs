@@ -7,6 +7,7 @@
 //! batches (`UBATCH`); decoding is a batch of one.
 
 pub mod config;
+pub mod hook;
 pub mod matmul;
 pub mod ops;
 pub mod weights;
@@ -17,7 +18,8 @@ use crate::gguf::Gguf;
 use crate::kv_cache::{KvCache, KvDtype};
 use crate::quant;
 pub use config::ModelConfig;
-use matmul::{matmul, Acts, MatmulScratch};
+use hook::LayerObserver;
+use matmul::{matmul, matmul_many, matmul_swiglu, Acts, MatJob, MatmulScratch};
 use ops::Rope;
 use std::path::{Path, PathBuf};
 use weights::{Matrix, Weights};
@@ -45,8 +47,8 @@ pub struct Workspace {
     attn: Vec<f32>,   // [n, q_dim]
     proj: Vec<f32>,   // [n, n_embd]
     gate: Vec<f32>,   // [n, n_ff]
-    up: Vec<f32>,     // [n, n_ff]
     logits: Vec<f32>, // [n, vocab]
+    positions: Vec<u32>,
     acts: Acts,
     mm: MatmulScratch,
 }
@@ -113,12 +115,29 @@ impl Model {
         logits_from: usize,
         on_logits: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<()> {
+        self.forward_observed(tokens, cache, ws, logits_from, on_logits, None)
+    }
+
+    /// [`Model::forward`] with an observer called after each layer's attention
+    /// (see [`hook::LayerObserver`]).
+    pub fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        ws: &mut Workspace,
+        logits_from: usize,
+        on_logits: &mut dyn FnMut(usize, &[f32]),
+        mut observer: Option<&mut dyn LayerObserver>,
+    ) -> Result<()> {
         self.check_tokens(tokens, cache)?;
         cache.reserve(tokens.len());
         for (b, chunk) in tokens.chunks(UBATCH).enumerate() {
             let first = b * UBATCH;
             let from = logits_from.saturating_sub(first).min(chunk.len());
-            self.forward_ubatch(chunk, cache, ws, from);
+            let obs = observer
+                .as_mut()
+                .map(|o| &mut **o as &mut dyn LayerObserver);
+            self.forward_ubatch(chunk, cache, ws, from, obs);
             let vocab = self.cfg.vocab_size;
             for (i, row) in ws.logits.chunks_exact(vocab).enumerate() {
                 on_logits(first + from + i, row);
@@ -151,17 +170,37 @@ impl Model {
         cache: &mut KvCache,
         ws: &'w mut Workspace,
     ) -> Result<&'w [f32]> {
-        self.forward(&[token], cache, ws, 0, &mut |_, _| {})?;
+        self.decode_observed(token, cache, ws, None)
+    }
+
+    /// [`Model::decode`] with a layer observer.
+    pub fn decode_observed<'w>(
+        &self,
+        token: u32,
+        cache: &mut KvCache,
+        ws: &'w mut Workspace,
+        observer: Option<&mut dyn LayerObserver>,
+    ) -> Result<&'w [f32]> {
+        self.forward_observed(&[token], cache, ws, 0, &mut |_, _| {}, observer)?;
         Ok(&ws.logits)
     }
 
     /// One batch of at most `UBATCH` tokens; leaves the logits of rows `from..` in `ws.logits`.
-    fn forward_ubatch(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace, from: usize) {
+    fn forward_ubatch(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        ws: &mut Workspace,
+        from: usize,
+        mut observer: Option<&mut dyn LayerObserver>,
+    ) {
         let c = &self.cfg;
         let w = &self.weights;
         let n = tokens.len();
         let p0 = cache.seq_len();
-        let positions: Vec<u32> = (p0..p0 + n).map(|p| p as u32).collect();
+        let mut positions = std::mem::take(&mut ws.positions);
+        positions.clear();
+        positions.extend((p0..p0 + n).map(|p| p as u32));
         let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
         ws.x.resize(n * d, 0.0);
         ws.xn.resize(n * d, 0.0);
@@ -171,7 +210,6 @@ impl Model {
         ws.attn.resize(n * qd, 0.0);
         ws.proj.resize(n * d, 0.0);
         ws.gate.resize(n * c.n_ff, 0.0);
-        ws.up.resize(n * c.n_ff, 0.0);
 
         let embd = self.bytes(&w.token_embd);
         let erb = w.token_embd.row_bytes;
@@ -184,30 +222,17 @@ impl Model {
             // Attention block.
             ops::rms_norm(&ws.x, &lw.attn_norm, c.rms_eps, &mut ws.xn);
             ws.acts.reset(n, d);
-            matmul(
-                &lw.wq,
-                self.bytes(&lw.wq),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.q,
-                &mut ws.mm,
-            );
-            matmul(
-                &lw.wk,
-                self.bytes(&lw.wk),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.k,
-                &mut ws.mm,
-            );
-            matmul(
-                &lw.wv,
-                self.bytes(&lw.wv),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.v,
-                &mut ws.mm,
-            );
+            let qkv = [
+                (&lw.wq, &mut ws.q),
+                (&lw.wk, &mut ws.k),
+                (&lw.wv, &mut ws.v),
+            ];
+            let mut jobs = qkv.map(|(w, y)| MatJob {
+                w,
+                bytes: self.bytes(w),
+                y,
+            });
+            matmul_many(&mut jobs, &ws.xn, &mut ws.acts, &mut ws.mm);
             for (bias, out) in [
                 (&lw.bq, &mut ws.q),
                 (&lw.bk, &mut ws.k),
@@ -231,10 +256,18 @@ impl Model {
                 }
             }
             let heads = cache.layer(l);
+            // KV policy hook: probabilities only for decode steps whose observer asks.
+            let want_probs = n == 1 && observer.as_ref().is_some_and(|o| o.wants_probs(l));
+            let mut probs: Vec<Vec<f32>> = Vec::new(); // [n_kv_heads][group * len]
             if n == 1 {
-                attention::attend_one(heads, &ws.q, positions[0], hd, &mut ws.attn, None);
+                let probs_out = want_probs.then_some(&mut probs);
+                attention::attend_one(heads, &ws.q, positions[0], hd, &mut ws.attn, probs_out);
             } else {
                 attention::attend_batch(heads, &ws.q, &positions, c.n_heads, hd, &mut ws.attn);
+            }
+            if let Some(o) = observer.as_mut() {
+                let probs = want_probs.then_some(&probs[..]);
+                o.after_attention(l, &ws.q, &positions, cache.layer_mut(l), probs);
             }
             ws.acts.reset(n, qd);
             matmul(
@@ -250,23 +283,17 @@ impl Model {
             // Feed-forward block.
             ops::rms_norm(&ws.x, &lw.ffn_norm, c.rms_eps, &mut ws.xn);
             ws.acts.reset(n, d);
-            matmul(
+            // gate = silu(xn gate^T) * (xn up^T), both products in one step.
+            matmul_swiglu(
                 &lw.w_gate,
                 self.bytes(&lw.w_gate),
+                &lw.w_up,
+                self.bytes(&lw.w_up),
                 &ws.xn,
                 &mut ws.acts,
                 &mut ws.gate,
                 &mut ws.mm,
             );
-            matmul(
-                &lw.w_up,
-                self.bytes(&lw.w_up),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.up,
-                &mut ws.mm,
-            );
-            ops::swiglu(&mut ws.gate, &ws.up);
             ws.acts.reset(n, c.n_ff);
             matmul(
                 &lw.w_down,
@@ -279,6 +306,7 @@ impl Model {
             ops::add_in_place(&mut ws.x, &ws.proj);
         }
         cache.advance(n);
+        ws.positions = positions;
 
         // Output: only the rows whose logits are wanted.
         let m = n - from;

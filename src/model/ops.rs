@@ -63,10 +63,22 @@ impl Rope {
     /// Rotates every head of one token's `[n_heads, head_dim]` vector to position `pos`.
     pub fn apply(&self, x: &mut [f32], pos: usize) {
         let half = self.half;
+        // The angles depend on the position only: take their sines and cosines once for all
+        // heads (a stack table for the usual sizes).
+        const TABLE: usize = 128;
+        let mut table = [(0f32, 0f32); TABLE];
+        let mut heap = Vec::new();
+        let sc: &mut [(f32, f32)] = if half <= TABLE {
+            &mut table[..half]
+        } else {
+            heap.resize(half, (0.0, 0.0));
+            &mut heap
+        };
+        for (t, &f) in sc.iter_mut().zip(&self.inv_freq) {
+            *t = (pos as f32 * f).sin_cos();
+        }
         for head in x.chunks_exact_mut(self.head_dim) {
-            for i in 0..half {
-                let angle = pos as f32 * self.inv_freq[i];
-                let (sin, cos) = angle.sin_cos();
+            for (i, &(sin, cos)) in sc.iter().enumerate() {
                 let (a, b) = match self.style {
                     RopeStyle::Interleaved => (2 * i, 2 * i + 1),
                     RopeStyle::Neox => (i, i + half),

@@ -8,29 +8,30 @@
 //! [`Engine::run_request`], which returns the request's [`KvReport`]. The KV budget asks
 //! one function, [`estimate_kv_bytes`], what a request would hold at a given T.
 //!
-//! Today both run the full cache: `run_request` reserves the whole sequence in a plain
-//! `KvCache` and reports it (pruned_ratio 0, policy_histogram {"full": all heads}), and the
-//! estimate of every policy is the full one. The places marked `FASTGEN-SEAM` are where
-//! the library's FastGen plugs in when it lands (`KvSettings` built from (kind, recovery),
-//! generation returning `KvStats`, and its own estimate of kept bytes at T).
+//! `run_request` builds the library's `KvSettings` from (kind, recovery), runs generation over
+//! a `CompressedCache` (which profiles the heads on the prompt and compresses for `fastgen`,
+//! or applies a fixed baseline), and turns the library's `KvReport` into `kv_stats`.
+//! Admission reserves `estimate_kv_bytes` for the request while it runs.
 
 use super::error::ApiError;
 use super::request::Prompt;
 use super::stop::StopMatcher;
 use fastgen::chat::ChatTemplate;
+use fastgen::fastgen::{
+    CompressedCache, KvKind as LibKvKind, KvReport as LibKvReport, KvSettings, TokenClasses,
+};
 use fastgen::fetch;
 use fastgen::generate::{generate, GenerateOptions, StopReason, Timing};
-use fastgen::kv_cache::{KvCache, KvDtype};
+use fastgen::kv_cache::KvDtype;
 use fastgen::model::{Model, Workspace};
 use fastgen::sampling::SamplerConfig;
 use fastgen::tokenizer::{StreamDecoder, Tokenizer};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// T when a request names none.
-/// FASTGEN-SEAM: align with the library's default recovery when FastGen merges.
+/// T when a request names none: the library's default.
 pub const DEFAULT_RECOVERY: f32 = 0.95;
 
 /// The cache policy a request asks for.
@@ -113,15 +114,38 @@ pub fn estimate_kv_bytes(shape: &KvShape, tokens: usize, kind: KvKind, t: f32) -
     (full as f64 * kept_fraction(kind, t)).ceil() as u64
 }
 
-/// The fraction of the full cache a policy keeps, as a function of T.
+/// The fraction of the full cache a policy keeps, as a function of T: an upper estimate used
+/// only for admission (the real figure depends on the prompt and is reported afterwards).
 ///
-/// FASTGEN-SEAM: every policy runs the full cache today, so this is 1. When FastGen merges,
-/// return the library's estimate for `FastGen` (kept fraction at T, from measured profiles;
-/// it must not decrease as T rises, which admission relies on), and the configured
-/// budgets for `Window`/`H2o`.
-fn kept_fraction(kind: KvKind, _t: f32) -> f64 {
+/// For FastGen it interpolates kept fractions measured on essay prose (FASTGEN.md 9:
+/// SmolLM2 and Qwen2.5 at T = 0.90 / 0.95 / 0.98 / 0.99 kept at most 59% / 67% / 93% / 96%),
+/// rising to 1 at T = 1; it never decreases as T rises, which admission relies on. The
+/// baselines keep their configured budgets: window 30% plus the sink, h2o 30% + 30%.
+fn kept_fraction(kind: KvKind, t: f32) -> f64 {
+    const FASTGEN: [(f64, f64); 5] = [
+        (0.90, 0.59),
+        (0.95, 0.67),
+        (0.98, 0.93),
+        (0.99, 0.96),
+        (1.0, 1.0),
+    ];
     match kind {
-        KvKind::Full | KvKind::FastGen | KvKind::Window | KvKind::H2o => 1.0,
+        KvKind::Full => 1.0,
+        KvKind::Window => 0.32,
+        KvKind::H2o => 0.62,
+        KvKind::FastGen => {
+            let t = t as f64;
+            if t <= FASTGEN[0].0 {
+                return FASTGEN[0].1;
+            }
+            for w in FASTGEN.windows(2) {
+                let ((t0, k0), (t1, k1)) = (w[0], w[1]);
+                if t <= t1 {
+                    return k0 + (k1 - k0) * (t - t0) / (t1 - t0);
+                }
+            }
+            1.0
+        }
     }
 }
 
@@ -142,21 +166,24 @@ pub struct KvReport {
 }
 
 impl KvReport {
-    /// Figures of a plain full cache.
-    fn from_full_cache(cache: &KvCache, grant: &KvGrant) -> KvReport {
+    /// Figures of the library's accounting for one finished sequence.
+    fn from_library(r: &LibKvReport, grant: &KvGrant) -> KvReport {
+        let mut policy_histogram = BTreeMap::new();
+        for layer in &r.policies {
+            for p in layer {
+                *policy_histogram.entry(p.clone()).or_insert(0) += 1;
+            }
+        }
         KvReport {
             requested: grant.kind,
-            applied: "full",
+            applied: grant.kind.as_str(),
             recovery_requested: grant.recovery_requested,
             recovery: grant.recovery,
-            pruned_ratio: 0.0,
-            kv_bytes_allocated: cache.allocated_bytes() as u64,
-            kv_bytes_full: cache.full_bytes() as u64,
-            profile_ms: 0.0,
-            policy_histogram: BTreeMap::from([(
-                "full".to_string(),
-                cache.n_layers * cache.n_kv_heads,
-            )]),
+            pruned_ratio: r.pruned_ratio,
+            kv_bytes_allocated: r.kv_bytes_allocated as u64,
+            kv_bytes_full: r.kv_bytes_full as u64,
+            profile_ms: r.profile_ms,
+            policy_histogram,
         }
     }
 
@@ -230,6 +257,8 @@ pub struct Engine {
     pub aliases: Vec<String>,
     pub created: u64,
     pub kv_dtype: KvDtype,
+    /// Special and punctuation classes of the vocabulary (FastGen), computed once.
+    classes: Arc<TokenClasses>,
     /// Activation buffers of finished requests, reused by the next ones.
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -247,9 +276,11 @@ impl Engine {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
+        let classes = Arc::new(TokenClasses::from_tokenizer(&tokenizer, false));
         Engine {
             model,
             tokenizer,
+            classes,
             template,
             id,
             aliases,
@@ -343,15 +374,25 @@ impl Engine {
             sampler: job.sampler.clone(),
             top_logprobs: 0,
         };
-        // FASTGEN-SEAM: when FastGen merges, branch on `job.kv.kind` here: build the library's
-        // `KvSettings` from (job.kv.kind, job.kv.recovery), run its generation (which profiles
-        // the heads on the prompt and compresses), and build the KvReport from the `KvStats`
-        // it returns (pruned_ratio, allocated and full bytes, profile_ms, policy histogram).
-        // Until then every policy runs the full cache, reserved up front so that its bytes
-        // equal the admission estimate exactly.
-        let mut cache = self.model.new_cache(self.kv_dtype);
-        cache.reserve((job.prompt_ids.len() + job.max_tokens).min(self.n_ctx()));
-        let held = cache.allocated_bytes() as i64;
+        let settings = KvSettings {
+            kind: match job.kv.kind {
+                KvKind::FastGen => LibKvKind::FastGen,
+                KvKind::Full => LibKvKind::Full,
+                KvKind::Window => LibKvKind::Window,
+                KvKind::H2o => LibKvKind::H2o,
+            },
+            recovery: job.kv.recovery as f64,
+            ..KvSettings::default()
+        };
+        let mut cache = CompressedCache::new(
+            &self.model.cfg,
+            self.kv_dtype,
+            Arc::new(settings),
+            self.classes.clone(),
+        )
+        .map_err(|e| ApiError::internal(format!("KV settings: {e}")))?;
+        // Admission reserved this much for the request; it is held until the cache is freed.
+        let held = job.kv.reserved_bytes as i64;
         on_kv_bytes(held);
 
         let mut ws = self
@@ -383,7 +424,7 @@ impl Engine {
                 !(receiver_gone || stops.stopped() || cancel())
             },
         );
-        let report = KvReport::from_full_cache(&cache, &job.kv);
+        let report = KvReport::from_library(&LibKvReport::of(&cache), &job.kv);
         // Free the KV at once, whatever happens next.
         drop(cache);
         on_kv_bytes(-held);
@@ -457,10 +498,30 @@ mod tests {
     };
 
     #[test]
-    fn full_estimate_is_tokens_times_bytes_per_token() {
+    fn estimates_scale_the_full_bytes_and_rise_with_t() {
         assert_eq!(SMOL.full_bytes_per_token(), 2 * 30 * 3 * 64 * 2);
-        for kind in [KvKind::Full, KvKind::FastGen, KvKind::Window, KvKind::H2o] {
-            assert_eq!(estimate_kv_bytes(&SMOL, 100, kind, 0.9), 100 * 23040);
+        let full = 100 * 23040;
+        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::Full, 0.5), full);
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 100, KvKind::Window, 0.9),
+            (full as f64 * 0.32).ceil() as u64
+        );
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 100, KvKind::H2o, 0.9),
+            (full as f64 * 0.62).ceil() as u64
+        );
+        // FastGen: 59% at T = 0.90, halfway between 0.95 and 0.98 is (0.67 + 0.93) / 2.
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 0.9),
+            (full as f64 * 0.59).ceil() as u64
+        );
+        assert!((kept_fraction(KvKind::FastGen, 0.965) - 0.80).abs() < 1e-6);
+        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 1.0), full);
+        let mut last = 0;
+        for i in 0..=100 {
+            let b = estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, i as f32 / 100.0);
+            assert!(b >= last, "estimate falls at T = {}", i as f32 / 100.0);
+            last = b;
         }
     }
 
@@ -486,15 +547,34 @@ mod tests {
 
     #[test]
     fn report_json_has_the_kv_fields() {
-        let mut cache = KvCache::new(2, 3, 4, KvDtype::F16);
-        cache.reserve(5);
+        let lib = LibKvReport {
+            policy: "fastgen".into(),
+            recovery: Some(0.9),
+            seq_len: 5,
+            kept_entries: 12,
+            pruned_ratio: 0.4,
+            pruned_ratio_mean: 0.35,
+            kv_bytes_full: 800,
+            kv_bytes_kept: 480,
+            kv_bytes_allocated: 496,
+            score_bytes: 20,
+            profile_ms: 1.5,
+            prefill_ms: 10.0,
+            policies: vec![
+                vec!["full".into(), "special+punct+frequent+local".into()],
+                vec!["full".into(), "full".into()],
+            ],
+            head_recovery: vec![vec![None, Some(0.97)], vec![None, None]],
+            histogram: Vec::new(),
+            layer_kept: vec![0.8, 1.0],
+        };
         let grant = KvGrant {
             kind: KvKind::FastGen,
             recovery_requested: 0.95,
             recovery: 0.9,
             reserved_bytes: 0,
         };
-        let j = KvReport::from_full_cache(&cache, &grant).to_json();
+        let j = KvReport::from_library(&lib, &grant).to_json();
         for key in [
             "pruned_ratio",
             "kv_bytes_allocated",
@@ -504,8 +584,11 @@ mod tests {
         ] {
             assert!(j.get(key).is_some(), "{key} missing: {j}");
         }
-        assert_eq!(j["kv_bytes_allocated"], 2 * 5 * 2 * 3 * 4 * 2);
-        assert_eq!(j["policy_histogram"]["full"], 6);
+        assert_eq!(j["kv_bytes_allocated"], 496);
+        assert_eq!(j["kv_bytes_full"], 800);
+        assert_eq!(j["pruned_ratio"], 0.4);
+        assert_eq!(j["policy_histogram"]["full"], 3);
+        assert_eq!(j["policy_histogram"]["special+punct+frequent+local"], 1);
         assert_eq!(j["kv_recovery"], 0.9);
         assert_eq!(j["kv_policy"], "fastgen");
     }

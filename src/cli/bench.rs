@@ -1,0 +1,260 @@
+//! `fastgen bench`: prompt and decode throughput in llama-bench's terms, optionally side by
+//! side with llama-bench itself, run alternately in the same process tree.
+
+use super::ModelArgs;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fastgen::bench::{self, Bench, CachePolicy, FullCache, Sample, Test};
+use fastgen::kv_cache::KvDtype;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Context depths for the decode tests (comma-separated).
+    #[arg(long, default_value = "0,512,2048,4096", value_delimiter = ',')]
+    depths: Vec<usize>,
+    /// Prompt tokens of the prefill test (0 skips it).
+    #[arg(long, default_value_t = 512)]
+    prompt: usize,
+    /// Tokens decoded per decode test (0 skips them).
+    #[arg(long, default_value_t = 64)]
+    gen: usize,
+    /// Measured runs per test (after one warm-up run).
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A directory holding llama.cpp's `llama-bench` (or `bin/llama-bench`): run it on the
+    /// same model and tests, alternating with ours, and print the ratios.
+    #[arg(long)]
+    vs_llama_cpp: Option<PathBuf>,
+    /// Element type of the KV cache.
+    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    kv_dtype: String,
+}
+
+/// Results of one test.
+struct Row {
+    test: Test,
+    ours: Vec<Sample>,
+    llama: Vec<f64>,
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    if a.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let llama_bench = a
+        .vs_llama_cpp
+        .as_deref()
+        .map(find_llama_bench)
+        .transpose()?;
+    let loaded = a.model.load()?;
+    let model = &loaded.model;
+    let threads = fastgen::pool::global().threads();
+    let mut tests = Vec::new();
+    if a.prompt > 0 {
+        tests.push(Test::Prompt { tokens: a.prompt });
+    }
+    if a.gen > 0 {
+        for &depth in &a.depths {
+            tests.push(Test::Gen {
+                tokens: a.gen,
+                depth,
+            });
+        }
+    }
+    if tests.is_empty() {
+        bail!("nothing to run: --prompt and --gen are both 0");
+    }
+    let dtype = if a.kv_dtype == "f32" {
+        KvDtype::F32
+    } else {
+        KvDtype::F16
+    };
+    let policy = FullCache(dtype);
+    let mut b = Bench::new(model, &tests)?;
+    let wbytes = bench::weight_bytes_per_token(model);
+    let model_name = model
+        .path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    eprintln!(
+        "{model_name}: {threads} threads, kernels {}, weights read per token {:.1} MiB",
+        fastgen::quant::kernels().name,
+        wbytes as f64 / (1 << 20) as f64
+    );
+    let mut rows = Vec::new();
+    for &test in &tests {
+        // Warm-up: page in the weights, size the buffers, wake the threads.
+        b.run(test, &policy)?;
+        let mut row = Row {
+            test,
+            ours: Vec::new(),
+            llama: Vec::new(),
+        };
+        for _ in 0..a.reps {
+            let s = b.run(test, &policy)?;
+            row.ours.push(s);
+            if let Some(lb) = &llama_bench {
+                row.llama
+                    .push(run_llama_bench(lb, &model.path, threads, test, dtype)?);
+            }
+        }
+        print_row(&model_name, threads, &row, wbytes, &policy);
+        rows.push(row);
+    }
+    if let Some(path) = &a.json {
+        let doc = json!({
+            "model": model_name,
+            "model_path": model.path.display().to_string(),
+            "threads": threads,
+            "kernels": fastgen::quant::kernels().name,
+            "kv": policy.name(),
+            "kv_dtype": a.kv_dtype,
+            "weight_bytes_per_token": wbytes,
+            "rows": rows.iter().map(|r| row_json(r, wbytes)).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Tokens/s of our samples.
+fn tok_s(r: &Row) -> Vec<f64> {
+    r.ours.iter().map(|s| s.tok_s).collect()
+}
+
+/// Achieved read bandwidth of a decode test (weights + KV per token, times tokens/s), GB/s.
+fn gb_s(r: &Row, wbytes: usize) -> Option<f64> {
+    match r.test {
+        Test::Gen { .. } => {
+            let (med, _, _) = bench::summary(&tok_s(r));
+            Some((wbytes as f64 + kv_per_token(r)) * med / 1e9)
+        }
+        Test::Prompt { .. } => None,
+    }
+}
+
+fn kv_per_token(r: &Row) -> f64 {
+    r.ours.iter().map(|s| s.kv_bytes_per_token).sum::<f64>() / r.ours.len().max(1) as f64
+}
+
+fn print_row(model: &str, threads: usize, r: &Row, wbytes: usize, policy: &dyn CachePolicy) {
+    let (med, min, max) = bench::summary(&tok_s(r));
+    let mut line = format!(
+        "| {model} | {threads} | {:>14} | {:>8.1} | {:>8.1} .. {:>8.1}",
+        r.test.name(),
+        med,
+        min,
+        max
+    );
+    match gb_s(r, wbytes) {
+        Some(g) => {
+            line += &format!(
+                " | {:>5.1} GB/s | KV {} {:>6.1} MB/tok",
+                g,
+                policy.name(),
+                kv_per_token(r) / 1e6
+            )
+        }
+        None => line += " |            |                     ",
+    }
+    if !r.llama.is_empty() {
+        let (lm, lmin, lmax) = bench::summary(&r.llama);
+        line += &format!(
+            " | llama.cpp {:>8.1} ({:.1} .. {:.1}) | ratio {:.2}",
+            lm,
+            lmin,
+            lmax,
+            med / lm
+        );
+    }
+    println!("{line} |");
+}
+
+fn row_json(r: &Row, wbytes: usize) -> serde_json::Value {
+    let (med, min, max) = bench::summary(&tok_s(r));
+    let mut v = json!({
+        "test": r.test.name(),
+        "tok_s": med,
+        "min": min,
+        "max": max,
+        "samples": tok_s(r),
+    });
+    if let Some(g) = gb_s(r, wbytes) {
+        v["gb_s"] = json!(g);
+        v["kv_bytes_per_token"] = json!(kv_per_token(r));
+    }
+    if !r.llama.is_empty() {
+        let (lm, lmin, lmax) = bench::summary(&r.llama);
+        v["llama_cpp"] = json!({"tok_s": lm, "min": lmin, "max": lmax, "samples": r.llama});
+        v["ratio"] = json!(med / lm);
+    }
+    v
+}
+
+fn find_llama_bench(dir: &Path) -> Result<PathBuf> {
+    for p in [dir.join("llama-bench"), dir.join("bin").join("llama-bench")] {
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    bail!(
+        "no llama-bench in {} (build it with ../shared/tools/build-llama-cpp.sh)",
+        dir.display()
+    )
+}
+
+/// One repetition of `test` by llama-bench; its tokens/s.
+fn run_llama_bench(
+    exe: &Path,
+    model: &Path,
+    threads: usize,
+    test: Test,
+    dtype: KvDtype,
+) -> Result<f64> {
+    let (p, n, d) = match test {
+        Test::Prompt { tokens } => (tokens, 0, 0),
+        Test::Gen { tokens, depth } => (0, tokens, depth),
+    };
+    let ct = if dtype == KvDtype::F32 { "f32" } else { "f16" };
+    let out = Command::new(exe)
+        .arg("-m")
+        .arg(model)
+        .args(["-t", &threads.to_string(), "-r", "1", "-o", "json"])
+        .args([
+            "-p",
+            &p.to_string(),
+            "-n",
+            &n.to_string(),
+            "-d",
+            &d.to_string(),
+        ])
+        .args(["-ctk", ct, "-ctv", ct])
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "llama-bench failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("llama-bench printed no JSON")?;
+    v.get(0)
+        .and_then(|r| r.get("avg_ts"))
+        .and_then(|t| t.as_f64())
+        .context("llama-bench JSON without avg_ts")
+}
