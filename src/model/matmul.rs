@@ -161,34 +161,17 @@ const ACT_BLOCK: usize = 64;
 const ROW_BLOCK: usize = 32;
 
 /// Several products of the same input `x` (`[n, cols]`, every `w.cols == cols`) in one step.
-pub fn matmul_many(jobs: &mut [MatJob], x: &[f32], acts: &mut Acts, scratch: &mut MatmulScratch) {
-    // Fixed-size bookkeeping (no allocation per call): a few products per step.
-    for group in jobs.chunks_mut(MAX_JOBS) {
-        matmul_group(group, x, acts, scratch);
-    }
-}
-
-/// Products per parallel step of [`matmul_many`].
-const MAX_JOBS: usize = 4;
-
-fn matmul_group(jobs: &mut [MatJob], x: &[f32], acts: &mut Acts, _scratch: &mut MatmulScratch) {
+pub fn matmul_many(jobs: &mut [MatJob], x: &[f32], acts: &mut Acts, _scratch: &mut MatmulScratch) {
     let n = acts.n;
-    let mut tys = [GgmlType::F32; MAX_JOBS];
-    let mut outs = [SyncPtr(std::ptr::null_mut::<f32>()); MAX_JOBS];
-    for (i, j) in jobs.iter_mut().enumerate() {
-        assert_eq!(j.w.cols, acts.cols, "{}: input width", j.w.name);
-        assert_eq!(j.y.len(), n * j.w.rows, "{}: output size", j.w.name);
-        assert!(
-            j.bytes.len() >= j.w.rows * j.w.row_bytes,
-            "{}: bytes",
-            j.w.name
-        );
-        tys[i] = j.w.ty;
-        outs[i] = SyncPtr(j.y.as_mut_ptr());
+    let tys: Vec<GgmlType> = jobs.iter().map(|j| j.w.ty).collect();
+    for j in jobs.iter() {
+        debug_assert_eq!(j.w.cols, acts.cols);
+        debug_assert_eq!(j.y.len(), n * j.w.rows);
+        debug_assert_eq!(x.len(), n * acts.cols);
     }
-    assert_eq!(x.len(), n * acts.cols, "input size");
-    acts.prepare(&tys[..jobs.len()], x);
+    acts.prepare(&tys, x);
     let acts = &*acts;
+    let outs: Vec<SyncPtr<f32>> = jobs.iter_mut().map(|j| SyncPtr(j.y.as_mut_ptr())).collect();
     let jobs = &*jobs;
     let threads = pool::global().threads();
     if n == 1 {
@@ -284,13 +267,8 @@ pub fn matmul_swiglu(
 ) {
     let n = acts.n;
     let rows = gate.rows;
-    assert_eq!(up.rows, rows, "gate and up rows");
-    assert!(
-        gate.cols == acts.cols && up.cols == acts.cols,
-        "input width"
-    );
-    assert_eq!(x.len(), n * acts.cols, "input size");
-    assert_eq!(out.len(), n * rows, "output size");
+    debug_assert_eq!(up.rows, rows);
+    debug_assert_eq!(out.len(), n * rows);
     acts.prepare(&[gate.ty, up.ty], x);
     let acts = &*acts;
     let dst = SyncPtr(out.as_mut_ptr());
@@ -347,30 +325,24 @@ fn swiglu(g: &mut [f32], u: &[f32]) {
 
 /// Tasks of several jobs numbered one after the other.
 struct Plan {
-    /// Index of each job's first task, and the total at `starts[jobs]`.
-    starts: [usize; MAX_JOBS + 1],
-    jobs: usize,
+    /// Index of each job's first task, and the total at the end.
+    starts: Vec<usize>,
 }
 
 impl Plan {
-    /// At most `MAX_JOBS` counts.
     fn new(counts: impl Iterator<Item = usize>) -> Plan {
-        let mut p = Plan {
-            starts: [0; MAX_JOBS + 1],
-            jobs: 0,
-        };
-        for c in counts.take(MAX_JOBS) {
-            p.starts[p.jobs + 1] = p.starts[p.jobs] + c;
-            p.jobs += 1;
+        let mut starts = vec![0];
+        for c in counts {
+            starts.push(starts[starts.len() - 1] + c);
         }
-        p
+        Plan { starts }
     }
     fn total(&self) -> usize {
-        self.starts[self.jobs]
+        self.starts[self.starts.len() - 1]
     }
     /// (job, task index within the job) of global task `t < total()`.
     fn locate(&self, t: usize) -> (usize, usize) {
-        let j = self.starts[..=self.jobs].partition_point(|&s| s <= t) - 1;
+        let j = self.starts.partition_point(|&s| s <= t) - 1;
         (j, t - self.starts[j])
     }
 }
