@@ -66,11 +66,41 @@ pub struct Generation {
     pub timing: Timing,
 }
 
+/// A sequence's cache as the generation loop drives it: the plain full cache, or a
+/// compressed one (`fastgen::CompressedCache`), which profiles in prefill and evicts after
+/// each decode step.
+pub trait Sequence {
+    /// Runs the prompt; returns its last token's logits.
+    fn prefill(&mut self, model: &Model, ws: &mut Workspace, tokens: &[u32]) -> Result<Vec<f32>>;
+    /// Runs one token; returns its logits (valid until the next call).
+    fn decode<'w>(&mut self, model: &Model, ws: &'w mut Workspace, token: u32)
+        -> Result<&'w [f32]>;
+    /// Tokens seen so far.
+    fn seq_len(&self) -> usize;
+}
+
+impl Sequence for KvCache {
+    fn prefill(&mut self, model: &Model, ws: &mut Workspace, tokens: &[u32]) -> Result<Vec<f32>> {
+        model.prefill(tokens, self, ws)
+    }
+    fn decode<'w>(
+        &mut self,
+        model: &Model,
+        ws: &'w mut Workspace,
+        token: u32,
+    ) -> Result<&'w [f32]> {
+        model.decode(token, self, ws)
+    }
+    fn seq_len(&self) -> usize {
+        KvCache::seq_len(self)
+    }
+}
+
 /// Generates from `prompt` (appended to `cache`). `on_token` sees each token as it is chosen
 /// and returns `false` to stop.
-pub fn generate(
+pub fn generate<S: Sequence + ?Sized>(
     model: &Model,
-    cache: &mut KvCache,
+    cache: &mut S,
     ws: &mut Workspace,
     prompt: &[u32],
     opts: &GenerateOptions,
@@ -79,7 +109,7 @@ pub fn generate(
 ) -> Result<Generation> {
     let mut sampler = Sampler::new(opts.sampler.clone())?;
     let t0 = Instant::now();
-    let mut logits = model.prefill(prompt, cache, ws)?;
+    let mut logits = cache.prefill(model, ws, prompt)?;
     let mut timing = Timing {
         prompt_tokens: prompt.len(),
         prefill_ms: t0.elapsed().as_secs_f64() * 1e3,
@@ -115,7 +145,7 @@ pub fn generate(
             out.stop = StopReason::ContextFull;
             break;
         }
-        logits.copy_from_slice(model.decode(id, cache, ws)?);
+        logits.copy_from_slice(cache.decode(model, ws, id)?);
     }
     timing.generated_tokens = out.generated_ids.len();
     timing.decode_ms = t1.elapsed().as_secs_f64() * 1e3;

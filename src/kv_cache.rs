@@ -70,6 +70,24 @@ impl Rows {
             Rows::F32(v) => v.reserve(n),
         }
     }
+    fn reserve_exact(&mut self, n: usize) {
+        match self {
+            Rows::F16(v) => v.reserve_exact(n),
+            Rows::F32(v) => v.reserve_exact(n),
+        }
+    }
+    fn shrink_to(&mut self, n: usize) {
+        match self {
+            Rows::F16(v) => v.shrink_to(n),
+            Rows::F32(v) => v.shrink_to(n),
+        }
+    }
+    fn capacity(&self) -> usize {
+        match self {
+            Rows::F16(v) => v.capacity(),
+            Rows::F32(v) => v.capacity(),
+        }
+    }
     fn capacity_bytes(&self) -> usize {
         match self {
             Rows::F16(v) => v.capacity() * 2,
@@ -200,6 +218,24 @@ impl HeadCache {
         self.values.compact(self.head_dim, keep);
         let mut it = keep.iter();
         self.pos.retain(|_| *it.next().unwrap_or(&false));
+    }
+    /// Room for exactly `n` more tokens (no amortised doubling): for caches that keep
+    /// their allocation close to their kept tokens.
+    pub fn reserve_exact(&mut self, n: usize) {
+        self.keys.reserve_exact(n * self.head_dim);
+        self.values.reserve_exact(n * self.head_dim);
+        self.pos.reserve_exact(n);
+    }
+    /// Releases capacity beyond `max(len, slots)` tokens.
+    pub fn shrink_to(&mut self, slots: usize) {
+        self.keys.shrink_to(slots * self.head_dim);
+        self.values.shrink_to(slots * self.head_dim);
+        self.pos.shrink_to(slots);
+    }
+    /// Tokens the buffers hold without reallocating.
+    pub fn capacity(&self) -> usize {
+        let rows = self.keys.capacity().min(self.values.capacity()) / self.head_dim.max(1);
+        rows.min(self.pos.capacity())
     }
     /// Releases capacity beyond the current length.
     pub fn shrink_to_fit(&mut self) {

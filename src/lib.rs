@@ -4,7 +4,8 @@
 //! Layers, bottom up: `gguf` reads model files; `quant` holds the tensor formats and their
 //! dot products; `model` runs the forward pass over a `kv_cache`; `tokenizer`, `chat` and
 //! `sampling` turn text into ids and logits into text; `generate` ties them into a loop;
-//! `fetch` brings the pinned models and data onto the machine.
+//! `fetch` brings the pinned models and data onto the machine; `fastgen` is the compressed
+//! cache (profiling, policies, eviction, accounting).
 
 pub mod chat;
 pub mod error;
@@ -17,6 +18,8 @@ pub mod tokenizer;
 pub use error::{Error, Result};
 pub mod attention;
 pub mod bench;
+pub mod eval;
+pub mod fastgen;
 pub mod generate;
 pub mod kv_cache;
 pub mod model;

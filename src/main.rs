@@ -2,6 +2,8 @@
 //! only dispatches and turns errors into one line and a non-zero exit.
 
 mod cli;
+#[cfg(feature = "server")]
+mod server;
 
 use clap::Parser;
 

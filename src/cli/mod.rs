@@ -2,15 +2,24 @@
 
 mod bench;
 mod fetch;
+mod profile;
 mod run;
+#[cfg(feature = "server")]
+mod serve;
 mod tokenize;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use fastgen::chat::ChatTemplate;
+use fastgen::chat::{ChatMessage, ChatTemplate};
+use fastgen::fastgen::{
+    parse_candidates_or_default, Budget, CompressedCache, KvSettings, TokenClasses,
+};
 use fastgen::fetch as fetcher;
+use fastgen::kv_cache::KvDtype;
 use fastgen::model::Model;
 use fastgen::tokenizer::Tokenizer;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -31,6 +40,12 @@ enum Command {
     Tokenize(tokenize::TokenizeArgs),
     /// Download the pinned models into $FASTGEN_HOME/models.
     Fetch(fetch::FetchArgs),
+    /// Profile a prompt: each KV head's FastGen policy and recovery, per-layer histogram,
+    /// and the layer x KV-head policy map as SVG and PNG.
+    Profile(profile::ProfileArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
     /// Measure prompt and decode speed (llama-bench style), optionally against llama.cpp.
     Bench(bench::BenchArgs),
 }
@@ -40,6 +55,9 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         Command::Run(a) => run::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Fetch(a) => fetch::run(a),
+        Command::Profile(a) => profile::run(a),
+        #[cfg(feature = "server")]
+        Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
     }
 }
@@ -80,5 +98,152 @@ impl ModelArgs {
             tokenizer,
             template,
         })
+    }
+}
+
+/// Where the prompt comes from.
+#[derive(Args, Clone)]
+pub struct PromptArgs {
+    /// The prompt text (or use --prompt-file / --prompt-ids).
+    prompt: Option<String>,
+    /// Read the prompt text from a file.
+    #[arg(long, conflicts_with_all = ["prompt", "prompt_ids"])]
+    prompt_file: Option<PathBuf>,
+    /// Read the prompt as a JSON array of token ids (sent as is).
+    #[arg(long, conflicts_with = "prompt")]
+    prompt_ids: Option<PathBuf>,
+    /// Send the text as is, without the model's chat template.
+    #[arg(long)]
+    raw: bool,
+    /// Keep only the first N prompt tokens (after the chat template, if any).
+    #[arg(long)]
+    prompt_tokens: Option<usize>,
+}
+
+impl PromptArgs {
+    /// The prompt as token ids: from --prompt-ids, or the text (chat-formatted unless --raw).
+    pub fn ids(&self, loaded: &Loaded) -> Result<Vec<u32>> {
+        let mut ids = self.all_ids(loaded)?;
+        if let Some(n) = self.prompt_tokens {
+            anyhow::ensure!(n >= 1, "--prompt-tokens must be at least 1");
+            ids.truncate(n);
+        }
+        Ok(ids)
+    }
+
+    fn all_ids(&self, loaded: &Loaded) -> Result<Vec<u32>> {
+        if let Some(path) = &self.prompt_ids {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let ids: Vec<u32> = serde_json::from_str(&text).with_context(|| {
+                format!("{}: expected a JSON array of token ids", path.display())
+            })?;
+            return Ok(ids);
+        }
+        let text = match (&self.prompt, &self.prompt_file) {
+            (Some(p), _) => p.clone(),
+            (None, Some(f)) => std::fs::read_to_string(f)
+                .with_context(|| format!("reading prompt file {}", f.display()))?,
+            (None, None) => bail!("give a prompt, --prompt-file or --prompt-ids"),
+        };
+        let text = match (&loaded.template, self.raw) {
+            (Some(tpl), false) => tpl.render(&[ChatMessage::new("user", &text)], true)?,
+            _ => text,
+        };
+        Ok(loaded.tokenizer.encode(&text)?)
+    }
+}
+
+/// The KV cache: its method (FastGen or a baseline) and their settings.
+#[derive(Args, Clone)]
+pub struct KvArgs {
+    /// KV-cache method: fastgen (adaptive per KV head), full, window (sink tokens + recent,
+    /// StreamingLLM), h2o (local + frequent on every head), or fixed:PARTS on every head
+    /// (parts: special, punct, frequent, local, sink, full; e.g. fixed:special+punct+frequent).
+    #[arg(long, default_value = "fastgen")]
+    kv: String,
+    /// FastGen recovery threshold T: each KV head takes the first candidate keeping this
+    /// share of its prompt attention.
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
+    recovery: f64,
+    /// r_l: the local part keeps the last ceil(r_l * n) tokens.
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
+    r_local: f64,
+    /// r_f: the frequent part keeps ceil(r_f * n) heavy hitters.
+    #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
+    r_frequent: f64,
+    /// Leading positions counted as special tokens (the attention sink).
+    #[arg(long, default_value_t = 1)]
+    sink_tokens: usize,
+    /// How a grouped-query KV head aggregates its query heads' recoveries: min or mean.
+    #[arg(long, default_value = "min")]
+    gqa_agg: String,
+    /// Count whitespace-only tokens as punctuation.
+    #[arg(long)]
+    punct_whitespace: bool,
+    /// Prompt rows profiled: all, or last:W (the last W rows).
+    #[arg(long, default_value = "all")]
+    profile_rows: String,
+    /// FastGen candidates, cheapest first, comma-separated, ending with full
+    /// (default: the paper's special, special+punct, special+punct+frequent,
+    /// special+punct+frequent+local, full).
+    #[arg(long)]
+    candidates: Option<String>,
+    /// Window baseline: recent window as a share of the sequence (default 0.3).
+    #[arg(long, conflicts_with = "window_tokens", allow_negative_numbers = true)]
+    window_ratio: Option<f64>,
+    /// Window baseline: recent window as a token count.
+    #[arg(long)]
+    window_tokens: Option<usize>,
+    /// Policies with frequent also keep the last N tokens (0: the paper's rule).
+    #[arg(long, default_value_t = 0)]
+    frequent_grace: usize,
+    /// Element type of the KV cache.
+    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    kv_dtype: String,
+}
+
+impl KvArgs {
+    /// The validated settings (checked before any model is loaded).
+    pub fn settings(&self) -> Result<KvSettings> {
+        let window = match (self.window_ratio, self.window_tokens) {
+            (_, Some(k)) => Budget::Tokens(k),
+            (Some(r), None) => Budget::Ratio(r),
+            (None, None) => KvSettings::default().window,
+        };
+        let s = KvSettings {
+            kind: self.kv.parse()?,
+            recovery: self.recovery,
+            r_local: self.r_local,
+            r_frequent: self.r_frequent,
+            sink_tokens: self.sink_tokens,
+            gqa_agg: self.gqa_agg.parse()?,
+            punct_whitespace: self.punct_whitespace,
+            profile_rows: self.profile_rows.parse()?,
+            candidates: parse_candidates_or_default(self.candidates.as_deref())?,
+            window,
+            frequent_grace: self.frequent_grace,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn dtype(&self) -> KvDtype {
+        if self.kv_dtype == "f32" {
+            KvDtype::F32
+        } else {
+            KvDtype::F16
+        }
+    }
+
+    /// An empty compressed cache for the loaded model.
+    pub fn new_cache(&self, loaded: &Loaded, settings: KvSettings) -> Result<CompressedCache> {
+        let classes = TokenClasses::from_tokenizer(&loaded.tokenizer, settings.punct_whitespace);
+        Ok(CompressedCache::new(
+            &loaded.model.cfg,
+            self.dtype(),
+            Arc::new(settings),
+            Arc::new(classes),
+        )?)
     }
 }

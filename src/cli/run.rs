@@ -1,11 +1,10 @@
 //! `fastgen run`: generate from a prompt, streaming text to stdout and timing to stderr.
 
-use super::{Loaded, ModelArgs};
-use anyhow::{bail, Context, Result};
+use super::{KvArgs, Loaded, ModelArgs, PromptArgs};
+use anyhow::{Context, Result};
 use clap::Args;
-use fastgen::chat::ChatMessage;
+use fastgen::fastgen::{CompressedCache, KvReport};
 use fastgen::generate::{generate, GenerateOptions, Generation};
-use fastgen::kv_cache::KvDtype;
 use fastgen::model::Workspace;
 use fastgen::sampling::SamplerConfig;
 use fastgen::tokenizer::StreamDecoder;
@@ -15,16 +14,12 @@ use std::path::PathBuf;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The prompt text (or use --prompt-file / --prompt-ids).
-    prompt: Option<String>,
-    /// Read the prompt text from a file.
-    #[arg(long, conflicts_with_all = ["prompt", "prompt_ids"])]
-    prompt_file: Option<PathBuf>,
-    /// Read the prompt as a JSON array of token ids (sent as is).
-    #[arg(long, conflicts_with = "prompt")]
-    prompt_ids: Option<PathBuf>,
+    #[command(flatten)]
+    prompt: PromptArgs,
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    kv: KvArgs,
     /// Most tokens to generate.
     #[arg(long, default_value_t = 256)]
     max_tokens: usize,
@@ -40,18 +35,12 @@ pub struct RunArgs {
     /// Random seed for sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Send the text as is, without the model's chat template.
-    #[arg(long)]
-    raw: bool,
     /// Record the K most likely tokens of each step (in --json).
     #[arg(long, default_value_t = 0)]
     top_logprobs: usize,
-    /// Write the prompt, tokens, log-probabilities and timing as JSON to this file.
+    /// Write the prompt, tokens, log-probabilities, timing and KV accounting as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Element type of the KV cache.
-    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
-    kv_dtype: String,
 }
 
 pub fn run(a: RunArgs) -> Result<()> {
@@ -67,15 +56,11 @@ pub fn run(a: RunArgs) -> Result<()> {
     };
     // Settings are checked before the model is loaded, so a typo fails at once.
     opts.sampler.validate()?;
+    let settings = a.kv.settings()?;
     let loaded = a.model.load()?;
-    let prompt_ids = prompt_ids(&a, &loaded)?;
-    let dtype = if a.kv_dtype == "f32" {
-        KvDtype::F32
-    } else {
-        KvDtype::F16
-    };
+    let prompt_ids = a.prompt.ids(&loaded)?;
     let model = &loaded.model;
-    let mut cache = model.new_cache(dtype);
+    let mut cache: CompressedCache = a.kv.new_cache(&loaded, settings)?;
     let mut ws = Workspace::default();
     let mut stream = StreamDecoder::new(&loaded.tokenizer);
     let mut stdout = std::io::stdout().lock();
@@ -107,37 +92,22 @@ pub fn run(a: RunArgs) -> Result<()> {
         t.generated_tokens,
         t.decode_tok_s()
     );
+    let kv = cache.report();
+    eprintln!("{}", kv.summary());
     if let Some(path) = &a.json {
-        let doc = json_report(&loaded, &prompt_ids, &gen);
+        let doc = json_report(&loaded, &prompt_ids, &gen, &kv);
         std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
 
-/// The prompt as token ids: from --prompt-ids, or the text (chat-formatted unless --raw).
-fn prompt_ids(a: &RunArgs, loaded: &Loaded) -> Result<Vec<u32>> {
-    if let Some(path) = &a.prompt_ids {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let ids: Vec<u32> = serde_json::from_str(&text)
-            .with_context(|| format!("{}: expected a JSON array of token ids", path.display()))?;
-        return Ok(ids);
-    }
-    let text = match (&a.prompt, &a.prompt_file) {
-        (Some(p), _) => p.clone(),
-        (None, Some(f)) => std::fs::read_to_string(f)
-            .with_context(|| format!("reading prompt file {}", f.display()))?,
-        (None, None) => bail!("give a prompt, --prompt-file or --prompt-ids"),
-    };
-    let text = match (&loaded.template, a.raw) {
-        (Some(tpl), false) => tpl.render(&[ChatMessage::new("user", &text)], true)?,
-        _ => text,
-    };
-    Ok(loaded.tokenizer.encode(&text)?)
-}
-
-fn json_report(loaded: &Loaded, prompt_ids: &[u32], gen: &Generation) -> serde_json::Value {
+fn json_report(
+    loaded: &Loaded,
+    prompt_ids: &[u32],
+    gen: &Generation,
+    kv: &KvReport,
+) -> serde_json::Value {
     let t = &gen.timing;
     // The end-of-generation token ends the text; it is not part of it.
     let visible: Vec<u32> = gen
@@ -162,5 +132,6 @@ fn json_report(loaded: &Loaded, prompt_ids: &[u32], gen: &Generation) -> serde_j
             "prefill_tok_s": t.prefill_tok_s(),
             "decode_tok_s": t.decode_tok_s(),
         },
+        "kv": kv.to_json(),
     })
 }

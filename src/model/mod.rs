@@ -7,6 +7,7 @@
 //! batches (`UBATCH`); decoding is a batch of one.
 
 pub mod config;
+pub mod hook;
 pub mod matmul;
 pub mod ops;
 pub mod weights;
@@ -17,6 +18,7 @@ use crate::gguf::Gguf;
 use crate::kv_cache::{KvCache, KvDtype};
 use crate::quant;
 pub use config::ModelConfig;
+use hook::LayerObserver;
 use matmul::{matmul, matmul_many, matmul_swiglu, Acts, MatJob, MatmulScratch};
 use ops::Rope;
 use std::path::{Path, PathBuf};
@@ -113,12 +115,29 @@ impl Model {
         logits_from: usize,
         on_logits: &mut dyn FnMut(usize, &[f32]),
     ) -> Result<()> {
+        self.forward_observed(tokens, cache, ws, logits_from, on_logits, None)
+    }
+
+    /// [`Model::forward`] with an observer called after each layer's attention
+    /// (see [`hook::LayerObserver`]).
+    pub fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        ws: &mut Workspace,
+        logits_from: usize,
+        on_logits: &mut dyn FnMut(usize, &[f32]),
+        mut observer: Option<&mut dyn LayerObserver>,
+    ) -> Result<()> {
         self.check_tokens(tokens, cache)?;
         cache.reserve(tokens.len());
         for (b, chunk) in tokens.chunks(UBATCH).enumerate() {
             let first = b * UBATCH;
             let from = logits_from.saturating_sub(first).min(chunk.len());
-            self.forward_ubatch(chunk, cache, ws, from);
+            let obs = observer
+                .as_mut()
+                .map(|o| &mut **o as &mut dyn LayerObserver);
+            self.forward_ubatch(chunk, cache, ws, from, obs);
             let vocab = self.cfg.vocab_size;
             for (i, row) in ws.logits.chunks_exact(vocab).enumerate() {
                 on_logits(first + from + i, row);
@@ -151,12 +170,30 @@ impl Model {
         cache: &mut KvCache,
         ws: &'w mut Workspace,
     ) -> Result<&'w [f32]> {
-        self.forward(&[token], cache, ws, 0, &mut |_, _| {})?;
+        self.decode_observed(token, cache, ws, None)
+    }
+
+    /// [`Model::decode`] with a layer observer.
+    pub fn decode_observed<'w>(
+        &self,
+        token: u32,
+        cache: &mut KvCache,
+        ws: &'w mut Workspace,
+        observer: Option<&mut dyn LayerObserver>,
+    ) -> Result<&'w [f32]> {
+        self.forward_observed(&[token], cache, ws, 0, &mut |_, _| {}, observer)?;
         Ok(&ws.logits)
     }
 
     /// One batch of at most `UBATCH` tokens; leaves the logits of rows `from..` in `ws.logits`.
-    fn forward_ubatch(&self, tokens: &[u32], cache: &mut KvCache, ws: &mut Workspace, from: usize) {
+    fn forward_ubatch(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        ws: &mut Workspace,
+        from: usize,
+        mut observer: Option<&mut dyn LayerObserver>,
+    ) {
         let c = &self.cfg;
         let w = &self.weights;
         let n = tokens.len();
@@ -219,10 +256,18 @@ impl Model {
                 }
             }
             let heads = cache.layer(l);
+            // KV policy hook: probabilities only for decode steps whose observer asks.
+            let want_probs = n == 1 && observer.as_ref().is_some_and(|o| o.wants_probs(l));
+            let mut probs: Vec<Vec<f32>> = Vec::new(); // [n_kv_heads][group * len]
             if n == 1 {
-                attention::attend_one(heads, &ws.q, positions[0], hd, &mut ws.attn, None);
+                let probs_out = want_probs.then_some(&mut probs);
+                attention::attend_one(heads, &ws.q, positions[0], hd, &mut ws.attn, probs_out);
             } else {
                 attention::attend_batch(heads, &ws.q, &positions, c.n_heads, hd, &mut ws.attn);
+            }
+            if let Some(o) = observer.as_mut() {
+                let probs = want_probs.then_some(&probs[..]);
+                o.after_attention(l, &ws.q, &positions, cache.layer_mut(l), probs);
             }
             ws.acts.reset(n, qd);
             matmul(

@@ -1,0 +1,92 @@
+//! `fastgen serve`: the OpenAI-compatible HTTP server (see `crate::server`).
+
+use super::ModelArgs;
+use crate::server::{self, engine::Engine, ServeConfig};
+use anyhow::{ensure, Result};
+use clap::Args;
+use fastgen::kv_cache::KvDtype;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port; the address is printed on stderr).
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Requests that generate at once.
+    #[arg(long, default_value_t = 2)]
+    slots: usize,
+    /// Requests that may wait for a slot; past that, 429.
+    #[arg(long, default_value_t = 32)]
+    queue: usize,
+    /// KV-cache bytes (MiB) all running requests may hold together (default: no limit).
+    #[arg(long)]
+    kv_budget_mib: Option<f64>,
+    /// Lowest FastGen recovery T a request may be lowered to so that it fits the KV budget.
+    #[arg(long, default_value_t = 0.8)]
+    kv_recovery_floor: f32,
+    /// Largest max_tokens a request may ask for; also the default.
+    #[arg(long, default_value_t = 2048)]
+    max_tokens_limit: usize,
+    /// Largest request body in KiB; larger ones get 413.
+    #[arg(long, default_value_t = 1024)]
+    max_body_kib: usize,
+    /// Seconds in-flight requests may run on after SIGTERM / Ctrl-C before they are cancelled.
+    #[arg(long, default_value_t = 10.0)]
+    grace_secs: f64,
+    /// Element type of the KV cache.
+    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
+    kv_dtype: String,
+}
+
+pub fn run(a: ServeArgs) -> Result<()> {
+    ensure!(a.slots >= 1, "--slots must be at least 1");
+    ensure!(
+        a.max_tokens_limit >= 1,
+        "--max-tokens-limit must be at least 1"
+    );
+    ensure!(a.max_body_kib >= 1, "--max-body-kib must be at least 1");
+    ensure!(
+        a.grace_secs.is_finite() && a.grace_secs >= 0.0,
+        "--grace-secs must be a number >= 0"
+    );
+    ensure!(
+        a.kv_recovery_floor > 0.0 && a.kv_recovery_floor <= 1.0,
+        "--kv-recovery-floor must be in (0, 1]"
+    );
+    let kv_budget_bytes = match a.kv_budget_mib {
+        None => None,
+        Some(m) => {
+            ensure!(
+                m.is_finite() && m > 0.0,
+                "--kv-budget-mib must be a number > 0"
+            );
+            Some((m * 1024.0 * 1024.0) as u64)
+        }
+    };
+    let kv_dtype = if a.kv_dtype == "f32" {
+        KvDtype::F32
+    } else {
+        KvDtype::F16
+    };
+    let loaded = a.model.load()?;
+    let engine = Engine::new(loaded.model, loaded.tokenizer, loaded.template, kv_dtype);
+    server::run(
+        ServeConfig {
+            host: a.host,
+            port: a.port,
+            slots: a.slots,
+            queue: a.queue,
+            kv_budget_bytes,
+            recovery_floor: a.kv_recovery_floor,
+            max_tokens_limit: a.max_tokens_limit,
+            max_body_bytes: a.max_body_kib * 1024,
+            grace: Duration::from_secs_f64(a.grace_secs),
+        },
+        engine,
+    )
+}

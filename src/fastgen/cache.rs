@@ -1,0 +1,502 @@
+//! One sequence's compressed cache: the per-head KV buffers, each head's policy and
+//! cumulative scores, and the accounting. `Clone`, so a compressed context can be copied and
+//! asked several questions.
+//!
+//! - Prefill ([`CompressedCache::prefill`]) runs with full attention; a layer observer
+//!   gathers each head's attention statistics (`profile`), then each head gets its policy
+//!   and keeps only its set; buffers shrink to fit (FASTGEN.md 3).
+//! - Decode ([`CompressedCache::decode`]) follows the paper's Algorithm 2 per layer: append,
+//!   attend, then evict by the head's policy (FASTGEN.md 4). Only heads whose policy has a
+//!   `frequent` part ask for attention probabilities and keep scores.
+//! - `--kv full` goes straight to the model: no observer, no per-token work.
+
+use super::classes::TokenClasses;
+use super::policy::{keep_set, Params, Policy};
+use super::profile::{aggregate, choose_policy, Choice, Profiler};
+use super::settings::{KvKind, KvSettings};
+use super::stats::{KvReport, KvStats};
+use crate::error::{Error, Result};
+use crate::generate::Sequence;
+use crate::kv_cache::{HeadCache, KvCache, KvDtype};
+use crate::model::hook::LayerObserver;
+use crate::model::{Model, ModelConfig, Workspace};
+use rayon::prelude::*;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Spare slots of a compressing cache while decoding. Right after prefill every head is
+/// shrunk to fit (allocated = kept). Before each decode step a full head grows by exactly
+/// `DECODE_SPARE` slots; after it, a head with more than `2 * DECODE_SPARE` free slots is
+/// trimmed to `DECODE_SPARE`. So while decoding, allocated bytes exceed kept entries x bytes
+/// per entry by at most `2 * DECODE_SPARE` entries per head, instead of Vec doubling.
+pub const DECODE_SPARE: usize = 8;
+
+/// One (layer, KV head)'s policy and scores.
+#[derive(Debug, Clone)]
+pub struct HeadState {
+    pub policy: Policy,
+    /// Index of the policy in the candidate list (FastGen), for histograms.
+    pub candidate: Option<usize>,
+    /// Aggregated recovery of the policy on the prompt, when it was profiled.
+    pub recovery: Option<f64>,
+    /// FastGen: the recovery of the candidate just before the chosen one, which fell short
+    /// of T (why a `full` head is full); None for the first candidate and the baselines.
+    pub shortfall: Option<f64>,
+    /// Cumulative attention of each slot, summed over the group's query heads; only for
+    /// policies with `frequent` (empty otherwise).
+    scores: Vec<f32>, // [len]
+}
+
+impl HeadState {
+    /// A head with `policy` and the cumulative scores of its slots (empty unless the policy
+    /// needs them).
+    pub fn new(policy: Policy, scores: Vec<f32>) -> HeadState {
+        HeadState {
+            policy,
+            candidate: None,
+            recovery: None,
+            shortfall: None,
+            scores,
+        }
+    }
+    pub fn scores(&self) -> &[f32] {
+        &self.scores
+    }
+}
+
+/// Right after prefill: keeps `policy`'s set of a head holding positions `0..n` and shrinks
+/// its buffers to fit. `seeds[pos]` are the prompt column sums (read for `frequent`).
+/// Returns the kept slots' seeds, the head's initial cumulative scores (empty unless the
+/// policy needs scores).
+pub fn compress_head(
+    head: &mut HeadCache,
+    policy: Policy,
+    pos_classes: &[u8],
+    seeds: &[f32],
+    n: usize,
+    params: &Params,
+) -> Vec<f32> {
+    let mut scores = Vec::new();
+    if !policy.is_full() {
+        let keep = keep_set(policy, head.positions(), pos_classes, seeds, n, params);
+        if policy.needs_scores() {
+            scores = (head.positions().iter().zip(&keep))
+                .filter(|(_, &k)| k)
+                .map(|(&p, _)| seeds[p as usize])
+                .collect();
+        }
+        head.retain(&keep);
+    }
+    head.shrink_to_fit();
+    scores
+}
+
+#[derive(Debug, Clone)]
+pub struct CompressedCache {
+    kv: KvCache,
+    settings: Arc<KvSettings>,
+    params: Params,
+    vocab: Arc<TokenClasses>,
+    /// Class of every position seen (`classes::{CONTROL, PUNCT, SINK}`).
+    pos_classes: Vec<u8>, // [seq_len]
+    heads: Vec<HeadState>, // [n_layers * n_kv_heads]
+    /// Whether a layer has a head that needs decode probabilities.
+    layer_wants: Vec<bool>, // [n_layers]
+    group: usize,
+    stats: KvStats,
+}
+
+impl CompressedCache {
+    /// An empty cache for a model with this configuration. Fails on invalid settings.
+    pub fn new(
+        cfg: &ModelConfig,
+        dtype: KvDtype,
+        settings: Arc<KvSettings>,
+        vocab: Arc<TokenClasses>,
+    ) -> Result<CompressedCache> {
+        settings.validate()?;
+        if cfg.n_kv_heads == 0 || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
+            return Err(Error::Metadata(format!(
+                "{} query heads do not group over {} KV heads",
+                cfg.n_heads, cfg.n_kv_heads
+            )));
+        }
+        let policy = settings.fixed_policy().unwrap_or(Policy::FULL);
+        let state = HeadState {
+            policy,
+            candidate: None,
+            recovery: None,
+            shortfall: None,
+            scores: Vec::new(),
+        };
+        Ok(CompressedCache {
+            kv: KvCache::new(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, dtype),
+            params: settings.params(),
+            settings,
+            vocab,
+            pos_classes: Vec::new(),
+            heads: vec![state; cfg.n_layers * cfg.n_kv_heads],
+            layer_wants: vec![false; cfg.n_layers],
+            group: cfg.n_heads / cfg.n_kv_heads,
+            stats: KvStats::default(),
+        })
+    }
+
+    pub fn kv(&self) -> &KvCache {
+        &self.kv
+    }
+    pub fn settings(&self) -> &KvSettings {
+        &self.settings
+    }
+    pub fn head_state(&self, layer: usize, kv_head: usize) -> &HeadState {
+        &self.heads[layer * self.kv.n_kv_heads + kv_head]
+    }
+    pub fn pos_classes(&self) -> &[u8] {
+        &self.pos_classes
+    }
+    pub fn stats(&self) -> &KvStats {
+        &self.stats
+    }
+
+    /// Fraction of (layer, KV head, position) entries evicted: `1 - kept / (L * H * n)`.
+    pub fn pruned_ratio(&self) -> f64 {
+        let all = self.kv.n_layers * self.kv.n_kv_heads * self.kv.seq_len();
+        if all == 0 {
+            return 0.0;
+        }
+        1.0 - self.kv.kept_entries() as f64 / all as f64
+    }
+
+    /// Bytes of the cumulative-score state.
+    pub fn score_bytes(&self) -> usize {
+        self.heads
+            .iter()
+            .map(|h| h.scores.capacity() * std::mem::size_of::<f32>())
+            .sum()
+    }
+
+    /// The accounting of FASTGEN.md 6 for the current state.
+    pub fn report(&self) -> KvReport {
+        KvReport::of(self)
+    }
+
+    /// Runs the prompt (into an empty cache), compresses, and returns the prompt's last
+    /// logits.
+    pub fn prefill(
+        &mut self,
+        model: &Model,
+        ws: &mut Workspace,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>> {
+        if self.kv.seq_len() != 0 {
+            return Err(Error::InvalidSetting(
+                "a compressed cache takes one prompt: prefill needs an empty cache".into(),
+            ));
+        }
+        if tokens.is_empty() {
+            return Err(Error::InvalidSetting("the prompt is empty".into()));
+        }
+        let t0 = Instant::now();
+        if self.settings.kind == KvKind::Full {
+            let last = model.prefill(tokens, &mut self.kv, ws)?;
+            self.stats.prefill_ms = ms(t0);
+            return Ok(last);
+        }
+        let sink = self.settings.sink_tokens;
+        self.pos_classes = (tokens.iter().enumerate())
+            .map(|(p, &t)| self.vocab.at(t, p, sink))
+            .collect();
+        let s = tokens.len();
+        let mut observer = PrefillObserver {
+            profiler: self.settings.needs_profile().then(|| {
+                Profiler::new(
+                    self.kv.n_layers,
+                    self.kv.n_kv_heads,
+                    self.group,
+                    self.kv.head_dim,
+                    s,
+                    self.settings.profile_rows.start(s),
+                    &self.params,
+                )
+            }),
+            ms: 0.0,
+        };
+        let mut last = Vec::new();
+        let obs: Option<&mut dyn LayerObserver> = if observer.profiler.is_some() {
+            Some(&mut observer)
+        } else {
+            None
+        };
+        let run = model.forward_observed(
+            tokens,
+            &mut self.kv,
+            ws,
+            s - 1,
+            &mut |_, l| last = l.to_vec(),
+            obs,
+        );
+        if let Err(e) = run {
+            self.pos_classes.clear();
+            return Err(e);
+        }
+        let t1 = Instant::now();
+        self.compress(observer.profiler.as_ref());
+        self.stats.profile_ms = observer.ms + ms(t1);
+        self.stats.prefill_ms = ms(t0);
+        Ok(last)
+    }
+
+    /// Chooses (or applies) each head's policy on the prompt and keeps only its set.
+    fn compress(&mut self, profiler: Option<&Profiler>) {
+        let s = self.kv.seq_len();
+        let settings = &self.settings;
+        let classes = &self.pos_classes;
+        let n_kv = self.kv.n_kv_heads;
+        // Per head: its state (scores still empty) and the seeds of its scores.
+        let plans: Vec<(HeadState, Vec<f32>)> = (0..self.heads.len())
+            .into_par_iter()
+            .map(|i| {
+                let prof = profiler.map(|p| &p.heads[i]);
+                let (policy, candidate, recovery, shortfall) = match (settings.fixed_policy(), prof)
+                {
+                    (Some(p), Some(prof)) => (
+                        p,
+                        None,
+                        Some(aggregate(&prof.recovery(p, classes), settings.gqa_agg)),
+                        None,
+                    ),
+                    (Some(p), None) => (p, None, None, None),
+                    (None, Some(prof)) => {
+                        let Choice {
+                            index,
+                            policy,
+                            recovery,
+                            tried,
+                        } = choose_policy(
+                            prof,
+                            classes,
+                            &settings.candidates,
+                            settings.recovery,
+                            settings.gqa_agg,
+                        );
+                        let shortfall = index.checked_sub(1).map(|i| tried[i]);
+                        (policy, Some(index), Some(recovery), shortfall)
+                    }
+                    (None, None) => (Policy::FULL, None, None, None),
+                };
+                let seeds = match prof {
+                    Some(prof) if policy.needs_scores() => prof.group_colsum(),
+                    _ => Vec::new(),
+                };
+                let state = HeadState {
+                    policy,
+                    candidate,
+                    recovery,
+                    shortfall,
+                    scores: Vec::new(),
+                };
+                (state, seeds)
+            })
+            .collect();
+        for (i, (mut state, seeds)) in plans.into_iter().enumerate() {
+            let head = self.kv.head_mut(i / n_kv, i % n_kv);
+            state.scores = compress_head(
+                head,
+                state.policy,
+                &self.pos_classes,
+                &seeds,
+                s,
+                &self.params,
+            );
+            self.heads[i] = state;
+        }
+        for (l, w) in self.layer_wants.iter_mut().enumerate() {
+            *w = self.heads[l * n_kv..(l + 1) * n_kv]
+                .iter()
+                .any(|h| h.policy.needs_scores());
+        }
+    }
+
+    /// Runs one token, evicts by each head's policy, and returns the token's logits.
+    pub fn decode<'w>(
+        &mut self,
+        model: &Model,
+        ws: &'w mut Workspace,
+        token: u32,
+    ) -> Result<&'w [f32]> {
+        if self.settings.kind == KvKind::Full {
+            return model.decode(token, &mut self.kv, ws);
+        }
+        if self.kv.seq_len() == 0 {
+            return Err(Error::InvalidSetting(
+                "decode before prefill: give the compressed cache a prompt first".into(),
+            ));
+        }
+        let pos = self.kv.seq_len();
+        make_room(&mut self.kv);
+        self.pos_classes
+            .push(self.vocab.at(token, pos, self.settings.sink_tokens));
+        let mut observer = DecodeObserver {
+            heads: &mut self.heads,
+            layer_wants: &self.layer_wants,
+            pos_classes: &self.pos_classes,
+            params: &self.params,
+            n_kv: self.kv.n_kv_heads,
+        };
+        let logits = match model.decode_observed(token, &mut self.kv, ws, Some(&mut observer)) {
+            Ok(l) => l,
+            Err(e) => {
+                self.pos_classes.pop();
+                return Err(e);
+            }
+        };
+        self.stats.pruned_sum += self.pruned_ratio();
+        self.stats.decode_steps += 1;
+        Ok(logits)
+    }
+}
+
+impl Sequence for CompressedCache {
+    fn prefill(&mut self, model: &Model, ws: &mut Workspace, tokens: &[u32]) -> Result<Vec<f32>> {
+        CompressedCache::prefill(self, model, ws, tokens)
+    }
+    fn decode<'w>(
+        &mut self,
+        model: &Model,
+        ws: &'w mut Workspace,
+        token: u32,
+    ) -> Result<&'w [f32]> {
+        CompressedCache::decode(self, model, ws, token)
+    }
+    fn seq_len(&self) -> usize {
+        self.kv.seq_len()
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// Prefill: feeds each layer's query rows to the profiler, timing it.
+struct PrefillObserver {
+    profiler: Option<Profiler>,
+    ms: f64,
+}
+
+impl LayerObserver for PrefillObserver {
+    fn wants_probs(&self, _layer: usize) -> bool {
+        false
+    }
+    fn after_attention(
+        &mut self,
+        layer: usize,
+        q: &[f32],
+        positions: &[u32],
+        heads: &mut [HeadCache],
+        _probs: Option<&[Vec<f32>]>,
+    ) {
+        if let Some(p) = &mut self.profiler {
+            let t = Instant::now();
+            p.observe(layer, q, positions, heads);
+            self.ms += ms(t);
+        }
+    }
+}
+
+/// Decode: the eviction step of Algorithm 2, per layer, after attention.
+struct DecodeObserver<'a> {
+    heads: &'a mut [HeadState],
+    layer_wants: &'a [bool],
+    pos_classes: &'a [u8],
+    params: &'a Params,
+    n_kv: usize,
+}
+
+impl LayerObserver for DecodeObserver<'_> {
+    fn wants_probs(&self, layer: usize) -> bool {
+        self.layer_wants[layer]
+    }
+    fn after_attention(
+        &mut self,
+        layer: usize,
+        _q: &[f32],
+        positions: &[u32],
+        heads: &mut [HeadCache],
+        probs: Option<&[Vec<f32>]>,
+    ) {
+        let n = positions[0] as usize + 1;
+        let states = &mut self.heads[layer * self.n_kv..(layer + 1) * self.n_kv];
+        for (h, (head, st)) in heads.iter_mut().zip(states).enumerate() {
+            evict_step(
+                head,
+                st,
+                probs.map(|p| &p[h][..]),
+                self.pos_classes,
+                n,
+                self.params,
+            );
+        }
+    }
+}
+
+/// One head's decode step after attention: add this step's attention to the scores (the
+/// new slot enters with its attention to itself), apply the policy, trim spare capacity.
+/// `probs` is the group's `[group, len]` probabilities over the head's slots.
+pub fn evict_step(
+    head: &mut HeadCache,
+    st: &mut HeadState,
+    probs: Option<&[f32]>,
+    pos_classes: &[u8],
+    n: usize,
+    params: &Params,
+) {
+    if !st.policy.is_full() {
+        let needs_scores = st.policy.needs_scores();
+        if needs_scores {
+            let len = head.len();
+            if st.scores.capacity() < len {
+                st.scores
+                    .reserve_exact(len + DECODE_SPARE - st.scores.len());
+            }
+            st.scores.resize(len, 0.0);
+            if let Some(p) = probs {
+                for g in p.chunks_exact(len) {
+                    st.scores.iter_mut().zip(g).for_each(|(s, &x)| *s += x);
+                }
+            }
+        }
+        let keep = keep_set(
+            st.policy,
+            head.positions(),
+            pos_classes,
+            &st.scores,
+            n,
+            params,
+        );
+        if keep.iter().any(|&k| !k) {
+            head.retain(&keep);
+            if needs_scores {
+                let mut it = keep.iter();
+                st.scores.retain(|_| *it.next().unwrap_or(&true));
+            }
+        }
+        if st.scores.capacity() > st.scores.len() + 2 * DECODE_SPARE {
+            st.scores.shrink_to(st.scores.len() + DECODE_SPARE);
+        }
+    }
+    if head.capacity() > head.len() + 2 * DECODE_SPARE {
+        head.shrink_to(head.len() + DECODE_SPARE);
+    }
+}
+
+/// Before a decode step: every head gets room for the new token in an exact step of
+/// `DECODE_SPARE` (the forward pass's own `reserve` would double the buffers).
+fn make_room(kv: &mut KvCache) {
+    for l in 0..kv.n_layers {
+        for head in kv.layer_mut(l) {
+            if head.capacity() == head.len() {
+                head.reserve_exact(DECODE_SPARE);
+            }
+        }
+    }
+}

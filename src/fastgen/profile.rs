@@ -1,0 +1,570 @@
+//! Profiling (FASTGEN.md 3): the recovery of every candidate policy for every KV head,
+//! from the prompt's attention, without an S x S map.
+//!
+//! For one query head with causal prompt attention `A` (rows `i`, keys `j`) and a policy
+//! that keeps a column set `K` (class parts and the frequent set) plus, for row `i`, the
+//! window `(i - w, i]`, the retained mass summed over profiled rows is
+//!
+//! ```text
+//!   sum_i sum_j A[i,j] [j in K or j in window(i)]
+//!     = sum_j W[j] + sum_{j in K} (C[j] - W[j])          (= sum_{j in K} C[j] without a window)
+//! ```
+//!
+//! with `C[j] = sum_i A[i,j]` (column sums) and `W[j] = sum_i A[i,j] [j in window(i)]`
+//! (column sums inside each row's window). Both are accumulated row by row, so one pass over
+//! the rows, with memory `O(S)` per query head and `O(S)` per row in flight, gives the exact
+//! recovery of every candidate: no second pass, whatever the frequent set turns out to be.
+//! Recovery is that sum divided by the number of profiled rows (no renormalisation).
+
+use super::policy::{keep_set, Params, Policy};
+use crate::error::{Error, Result};
+use crate::kv_cache::HeadCache;
+use rayon::prelude::*;
+use std::fmt;
+use std::str::FromStr;
+
+/// How the recoveries of a group's query heads make the KV head's recovery (FASTGEN.md 5.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GqaAgg {
+    /// The worst query head: keeps the paper's per-head guarantee.
+    #[default]
+    Min,
+    Mean,
+}
+
+impl FromStr for GqaAgg {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<GqaAgg> {
+        match s {
+            "min" => Ok(GqaAgg::Min),
+            "mean" => Ok(GqaAgg::Mean),
+            _ => Err(Error::InvalidSetting(format!(
+                "--gqa-agg '{s}': expected min or mean"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for GqaAgg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            GqaAgg::Min => "min",
+            GqaAgg::Mean => "mean",
+        })
+    }
+}
+
+/// Which prompt rows are profiled. Everything profiling derives comes from these rows only:
+/// the recoveries, the column sums that choose the frequent set, and the score seeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProfileRows {
+    /// Every prompt row (the paper).
+    #[default]
+    All,
+    /// Only the last `W` rows: early rows are trivially covered by the window.
+    Last(usize),
+}
+
+impl ProfileRows {
+    /// First profiled position of a prompt of `s` tokens.
+    pub fn start(self, s: usize) -> usize {
+        match self {
+            ProfileRows::All => 0,
+            ProfileRows::Last(w) => s.saturating_sub(w),
+        }
+    }
+}
+
+impl FromStr for ProfileRows {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<ProfileRows> {
+        let bad = || {
+            Error::InvalidSetting(format!(
+                "--profile-rows '{s}': expected all or last:W with W >= 1"
+            ))
+        };
+        if s == "all" {
+            return Ok(ProfileRows::All);
+        }
+        let w: usize = s
+            .strip_prefix("last:")
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|_| bad())?;
+        if w == 0 {
+            return Err(bad());
+        }
+        Ok(ProfileRows::Last(w))
+    }
+}
+
+impl fmt::Display for ProfileRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProfileRows::All => f.write_str("all"),
+            ProfileRows::Last(w) => write!(f, "last:{w}"),
+        }
+    }
+}
+
+/// Column statistics of one query head.
+#[derive(Debug, Clone)]
+struct QueryStats {
+    colsum: Vec<f64>,    // [S] C[j]
+    wcol: Vec<Vec<f64>>, // [widths][S] W[j] for each window width
+}
+
+/// The prompt attention statistics of one KV head: per query head of its group, column
+/// sums and in-window column sums over the profiled rows.
+#[derive(Debug, Clone)]
+pub struct HeadProfile {
+    len: usize,
+    params: Params,
+    /// Window widths for which in-window sums are kept: every `Params::window` a policy
+    /// can have at `n = len` (the local window and the grace window).
+    widths: Vec<usize>,
+    queries: Vec<QueryStats>, // [group]
+    rows: usize,
+}
+
+impl HeadProfile {
+    /// Empty statistics for a prompt of `len` tokens and `group` query heads, for policies
+    /// with the parameters `params`.
+    pub fn new(group: usize, len: usize, params: &Params) -> HeadProfile {
+        let mut widths: Vec<usize> = [params.local.of(len), params.grace.min(len)]
+            .into_iter()
+            .filter(|&w| w > 0)
+            .collect();
+        widths.sort_unstable();
+        widths.dedup();
+        let q = QueryStats {
+            colsum: vec![0.0; len],
+            wcol: vec![vec![0.0; len]; widths.len()],
+        };
+        HeadProfile {
+            len,
+            params: *params,
+            widths,
+            queries: vec![q; group],
+            rows: 0,
+        }
+    }
+
+    /// Statistics of whole attention maps `maps[query head][row][key]` (rows in `rows`
+    /// only): for tests and small examples. Each row is a softmax over keys `0..=row`.
+    pub fn from_maps(
+        maps: &[Vec<Vec<f32>>],
+        rows: std::ops::Range<usize>,
+        params: &Params,
+    ) -> HeadProfile {
+        let len = maps[0].len();
+        let mut p = HeadProfile::new(maps.len(), len, params);
+        for i in rows {
+            for (h, map) in maps.iter().enumerate() {
+                p.add_row(h, i, &map[i][..=i]);
+            }
+            p.rows += 1;
+        }
+        p
+    }
+
+    /// Adds one row of query head `h` at position `i`; `probs[j]` is `A[i, j]`, `j <= i`.
+    /// Call [`HeadProfile::count_rows`] once per row for the whole group.
+    fn add_row(&mut self, h: usize, i: usize, probs: &[f32]) {
+        let widths = &self.widths;
+        add_row_to(&mut self.queries[h], widths, i, probs);
+    }
+
+    pub fn count_rows(&mut self, n: usize) {
+        self.rows += n;
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn group(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// Column sums summed over the group's query heads: the frequent scores and the seeds
+    /// of the cumulative scores (FASTGEN.md 3, 5.3).
+    pub fn group_colsum(&self) -> Vec<f32> {
+        (0..self.len)
+            .map(|j| self.queries.iter().map(|q| q.colsum[j]).sum::<f64>() as f32)
+            .collect()
+    }
+
+    /// Recovery of `policy` for each query head of the group.
+    ///
+    /// The policy's column set is taken at `n = S` over positions `0..S` (as right after
+    /// prefill); its recent window (`Params::window`) applies to each row.
+    pub fn recovery(&self, policy: Policy, pos_classes: &[u8]) -> Vec<f64> {
+        let params = &self.params;
+        let s = self.len;
+        if policy.is_full() || self.rows == 0 {
+            return vec![1.0; self.group()];
+        }
+        let seeds = self.group_colsum();
+        let positions: Vec<u32> = (0..s as u32).collect();
+        // The column set: every part but the row-dependent window.
+        let no_window = Params {
+            grace: 0,
+            ..*params
+        };
+        let cols = keep_set(
+            policy.without(super::policy::Part::Local),
+            &positions,
+            pos_classes,
+            &seeds,
+            s,
+            &no_window,
+        );
+        let w = params.window(policy, s);
+        // Tracked by construction: `w` is one of the widths of `new`.
+        let wi = self.widths.iter().position(|&x| x == w);
+        self.queries
+            .iter()
+            .map(|q| {
+                let total = match wi {
+                    None => (0..s)
+                        .filter(|&j| cols[j])
+                        .map(|j| q.colsum[j])
+                        .sum::<f64>(),
+                    Some(wi) => {
+                        let wc = &q.wcol[wi];
+                        wc.iter().sum::<f64>()
+                            + (0..s)
+                                .filter(|&j| cols[j])
+                                .map(|j| q.colsum[j] - wc[j])
+                                .sum::<f64>()
+                    }
+                };
+                total / self.rows as f64
+            })
+            .collect()
+    }
+}
+
+#[inline(always)]
+fn add_row_to(q: &mut QueryStats, widths: &[usize], i: usize, probs: &[f32]) {
+    let colsum = &mut q.colsum[..probs.len()];
+    for j in 0..probs.len() {
+        colsum[j] += probs[j] as f64;
+    }
+    for (wc, &w) in q.wcol.iter_mut().zip(widths) {
+        // Window (i - w, i] = keys i + 1 - w ..= i.
+        let from = (i + 1).saturating_sub(w);
+        let (wc, p) = (&mut wc[from..=i], &probs[from..=i]);
+        for j in 0..p.len() {
+            wc[j] += p[j] as f64;
+        }
+    }
+}
+
+/// Aggregates per-query-head recoveries into one.
+pub fn aggregate(rec: &[f64], agg: GqaAgg) -> f64 {
+    match agg {
+        GqaAgg::Min => rec.iter().copied().fold(f64::INFINITY, f64::min),
+        GqaAgg::Mean => rec.iter().sum::<f64>() / rec.len().max(1) as f64,
+    }
+}
+
+/// A head's choice: the first candidate whose recovery reaches the threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub index: usize,
+    pub policy: Policy,
+    /// Aggregated recovery of the chosen policy.
+    pub recovery: f64,
+    /// Aggregated recovery of every candidate up to and including the chosen one.
+    pub tried: Vec<f64>,
+}
+
+/// FASTGEN.md 3: the first candidate with aggregated recovery `>= threshold`. If none
+/// reaches it (a list not ending in `full`), the last candidate.
+pub fn choose_policy(
+    profile: &HeadProfile,
+    pos_classes: &[u8],
+    candidates: &[Policy],
+    threshold: f64,
+    agg: GqaAgg,
+) -> Choice {
+    let mut tried = Vec::new();
+    for (index, &policy) in candidates.iter().enumerate() {
+        let r = aggregate(&profile.recovery(policy, pos_classes), agg);
+        tried.push(r);
+        if r >= threshold || index + 1 == candidates.len() {
+            return Choice {
+                index,
+                policy,
+                recovery: r,
+                tried,
+            };
+        }
+    }
+    Choice {
+        index: 0,
+        policy: Policy::FULL,
+        recovery: 1.0,
+        tried,
+    }
+}
+
+/// Accumulates the statistics of every (layer, KV head) during prefill.
+#[derive(Debug, Clone)]
+pub struct Profiler {
+    pub heads: Vec<HeadProfile>, // [n_layers * n_kv_heads]
+    n_kv_heads: usize,
+    head_dim: usize,
+    /// First profiled position.
+    start: usize,
+}
+
+impl Profiler {
+    pub fn new(
+        n_layers: usize,
+        n_kv_heads: usize,
+        group: usize,
+        head_dim: usize,
+        prompt_len: usize,
+        start: usize,
+        params: &Params,
+    ) -> Profiler {
+        Profiler {
+            heads: vec![HeadProfile::new(group, prompt_len, params); n_layers * n_kv_heads],
+            n_kv_heads,
+            head_dim,
+            start,
+        }
+    }
+
+    /// One layer's batch of prompt rows: `q` `[n, n_heads * head_dim]` after RoPE at
+    /// `positions`, over the layer's full-cache `heads`. Recomputes each profiled row's
+    /// softmax (the same dot and softmax as attention) one row at a time per query head.
+    pub fn observe(&mut self, layer: usize, q: &[f32], positions: &[u32], heads: &[HeadCache]) {
+        let hd = self.head_dim;
+        let start = self.start;
+        let rows: Vec<usize> = (0..positions.len())
+            .filter(|&r| positions[r] as usize >= start)
+            .collect();
+        let Some(&last) = rows.last() else {
+            return;
+        };
+        let n_kv = self.n_kv_heads;
+        let profiles = &mut self.heads[layer * n_kv..(layer + 1) * n_kv];
+        let group = profiles[0].group();
+        let q_dim = n_kv * group * hd;
+        profiles
+            .par_iter_mut()
+            .zip(heads.par_iter())
+            .enumerate()
+            .for_each(|(h, (prof, head))| {
+                let mut kbuf = Vec::new();
+                let n_max = head.visible(positions[last]);
+                let keys = head.keys_f32(0, n_max, &mut kbuf);
+                let n_pad = n_max.div_ceil(BLOCK) * BLOCK;
+                // [n_pad / BLOCK, hd, BLOCK]: each block of keys transposed, zero padded.
+                let mut keys_t = vec![0.0f32; hd * n_pad];
+                for (j, k) in keys.chunks_exact(hd).enumerate() {
+                    let (b, t) = (j / BLOCK, j % BLOCK);
+                    for (d, &v) in k.iter().enumerate() {
+                        keys_t[(b * hd + d) * BLOCK + t] = v;
+                    }
+                }
+                let keys_t = &keys_t;
+                let widths = &prof.widths;
+                let rows = &rows;
+                prof.queries
+                    .par_iter_mut()
+                    .enumerate()
+                    .for_each(|(g, stats)| {
+                        let task = QueryTask {
+                            keys_t,
+                            n_keys: n_pad,
+                            q,
+                            q_dim,
+                            offset: (h * group + g) * hd,
+                            hd,
+                            rows,
+                            positions,
+                        };
+                        task.run(stats, widths);
+                    });
+                prof.count_rows(rows.len());
+            });
+    }
+}
+
+/// One query head's rows of one batch, over its KV head's keys `[n, hd]` (f32).
+struct QueryTask<'a> {
+    /// The KV head's keys in blocks of `BLOCK`, each transposed:
+    /// `[n_keys / BLOCK, hd, BLOCK]`.
+    keys_t: &'a [f32],
+    n_keys: usize,
+    q: &'a [f32], // [n_rows, q_dim]
+    q_dim: usize,
+    /// Start of this query head in a row of `q`.
+    offset: usize,
+    hd: usize,
+    rows: &'a [usize],
+    positions: &'a [u32],
+}
+
+impl QueryTask<'_> {
+    /// Computes each row's softmax over keys `0..=pos` and adds it to `stats`.
+    fn run(&self, stats: &mut QueryStats, widths: &[usize]) {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { self.run_avx2(stats, widths) };
+        }
+        self.body(stats, widths);
+    }
+
+    /// The same loop compiled for AVX2 (the crate is built for baseline x86-64).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn run_avx2(&self, stats: &mut QueryStats, widths: &[usize]) {
+        self.body(stats, widths);
+    }
+
+    #[inline(always)]
+    fn body(&self, stats: &mut QueryStats, widths: &[usize]) {
+        let hd = self.hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut row: Vec<f32> = Vec::with_capacity(self.n_keys);
+        for &r in self.rows {
+            // In prefill every earlier token is cached: row `pos` sees slots 0..=pos.
+            let i = self.positions[r] as usize;
+            let start = r * self.q_dim + self.offset;
+            let qv = &self.q[start..start + hd];
+            // Logits as `sum_d q[d] * keys_t[d, ..]`, BLOCK keys at a time held in
+            // registers: contiguous multiply-adds, no per-key horizontal sums. The last block
+            // may run past key `i` (into later keys or zero padding); those are dropped.
+            let blocks = (i + 1).div_ceil(BLOCK);
+            row.clear();
+            row.resize(blocks * BLOCK, 0.0);
+            for (b, out) in row.chunks_exact_mut(BLOCK).enumerate() {
+                let mut acc = [0.0f32; BLOCK];
+                let kb = &self.keys_t[b * BLOCK * hd..(b + 1) * BLOCK * hd];
+                for (k, &qd) in kb.chunks_exact(BLOCK).zip(qv) {
+                    for t in 0..BLOCK {
+                        acc[t] += qd * k[t];
+                    }
+                }
+                for t in 0..BLOCK {
+                    out[t] = acc[t] * scale;
+                }
+            }
+            row.truncate(i + 1);
+            fast_softmax(&mut row);
+            add_row_to(stats, widths, i, &row);
+        }
+    }
+}
+
+/// Keys per register block of the logits kernel.
+const BLOCK: usize = 32;
+
+/// `e^x` for `x <= 0` within about 1e-6 relative (5e-6 near the clamp at -87, where e^x
+/// is 2e-38), branch-free so that loops over it vectorise: `2^k * e^(f ln 2)` with `k` the
+/// nearest integer to `x log2 e`, `|f| <= 1/2`, and a degree-6 Taylor polynomial.
+#[inline(always)]
+fn exp_neg(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
+    let t = x.max(-87.0) * std::f32::consts::LOG2_E;
+    let kf = (t + MAGIC) - MAGIC;
+    let y = (t - kf) * std::f32::consts::LN_2;
+    let p = 1.0
+        + y * (1.0
+            + y * (0.5
+                + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (1.0 / 720.0))))));
+    let k = (t + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32;
+    f32::from_bits((p.to_bits() as i32 + (k << 23)) as u32)
+}
+
+/// Softmax of one row with [`exp_neg`]: the profiler's probabilities, within about 1e-6 of
+/// attention's own (`model::ops::softmax`); recovery needs no more.
+#[inline(always)]
+fn fast_softmax(row: &mut [f32]) {
+    let mut mx = [f32::NEG_INFINITY; 8];
+    let mut chunks = row.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            mx[i] = mx[i].max(c[i]);
+        }
+    }
+    let mut max = f32::NEG_INFINITY;
+    for &v in chunks.remainder().iter().chain(&mx) {
+        max = max.max(v);
+    }
+    let mut acc = [0.0f32; 8];
+    let mut chunks = row.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            c[i] = exp_neg(c[i] - max);
+            acc[i] += c[i];
+        }
+    }
+    let mut sum: f32 = 0.0;
+    for v in chunks.into_remainder() {
+        *v = exp_neg(*v - max);
+        sum += *v;
+    }
+    for a in acc {
+        sum += a;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_softmax_matches_exact() {
+        for x in [0.0f32, -1e-3, -0.5, -1.0, -3.3, -10.0, -40.0, -86.0] {
+            let (a, b) = (exp_neg(x), x.exp());
+            assert!(
+                (a - b).abs() <= (if x > -20.0 { 1e-6 } else { 1e-5 }) * b,
+                "{x}: {a} vs {b}"
+            );
+        }
+        assert!(exp_neg(-1000.0) < 1e-37);
+        let mut row: Vec<f32> = (0..37)
+            .map(|i| ((i * 7919) % 23) as f32 * 0.9 - 9.0)
+            .collect();
+        let mut exact = row.clone();
+        crate::model::ops::softmax(&mut exact);
+        fast_softmax(&mut row);
+        for (a, b) in row.iter().zip(&exact) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn settings_parse_and_refuse() {
+        assert_eq!("min".parse::<GqaAgg>().unwrap(), GqaAgg::Min);
+        assert_eq!("mean".parse::<GqaAgg>().unwrap(), GqaAgg::Mean);
+        assert!("max"
+            .parse::<GqaAgg>()
+            .unwrap_err()
+            .to_string()
+            .contains("--gqa-agg"));
+        assert_eq!("all".parse::<ProfileRows>().unwrap(), ProfileRows::All);
+        assert_eq!(
+            "last:64".parse::<ProfileRows>().unwrap(),
+            ProfileRows::Last(64)
+        );
+        for bad in ["last:0", "last:", "first:3", "64"] {
+            let e = bad.parse::<ProfileRows>().unwrap_err().to_string();
+            assert!(e.contains("--profile-rows"), "{e}");
+        }
+        assert_eq!(ProfileRows::Last(3).start(10), 7);
+        assert_eq!(ProfileRows::Last(30).start(10), 0);
+    }
+}

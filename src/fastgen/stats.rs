@@ -1,0 +1,205 @@
+//! Accounting (FASTGEN.md 6): pruned ratio, bytes, policies, recovery, profiling time.
+
+use super::cache::CompressedCache;
+use super::settings::KvKind;
+use serde_json::{json, Value};
+
+/// Counters a cache keeps as it runs.
+#[derive(Debug, Clone, Default)]
+pub struct KvStats {
+    /// Profiling, choosing and compressing after prefill (inside `prefill_ms`).
+    pub profile_ms: f64,
+    /// The whole prefill, profiling included.
+    pub prefill_ms: f64,
+    /// Sum over decode steps of the pruned ratio after the step's eviction.
+    pub pruned_sum: f64,
+    pub decode_steps: usize,
+}
+
+/// A snapshot of a cache's accounting.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvReport {
+    /// The method, e.g. `fastgen`, `window`, `fixed:special+punct`.
+    pub policy: String,
+    /// FastGen's threshold T (None for the baselines).
+    pub recovery: Option<f64>,
+    pub seq_len: usize,
+    pub kept_entries: usize,
+    /// `1 - kept / (layers * kv_heads * n)` now.
+    pub pruned_ratio: f64,
+    /// The pruned ratio averaged over decode steps (the current one if none).
+    pub pruned_ratio_mean: f64,
+    /// Bytes a full cache holds for the same tokens.
+    pub kv_bytes_full: usize,
+    /// Kept entries x bytes per entry.
+    pub kv_bytes_kept: usize,
+    /// Bytes the key and value buffers have allocated.
+    pub kv_bytes_allocated: usize,
+    /// Bytes of the cumulative-score state.
+    pub score_bytes: usize,
+    pub profile_ms: f64,
+    pub prefill_ms: f64,
+    /// Policy name per KV head, per layer.
+    pub policies: Vec<Vec<String>>,
+    /// Recovery of each head's policy on the prompt, when profiled.
+    pub head_recovery: Vec<Vec<Option<f64>>>,
+    /// Per layer: (policy, number of KV heads), in the candidate list's order.
+    pub histogram: Vec<Vec<(String, usize)>>,
+    /// Per layer: kept entries over `kv_heads * n`.
+    pub layer_kept: Vec<f64>,
+}
+
+impl KvReport {
+    pub fn of(c: &CompressedCache) -> KvReport {
+        let kv = c.kv();
+        let s = c.settings();
+        let entry = 2 * kv.head_dim * kv.dtype.bytes();
+        let n_kv = kv.n_kv_heads;
+        let layers: Vec<Vec<_>> = (0..kv.n_layers)
+            .map(|l| (0..n_kv).map(|h| c.head_state(l, h)).collect())
+            .collect();
+        let policies = layers
+            .iter()
+            .map(|hs| hs.iter().map(|h| h.policy.to_string()).collect())
+            .collect();
+        let head_recovery = layers
+            .iter()
+            .map(|hs| hs.iter().map(|h| h.recovery).collect())
+            .collect();
+
+        // Order: the candidate list for FastGen, then any other policy by name.
+        let order: Vec<String> = match s.kind {
+            KvKind::FastGen => s.candidates.iter().map(|p| p.to_string()).collect(),
+            _ => Vec::new(),
+        };
+        let histogram = layers
+            .iter()
+            .map(|hs| {
+                let mut counts: Vec<(String, usize)> = Vec::new();
+                for h in hs {
+                    let name = h.policy.to_string();
+                    match counts.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, k)) => *k += 1,
+                        None => counts.push((name, 1)),
+                    }
+                }
+                let rank = |n: &str| order.iter().position(|o| o == n).unwrap_or(order.len());
+                counts.sort_by(|a, b| rank(&a.0).cmp(&rank(&b.0)).then(a.0.cmp(&b.0)));
+                counts
+            })
+            .collect();
+        let layer_kept = (0..kv.n_layers)
+            .map(|l| {
+                let kept: usize = kv.layer(l).iter().map(|h| h.len()).sum();
+                ratio(kept, n_kv * kv.seq_len())
+            })
+            .collect();
+        let st = c.stats();
+        let pruned = c.pruned_ratio();
+        KvReport {
+            policy: s.kind.to_string(),
+            recovery: (s.kind == KvKind::FastGen).then_some(s.recovery),
+            seq_len: kv.seq_len(),
+            kept_entries: kv.kept_entries(),
+            pruned_ratio: pruned,
+            pruned_ratio_mean: if st.decode_steps > 0 {
+                st.pruned_sum / st.decode_steps as f64
+            } else {
+                pruned
+            },
+            kv_bytes_full: kv.full_bytes(),
+            kv_bytes_kept: kv.kept_entries() * entry,
+            kv_bytes_allocated: kv.allocated_bytes(),
+            score_bytes: c.score_bytes(),
+            profile_ms: st.profile_ms,
+            prefill_ms: st.prefill_ms,
+            policies,
+            head_recovery,
+            histogram,
+            layer_kept,
+        }
+    }
+
+    /// Profiling time as a share of prefill time.
+    pub fn profile_share(&self) -> f64 {
+        if self.prefill_ms > 0.0 {
+            self.profile_ms / self.prefill_ms
+        } else {
+            0.0
+        }
+    }
+
+    /// Allocated KV bytes over the full cache's bytes.
+    pub fn allocated_ratio(&self) -> f64 {
+        ratio(self.kv_bytes_allocated, self.kv_bytes_full)
+    }
+
+    /// Kept KV bytes over the full cache's bytes (`1 - pruned_ratio`).
+    pub fn kept_ratio(&self) -> f64 {
+        ratio(self.kv_bytes_kept, self.kv_bytes_full)
+    }
+
+    /// One line for stderr.
+    pub fn summary(&self) -> String {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let what = match self.recovery {
+            Some(t) => format!("{} T={t}", self.policy),
+            None => self.policy.clone(),
+        };
+        format!(
+            "kv {what}: pruned {:.1}% (mean {:.1}%), KV {:.2} MiB full -> {:.2} MiB kept ({:.2} MiB allocated, +{:.3} MiB scores), profile {:.0} ms ({:.1}% of prefill)",
+            100.0 * self.pruned_ratio,
+            100.0 * self.pruned_ratio_mean,
+            self.kv_bytes_full as f64 / MIB,
+            self.kv_bytes_kept as f64 / MIB,
+            self.kv_bytes_allocated as f64 / MIB,
+            self.score_bytes as f64 / MIB,
+            self.profile_ms,
+            100.0 * self.profile_share(),
+        )
+    }
+
+    /// Per layer, e.g. `layer  3: special+punct+frequent+local 2, full 1`.
+    pub fn histogram_lines(&self) -> Vec<String> {
+        self.histogram
+            .iter()
+            .enumerate()
+            .map(|(l, counts)| {
+                let parts: Vec<String> = counts.iter().map(|(n, k)| format!("{n} {k}")).collect();
+                format!("layer {l:>2}: {}", parts.join(", "))
+            })
+            .collect()
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "policy": self.policy,
+            "recovery": self.recovery,
+            "seq_len": self.seq_len,
+            "kept_entries": self.kept_entries,
+            "pruned_ratio": self.pruned_ratio,
+            "pruned_ratio_mean": self.pruned_ratio_mean,
+            "kv_bytes_full": self.kv_bytes_full,
+            "kv_bytes_kept": self.kv_bytes_kept,
+            "kv_bytes_allocated": self.kv_bytes_allocated,
+            "score_bytes": self.score_bytes,
+            "profile_ms": self.profile_ms,
+            "prefill_ms": self.prefill_ms,
+            "profile_share": self.profile_share(),
+            "policies": self.policies,
+            "head_recovery": self.head_recovery,
+            "layer_kept": self.layer_kept,
+            "histogram": self.histogram.iter().map(|counts| {
+                counts.iter().map(|(n, k)| json!([n, k])).collect::<Vec<_>>()
+            }).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn ratio(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}

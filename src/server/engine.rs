@@ -1,0 +1,595 @@
+//! The server's engine adapter: the one place where the server meets the library's model,
+//! tokenizer and generation loop.
+//!
+//! # The KV-policy seam
+//!
+//! A request's `kv_policy` and `kv_recovery` arrive here as a [`KvRequest`], are granted a
+//! recovery T by admission ([`KvGrant`]), and reach the library in exactly one function,
+//! [`Engine::run_request`], which returns the request's [`KvReport`]. The KV budget asks
+//! one function, [`estimate_kv_bytes`], what a request would hold at a given T.
+//!
+//! `run_request` builds the library's `KvSettings` from (kind, recovery), runs generation over
+//! a `CompressedCache` (which profiles the heads on the prompt and compresses for `fastgen`,
+//! or applies a fixed baseline), and turns the library's `KvReport` into `kv_stats`.
+//! Admission reserves `estimate_kv_bytes` for the request while it runs.
+
+use super::error::ApiError;
+use super::request::Prompt;
+use super::stop::StopMatcher;
+use fastgen::chat::ChatTemplate;
+use fastgen::fastgen::{
+    CompressedCache, KvKind as LibKvKind, KvReport as LibKvReport, KvSettings, TokenClasses,
+};
+use fastgen::fetch;
+use fastgen::generate::{generate, GenerateOptions, StopReason, Timing};
+use fastgen::kv_cache::KvDtype;
+use fastgen::model::{Model, Workspace};
+use fastgen::sampling::SamplerConfig;
+use fastgen::tokenizer::{StreamDecoder, Tokenizer};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// T when a request names none: the library's default.
+pub const DEFAULT_RECOVERY: f32 = 0.95;
+
+/// The cache policy a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvKind {
+    /// FastGen: profile each head on the prompt, keep what recovers T of its attention.
+    FastGen,
+    Full,
+    /// Recent tokens only.
+    Window,
+    /// Heavy hitters (accumulated attention) plus recent tokens.
+    H2o,
+}
+
+impl KvKind {
+    pub const NAMES: [&'static str; 4] = ["fastgen", "full", "window", "h2o"];
+
+    pub fn parse(s: &str) -> Option<KvKind> {
+        match s {
+            "fastgen" => Some(KvKind::FastGen),
+            "full" => Some(KvKind::Full),
+            "window" => Some(KvKind::Window),
+            "h2o" => Some(KvKind::H2o),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KvKind::FastGen => "fastgen",
+            KvKind::Full => "full",
+            KvKind::Window => "window",
+            KvKind::H2o => "h2o",
+        }
+    }
+
+    /// Whether admission may lower T to fit the KV budget.
+    pub fn recovery_adjustable(self) -> bool {
+        self == KvKind::FastGen
+    }
+}
+
+/// What the request asked for (checked: 0 < recovery <= 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KvRequest {
+    pub kind: KvKind,
+    pub recovery: f32,
+}
+
+/// What admission granted: the policy with the T it runs at and the bytes reserved for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KvGrant {
+    pub kind: KvKind,
+    pub recovery_requested: f32,
+    /// Lower than requested when the KV budget did not fit the requested T (fastgen only).
+    pub recovery: f32,
+    pub reserved_bytes: u64,
+}
+
+/// The cache geometry the estimate works from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvShape {
+    pub n_layers: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub dtype_bytes: usize,
+}
+
+impl KvShape {
+    /// Keys and values of one token over all layers and KV heads.
+    pub fn full_bytes_per_token(&self) -> u64 {
+        2 * (self.n_layers * self.n_kv_heads * self.head_dim * self.dtype_bytes) as u64
+    }
+}
+
+/// Bytes of KV a request of `tokens` (prompt plus generation) would hold under `kind` at
+/// recovery `t`. The KV budget admits requests by this figure.
+pub fn estimate_kv_bytes(shape: &KvShape, tokens: usize, kind: KvKind, t: f32) -> u64 {
+    let full = tokens as u64 * shape.full_bytes_per_token();
+    (full as f64 * kept_fraction(kind, t)).ceil() as u64
+}
+
+/// The fraction of the full cache a policy keeps, as a function of T: an upper estimate used
+/// only for admission (the real figure depends on the prompt and is reported afterwards).
+///
+/// For FastGen it interpolates kept fractions measured on essay prose (FASTGEN.md 9:
+/// SmolLM2 and Qwen2.5 at T = 0.90 / 0.95 / 0.98 / 0.99 kept at most 59% / 67% / 93% / 96%),
+/// rising to 1 at T = 1; it never decreases as T rises, which admission relies on. The
+/// baselines keep their configured budgets: window 30% plus the sink, h2o 30% + 30%.
+fn kept_fraction(kind: KvKind, t: f32) -> f64 {
+    const FASTGEN: [(f64, f64); 5] = [
+        (0.90, 0.59),
+        (0.95, 0.67),
+        (0.98, 0.93),
+        (0.99, 0.96),
+        (1.0, 1.0),
+    ];
+    match kind {
+        KvKind::Full => 1.0,
+        KvKind::Window => 0.32,
+        KvKind::H2o => 0.62,
+        KvKind::FastGen => {
+            let t = t as f64;
+            if t <= FASTGEN[0].0 {
+                return FASTGEN[0].1;
+            }
+            for w in FASTGEN.windows(2) {
+                let ((t0, k0), (t1, k1)) = (w[0], w[1]);
+                if t <= t1 {
+                    return k0 + (k1 - k0) * (t - t0) / (t1 - t0);
+                }
+            }
+            1.0
+        }
+    }
+}
+
+/// The `kv_stats` of a finished request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KvReport {
+    pub requested: KvKind,
+    /// The policy that actually ran.
+    pub applied: &'static str,
+    pub recovery_requested: f32,
+    pub recovery: f32,
+    pub pruned_ratio: f64,
+    pub kv_bytes_allocated: u64,
+    pub kv_bytes_full: u64,
+    pub profile_ms: f64,
+    /// Heads per policy (e.g. {"full": 90}).
+    pub policy_histogram: BTreeMap<String, usize>,
+}
+
+impl KvReport {
+    /// Figures of the library's accounting for one finished sequence.
+    fn from_library(r: &LibKvReport, grant: &KvGrant) -> KvReport {
+        let mut policy_histogram = BTreeMap::new();
+        for layer in &r.policies {
+            for p in layer {
+                *policy_histogram.entry(p.clone()).or_insert(0) += 1;
+            }
+        }
+        KvReport {
+            requested: grant.kind,
+            applied: grant.kind.as_str(),
+            recovery_requested: grant.recovery_requested,
+            recovery: grant.recovery,
+            pruned_ratio: r.pruned_ratio,
+            kv_bytes_allocated: r.kv_bytes_allocated as u64,
+            kv_bytes_full: r.kv_bytes_full as u64,
+            profile_ms: r.profile_ms,
+            policy_histogram,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let t = |x: f32| (x as f64 * 1e4).round() / 1e4;
+        let adjustable = self.requested.recovery_adjustable();
+        json!({
+            "kv_policy": self.requested.as_str(),
+            "kv_policy_applied": self.applied,
+            "kv_recovery": adjustable.then(|| t(self.recovery)),
+            "kv_recovery_requested": adjustable.then(|| t(self.recovery_requested)),
+            "pruned_ratio": self.pruned_ratio,
+            "kv_bytes_allocated": self.kv_bytes_allocated,
+            "kv_bytes_full": self.kv_bytes_full,
+            "profile_ms": self.profile_ms,
+            "policy_histogram": self.policy_histogram,
+        })
+    }
+}
+
+/// Everything a request needs from the engine once admitted.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub prompt_ids: Vec<u32>,
+    /// Already capped by the context.
+    pub max_tokens: usize,
+    pub sampler: SamplerConfig,
+    pub stop: Vec<String>,
+    /// Generate past end-of-generation tokens (benchmarks).
+    pub ignore_eos: bool,
+    pub kv: KvGrant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// End-of-generation token or a stop sequence.
+    Stop,
+    /// `max_tokens` or the end of the context.
+    Length,
+    /// The client went away or the server is shutting down.
+    Cancelled,
+}
+
+impl Finish {
+    pub fn as_str(self) -> Option<&'static str> {
+        match self {
+            Finish::Stop => Some("stop"),
+            Finish::Length => Some("length"),
+            Finish::Cancelled => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub timing: Timing,
+    pub kv: KvReport,
+}
+
+/// A loaded model with what requests need to reach it. Shared by all requests.
+pub struct Engine {
+    pub model: Model,
+    pub tokenizer: Tokenizer,
+    pub template: Option<ChatTemplate>,
+    /// The `/v1/models` id: the short name when the file is a pinned model, else its stem.
+    pub id: String,
+    /// Other names a request's `model` may use (file name and stem).
+    pub aliases: Vec<String>,
+    pub created: u64,
+    pub kv_dtype: KvDtype,
+    /// Special and punctuation classes of the vocabulary (FastGen), computed once.
+    classes: Arc<TokenClasses>,
+    /// Activation buffers of finished requests, reused by the next ones.
+    workspaces: Mutex<Vec<Workspace>>,
+}
+
+impl Engine {
+    pub fn new(
+        model: Model,
+        tokenizer: Tokenizer,
+        template: Option<ChatTemplate>,
+        kv_dtype: KvDtype,
+    ) -> Engine {
+        let (id, aliases) = model_names(&model.path);
+        let created = std::fs::metadata(&model.path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        let classes = Arc::new(TokenClasses::from_tokenizer(&tokenizer, false));
+        Engine {
+            model,
+            tokenizer,
+            classes,
+            template,
+            id,
+            aliases,
+            created,
+            kv_dtype,
+            workspaces: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a request's `model` names this model.
+    pub fn serves(&self, name: &str) -> bool {
+        name == self.id || self.aliases.iter().any(|a| a == name)
+    }
+
+    pub fn n_ctx(&self) -> usize {
+        self.model.cfg.n_ctx
+    }
+
+    pub fn kv_shape(&self) -> KvShape {
+        let c = &self.model.cfg;
+        KvShape {
+            n_layers: c.n_layers,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            dtype_bytes: self.kv_dtype.bytes(),
+        }
+    }
+
+    /// The prompt as token ids, checked against the vocabulary and the context.
+    pub fn prompt_ids(&self, prompt: &Prompt) -> Result<Vec<u32>, ApiError> {
+        let param = prompt.param();
+        let ids = match prompt {
+            Prompt::Chat(messages) => {
+                let tpl = self.template.as_ref().ok_or_else(|| {
+                    ApiError::invalid_param(
+                        "messages",
+                        "this model has no chat template; use /v1/completions",
+                    )
+                })?;
+                let text = tpl
+                    .render(messages, true)
+                    .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
+                self.encode(&text)?
+            }
+            Prompt::Text(text) => self.encode(text)?,
+            Prompt::Tokens(ids) => ids.clone(),
+        };
+        if ids.is_empty() {
+            return Err(ApiError::invalid_param(param, "the prompt is empty"));
+        }
+        let vocab = self.model.cfg.vocab_size;
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ApiError::invalid_param(
+                param,
+                format!("token id {bad} is outside the vocabulary of {vocab} tokens"),
+            ));
+        }
+        if ids.len() > self.n_ctx() {
+            return Err(ApiError::invalid_param(
+                param,
+                format!(
+                    "This model's maximum context length is {} tokens, but the prompt has {} tokens",
+                    self.n_ctx(),
+                    ids.len()
+                ),
+            )
+            .with_code("context_length_exceeded"));
+        }
+        Ok(ids)
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, ApiError> {
+        self.tokenizer
+            .encode(text)
+            .map_err(|e| ApiError::internal(format!("tokenizing the prompt: {e}")))
+    }
+
+    /// Runs one admitted request to its end on the calling (blocking) thread. `on_text`
+    /// receives the text as it is generated (stop sequences removed) and returns false when
+    /// its receiver is gone; that, or `cancel`, stops the generation at the next token. The
+    /// request's KV cache is dropped before this returns.
+    pub fn run_request(
+        &self,
+        job: &Job,
+        cancel: &dyn Fn() -> bool,
+        on_kv_bytes: &mut dyn FnMut(i64),
+        on_text: &mut dyn FnMut(String) -> bool,
+    ) -> Result<Outcome, ApiError> {
+        let opts = GenerateOptions {
+            max_tokens: job.max_tokens,
+            sampler: job.sampler.clone(),
+            top_logprobs: 0,
+        };
+        let settings = KvSettings {
+            kind: match job.kv.kind {
+                KvKind::FastGen => LibKvKind::FastGen,
+                KvKind::Full => LibKvKind::Full,
+                KvKind::Window => LibKvKind::Window,
+                KvKind::H2o => LibKvKind::H2o,
+            },
+            recovery: job.kv.recovery as f64,
+            ..KvSettings::default()
+        };
+        let mut cache = CompressedCache::new(
+            &self.model.cfg,
+            self.kv_dtype,
+            Arc::new(settings),
+            self.classes.clone(),
+        )
+        .map_err(|e| ApiError::internal(format!("KV settings: {e}")))?;
+        // Admission reserved this much for the request; it is held until the cache is freed.
+        let held = job.kv.reserved_bytes as i64;
+        on_kv_bytes(held);
+
+        let mut ws = self
+            .workspaces
+            .lock()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_default();
+        let mut decoder = StreamDecoder::new(&self.tokenizer);
+        let mut stops = StopMatcher::new(job.stop.clone());
+        let mut receiver_gone = false;
+        let eog = if job.ignore_eos {
+            Vec::new()
+        } else {
+            self.tokenizer.eog_ids().to_vec()
+        };
+        let result = generate(
+            &self.model,
+            &mut cache,
+            &mut ws,
+            &job.prompt_ids,
+            &opts,
+            &eog,
+            &mut |id| {
+                let text = stops.push(&decoder.push(id));
+                if !text.is_empty() && !on_text(text) {
+                    receiver_gone = true;
+                }
+                !(receiver_gone || stops.stopped() || cancel())
+            },
+        );
+        let report = KvReport::from_library(&LibKvReport::of(&cache), &job.kv);
+        // Free the KV at once, whatever happens next.
+        drop(cache);
+        on_kv_bytes(-held);
+        if let Ok(mut pool) = self.workspaces.lock() {
+            pool.push(ws);
+        }
+        let gen = result.map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
+
+        let finish = if stops.stopped() {
+            Finish::Stop
+        } else {
+            match gen.stop {
+                StopReason::EndOfGeneration => Finish::Stop,
+                StopReason::MaxTokens | StopReason::ContextFull => Finish::Length,
+                StopReason::Cancelled => Finish::Cancelled,
+            }
+        };
+        if finish != Finish::Cancelled {
+            // The tail: an unfinished character, then text held back for a stop sequence.
+            let mut tail = stops.push(&decoder.flush());
+            if !stops.stopped() {
+                tail.push_str(&stops.finish());
+            }
+            if !tail.is_empty() {
+                on_text(tail);
+            }
+        }
+        Ok(Outcome {
+            finish: if stops.stopped() {
+                Finish::Stop
+            } else {
+                finish
+            },
+            prompt_tokens: job.prompt_ids.len(),
+            completion_tokens: gen.generated_ids.len(),
+            timing: gen.timing,
+            kv: report,
+        })
+    }
+}
+
+/// (id, aliases) of a model file: the pinned short name if the file is one, else the stem.
+fn model_names(path: &Path) -> (String, Vec<String>) {
+    let file = path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let short = fetch::known_models()
+        .into_iter()
+        .map(|(name, _)| name)
+        .find(|name| fetch::model_spec(name).is_some_and(|s| s.file_name == file));
+    match short {
+        Some(name) => (name.to_string(), vec![stem, file]),
+        None => (stem.clone(), vec![file]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMOL: KvShape = KvShape {
+        n_layers: 30,
+        n_kv_heads: 3,
+        head_dim: 64,
+        dtype_bytes: 2,
+    };
+
+    #[test]
+    fn estimates_scale_the_full_bytes_and_rise_with_t() {
+        assert_eq!(SMOL.full_bytes_per_token(), 2 * 30 * 3 * 64 * 2);
+        let full = 100 * 23040;
+        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::Full, 0.5), full);
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 100, KvKind::Window, 0.9),
+            (full as f64 * 0.32).ceil() as u64
+        );
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 100, KvKind::H2o, 0.9),
+            (full as f64 * 0.62).ceil() as u64
+        );
+        // FastGen: 59% at T = 0.90, halfway between 0.95 and 0.98 is (0.67 + 0.93) / 2.
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 0.9),
+            (full as f64 * 0.59).ceil() as u64
+        );
+        assert!((kept_fraction(KvKind::FastGen, 0.965) - 0.80).abs() < 1e-6);
+        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 1.0), full);
+        let mut last = 0;
+        for i in 0..=100 {
+            let b = estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, i as f32 / 100.0);
+            assert!(b >= last, "estimate falls at T = {}", i as f32 / 100.0);
+            last = b;
+        }
+    }
+
+    #[test]
+    fn kind_names_round_trip() {
+        for name in KvKind::NAMES {
+            assert_eq!(KvKind::parse(name).unwrap().as_str(), name);
+        }
+        assert_eq!(KvKind::parse("FastGen"), None);
+    }
+
+    #[test]
+    fn pinned_files_are_named_by_short_name() {
+        let (id, aliases) = model_names(Path::new("/x/SmolLM2-135M-Instruct.Q4_1.gguf"));
+        assert_eq!(id, "smollm2");
+        assert!(aliases.contains(&"SmolLM2-135M-Instruct.Q4_1".to_string()));
+        let (id, aliases) = model_names(Path::new("/x/other.gguf"));
+        assert_eq!(
+            (id.as_str(), aliases),
+            ("other", vec!["other.gguf".to_string()])
+        );
+    }
+
+    #[test]
+    fn report_json_has_the_kv_fields() {
+        let lib = LibKvReport {
+            policy: "fastgen".into(),
+            recovery: Some(0.9),
+            seq_len: 5,
+            kept_entries: 12,
+            pruned_ratio: 0.4,
+            pruned_ratio_mean: 0.35,
+            kv_bytes_full: 800,
+            kv_bytes_kept: 480,
+            kv_bytes_allocated: 496,
+            score_bytes: 20,
+            profile_ms: 1.5,
+            prefill_ms: 10.0,
+            policies: vec![
+                vec!["full".into(), "special+punct+frequent+local".into()],
+                vec!["full".into(), "full".into()],
+            ],
+            head_recovery: vec![vec![None, Some(0.97)], vec![None, None]],
+            histogram: Vec::new(),
+            layer_kept: vec![0.8, 1.0],
+        };
+        let grant = KvGrant {
+            kind: KvKind::FastGen,
+            recovery_requested: 0.95,
+            recovery: 0.9,
+            reserved_bytes: 0,
+        };
+        let j = KvReport::from_library(&lib, &grant).to_json();
+        for key in [
+            "pruned_ratio",
+            "kv_bytes_allocated",
+            "kv_bytes_full",
+            "profile_ms",
+            "policy_histogram",
+        ] {
+            assert!(j.get(key).is_some(), "{key} missing: {j}");
+        }
+        assert_eq!(j["kv_bytes_allocated"], 496);
+        assert_eq!(j["kv_bytes_full"], 800);
+        assert_eq!(j["pruned_ratio"], 0.4);
+        assert_eq!(j["policy_histogram"]["full"], 3);
+        assert_eq!(j["policy_histogram"]["special+punct+frequent+local"], 1);
+        assert_eq!(j["kv_recovery"], 0.9);
+        assert_eq!(j["kv_policy"], "fastgen");
+    }
+}

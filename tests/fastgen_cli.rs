@@ -1,0 +1,146 @@
+//! The KV options of `fastgen run` and `fastgen profile`: bad settings fail with one line
+//! naming the setting (before any model is loaded); `--json` carries the KV accounting;
+//! `profile` writes the policy map as SVG and PNG.
+
+use std::process::Command;
+
+fn fastgen(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fastgen"))
+        .args(args)
+        .output()
+        .expect("fastgen runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn tmp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("fastgen-cli-kv-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn bad_kv_settings_name_the_setting_before_loading() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--kv", "streaming"], "--kv 'streaming'"),
+        (&["--kv", "fixed:special+foo"], "'foo'"),
+        (&["--recovery", "1.5"], "--recovery"),
+        (&["--recovery", "-0.1"], "--recovery"),
+        (&["--r-local", "2"], "--r-local"),
+        (&["--r-frequent", "-1"], "--r-frequent"),
+        (&["--gqa-agg", "max"], "--gqa-agg"),
+        (&["--profile-rows", "last:0"], "--profile-rows"),
+        (&["--candidates", "special,special+punct"], "--candidates"),
+        (&["--kv", "window", "--window-ratio", "0"], "--window-ratio"),
+        (
+            &["--kv", "window", "--window-tokens", "0"],
+            "--window-tokens",
+        ),
+    ];
+    for cmd in ["run", "profile"] {
+        for (args, want) in cases {
+            // A model that does not exist: the setting must be refused first.
+            let mut all = vec![cmd, "--model", "no-such-model", "hi"];
+            all.extend_from_slice(args);
+            let (code, _, stderr) = fastgen(&all);
+            assert_ne!(code, 0, "{all:?}");
+            assert!(!stderr.contains("panicked"), "{all:?}: {stderr}");
+            let last = stderr.trim_end().lines().last().unwrap_or("");
+            assert!(
+                last.starts_with("error: invalid setting"),
+                "{all:?}: {stderr}"
+            );
+            assert!(last.contains(want), "{all:?}: {last}");
+        }
+    }
+}
+
+#[test]
+fn run_json_has_the_kv_accounting() {
+    let dir = tmp_dir("json");
+    let json = dir.join("out.json");
+    let (code, _, stderr) = fastgen(&[
+        "run",
+        "--raw",
+        "The quick brown fox jumps over the lazy dog. It was, in fact, very lazy.",
+        "--max-tokens",
+        "6",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // The one-line summary of the default method.
+    assert!(stderr.contains("kv fastgen T=0.95: pruned"), "{stderr}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let kv = &doc["kv"];
+    for key in [
+        "policy",
+        "recovery",
+        "pruned_ratio",
+        "pruned_ratio_mean",
+        "kv_bytes_full",
+        "kv_bytes_allocated",
+        "score_bytes",
+        "profile_ms",
+        "policies",
+        "head_recovery",
+    ] {
+        assert!(!kv[key].is_null(), "kv.{key} missing: {kv}");
+    }
+    assert_eq!(kv["policy"], "fastgen");
+    assert_eq!(kv["recovery"], 0.95);
+    let policies = kv["policies"].as_array().unwrap();
+    assert_eq!(policies.len(), 30);
+    assert_eq!(policies[0].as_array().unwrap().len(), 3);
+    assert_eq!(kv["head_recovery"].as_array().unwrap().len(), 30);
+    let full = kv["kv_bytes_full"].as_u64().unwrap();
+    let pruned = kv["pruned_ratio"].as_f64().unwrap();
+    assert!(full > 0 && (0.0..1.0).contains(&pruned));
+}
+
+#[test]
+fn profile_draws_the_policy_map() {
+    let dir = tmp_dir("profile");
+    let svg = dir.join("map.svg");
+    let json = dir.join("kv.json");
+    let (code, stdout, stderr) = fastgen(&[
+        "profile",
+        "--raw",
+        "Attention heads have habits: some look at the first token, some at punctuation, some nearby.",
+        "--recovery",
+        "0.9",
+        "--out",
+        svg.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("layer 29:"), "{stdout}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("layer 29") && text.contains("KV head 2"));
+    let png = std::fs::read(dir.join("map.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["recovery"], 0.9);
+    // Each head's recovery reaches T unless it is full.
+    for (layer, recs) in doc["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(doc["head_recovery"].as_array().unwrap())
+    {
+        for (p, r) in layer
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(recs.as_array().unwrap())
+        {
+            assert!(p == "full" || r.as_f64().unwrap() >= 0.9, "{p} {r}");
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! FastGen on the real models: `--kv full` and `--kv fastgen --recovery 1.0` are exactly the
+//! full cache; the profiler inside prefill agrees with exact attention maps; allocated bytes
+//! follow kept entries; and one registry runs every policy through the same generation
+//! checks.
+
+mod common;
+
+use fastgen::fastgen::{
+    choose_policy, keep_set, Budget, CompressedCache, GqaAgg, HeadProfile, KvKind, KvSettings,
+    Params, ProfileRows, TokenClasses, DECODE_SPARE,
+};
+use fastgen::generate::{generate, GenerateOptions, Sequence};
+use fastgen::kv_cache::{HeadCache, KvCache, KvDtype};
+use fastgen::model::hook::LayerObserver;
+use fastgen::model::{Model, Workspace};
+use fastgen::sampling::SamplerConfig;
+use fastgen::tokenizer::Tokenizer;
+use std::sync::Arc;
+
+struct Loaded {
+    model: Model,
+    classes: Arc<TokenClasses>,
+    essay: Vec<u32>,
+}
+
+fn load(name: &str) -> Loaded {
+    let path = fastgen::fetch::ensure_model(name).expect("model fetch");
+    let model = Model::load(&path).expect("model loads");
+    let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
+    let essay = tok
+        .encode(&fastgen::fetch::essay_text("worked.txt").unwrap())
+        .unwrap();
+    Loaded {
+        classes: Arc::new(TokenClasses::from_tokenizer(&tok, false)),
+        model,
+        essay,
+    }
+}
+
+fn cache(l: &Loaded, s: KvSettings) -> CompressedCache {
+    CompressedCache::new(&l.model.cfg, KvDtype::F16, Arc::new(s), l.classes.clone()).unwrap()
+}
+
+/// Teacher-forced logits: the prompt's last, then after each of `forced`.
+fn logits_of(seq: &mut dyn Sequence, l: &Loaded, prompt: &[u32], forced: &[u32]) -> Vec<Vec<f32>> {
+    let mut ws = Workspace::default();
+    let mut out = vec![seq.prefill(&l.model, &mut ws, prompt).unwrap()];
+    for &t in forced {
+        out.push(seq.decode(&l.model, &mut ws, t).unwrap().to_vec());
+    }
+    out
+}
+
+fn full_and_lossless_fastgen_equal_the_engine(name: &str) {
+    let l = load(name);
+    let prompt = &l.essay[..300];
+    let forced = &l.essay[300..324];
+    let mut plain = l.model.new_cache(KvDtype::F16);
+    let want = logits_of(&mut plain, &l, prompt, forced);
+    let mut full = cache(&l, KvSettings::with_kind(KvKind::Full));
+    assert_eq!(
+        logits_of(&mut full, &l, prompt, forced),
+        want,
+        "{name}: --kv full"
+    );
+    assert_eq!(full.report().pruned_ratio, 0.0);
+    let mut lossless = cache(
+        &l,
+        KvSettings {
+            recovery: 1.0,
+            ..KvSettings::default()
+        },
+    );
+    let got = logits_of(&mut lossless, &l, prompt, forced);
+    let r = lossless.report();
+    assert!(
+        r.policies.iter().flatten().all(|p| p == "full"),
+        "{name}: T = 1 must choose full everywhere: {:?}",
+        r.histogram
+    );
+    assert_eq!(got, want, "{name}: --kv fastgen --recovery 1.0");
+    assert_eq!(r.pruned_ratio, 0.0);
+}
+
+#[test]
+fn smollm2_full_and_recovery_one_are_exact() {
+    full_and_lossless_fastgen_equal_the_engine("smollm2");
+}
+
+#[test]
+fn qwen_full_and_recovery_one_are_exact() {
+    full_and_lossless_fastgen_equal_the_engine("qwen2.5-0.5b");
+}
+
+/// Keeps every layer's query rows during a plain forward pass.
+struct QueryRecorder {
+    q: Vec<Vec<f32>>, // [n_layers][S * q_dim]
+}
+
+impl LayerObserver for QueryRecorder {
+    fn wants_probs(&self, _: usize) -> bool {
+        false
+    }
+    fn after_attention(
+        &mut self,
+        l: usize,
+        q: &[f32],
+        _: &[u32],
+        _: &mut [HeadCache],
+        _: Option<&[Vec<f32>]>,
+    ) {
+        self.q[l].extend_from_slice(q);
+    }
+}
+
+/// Exact causal softmax maps `[group][S][S]` of one KV head, with the engine's own dot and
+/// softmax.
+fn exact_maps(
+    q: &[f32],
+    head: &HeadCache,
+    kv_head: usize,
+    group: usize,
+    hd: usize,
+    q_dim: usize,
+) -> Vec<Vec<Vec<f32>>> {
+    let s = head.len();
+    let mut kb = Vec::new();
+    let keys = head.keys_f32(0, s, &mut kb).to_vec();
+    let scale = 1.0 / (hd as f32).sqrt();
+    (0..group)
+        .map(|g| {
+            let off = (kv_head * group + g) * hd;
+            (0..s)
+                .map(|i| {
+                    let qv = &q[i * q_dim + off..i * q_dim + off + hd];
+                    let mut row: Vec<f32> = (0..=i)
+                        .map(|j| fastgen::attention::dot(qv, &keys[j * hd..(j + 1) * hd]) * scale)
+                        .collect();
+                    fastgen::model::ops::softmax(&mut row);
+                    row.resize(s, 0.0);
+                    row
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn profiling_inside_prefill_matches_exact_attention_maps() {
+    // 600 tokens: two prefill batches (UBATCH 512), so statistics must carry across them.
+    let l = load("smollm2");
+    let cfg = &l.model.cfg;
+    let prompt = &l.essay[..600];
+    let s = prompt.len();
+    let mut plain = l.model.new_cache(KvDtype::F16);
+    let mut rec = QueryRecorder {
+        q: vec![Vec::new(); cfg.n_layers],
+    };
+    let mut ws = Workspace::default();
+    l.model
+        .forward_observed(
+            prompt,
+            &mut plain,
+            &mut ws,
+            s - 1,
+            &mut |_, _| {},
+            Some(&mut rec),
+        )
+        .unwrap();
+    let group = cfg.n_heads / cfg.n_kv_heads;
+    for (rows, agg) in [
+        (ProfileRows::All, GqaAgg::Min),
+        (ProfileRows::Last(64), GqaAgg::Mean),
+    ] {
+        let settings = KvSettings {
+            profile_rows: rows,
+            gqa_agg: agg,
+            ..KvSettings::default()
+        };
+        let mut c = cache(&l, settings.clone());
+        c.prefill(&l.model, &mut Workspace::default(), prompt)
+            .unwrap();
+        let params = settings.params();
+        let mut checked = 0;
+        for layer in (0..cfg.n_layers).step_by(7) {
+            for h in 0..cfg.n_kv_heads {
+                let maps = exact_maps(
+                    &rec.q[layer],
+                    plain.head(layer, h),
+                    h,
+                    group,
+                    cfg.head_dim,
+                    cfg.q_dim(),
+                );
+                let prof = HeadProfile::from_maps(&maps, rows.start(s)..s, &params);
+                let want = choose_policy(
+                    &prof,
+                    c.pos_classes(),
+                    &settings.candidates,
+                    settings.recovery,
+                    agg,
+                );
+                let st = c.head_state(layer, h);
+                let got = st.recovery.unwrap();
+                assert!(
+                    (got - want.recovery).abs() < 1e-4
+                        || (want.recovery - settings.recovery).abs() < 1e-4,
+                    "{rows} layer {layer} head {h}: {got} vs exact {}",
+                    want.recovery
+                );
+                assert_eq!(st.policy, want.policy, "{rows} layer {layer} head {h}");
+                // The cache kept exactly the chosen policy's set at n = S.
+                let seeds = prof.group_colsum();
+                let all: Vec<u32> = (0..s as u32).collect();
+                let keep = keep_set(want.policy, &all, c.pos_classes(), &seeds, s, &params);
+                let kept: Vec<u32> = all
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, &k)| k)
+                    .map(|(&p, _)| p)
+                    .collect();
+                let held = c.kv().head(layer, h).positions();
+                let diff = kept.iter().filter(|p| !held.contains(p)).count()
+                    + held.iter().filter(|p| !kept.contains(p)).count();
+                // Near-tied scores may swap a frequent token or two (f32 sums in another order).
+                assert!(
+                    diff <= 4,
+                    "{rows} layer {layer} head {h}: {diff} positions differ"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= 12);
+    }
+}
+
+/// Every method the registry knows, by name and settings.
+fn registry() -> Vec<(&'static str, KvSettings)> {
+    let d = KvSettings::default;
+    vec![
+        ("full", KvSettings::with_kind(KvKind::Full)),
+        ("fastgen", d()),
+        (
+            "fastgen T=0.9",
+            KvSettings {
+                recovery: 0.9,
+                ..d()
+            },
+        ),
+        (
+            "fastgen mean last:64 grace 4 sinks 4",
+            KvSettings {
+                gqa_agg: GqaAgg::Mean,
+                profile_rows: ProfileRows::Last(64),
+                frequent_grace: 4,
+                sink_tokens: 4,
+                ..d()
+            },
+        ),
+        (
+            "fastgen custom candidates, punct whitespace",
+            KvSettings {
+                candidates: fastgen::fastgen::parse_candidates(
+                    "special+punct+local,frequent+local,full",
+                )
+                .unwrap(),
+                punct_whitespace: true,
+                ..d()
+            },
+        ),
+        ("window ratio", KvSettings::with_kind(KvKind::Window)),
+        (
+            "window tokens",
+            KvSettings {
+                window: Budget::Tokens(32),
+                ..KvSettings::with_kind(KvKind::Window)
+            },
+        ),
+        ("h2o", KvSettings::with_kind(KvKind::H2o)),
+        (
+            "h2o 0.1/0.2",
+            KvSettings {
+                r_local: 0.1,
+                r_frequent: 0.2,
+                ..KvSettings::with_kind(KvKind::H2o)
+            },
+        ),
+        (
+            "fixed:special+punct+frequent",
+            KvSettings::with_kind("fixed:special+punct+frequent".parse().unwrap()),
+        ),
+        (
+            "fixed:special+punct",
+            KvSettings::with_kind("fixed:special+punct".parse().unwrap()),
+        ),
+        (
+            "fixed:local",
+            KvSettings::with_kind("fixed:local".parse().unwrap()),
+        ),
+    ]
+}
+
+#[test]
+fn every_policy_passes_the_same_generation_checks() {
+    let l = load("smollm2");
+    let cfg = &l.model.cfg;
+    let prompt = &l.essay[..200];
+    let opts = GenerateOptions {
+        max_tokens: 24,
+        sampler: SamplerConfig::greedy(),
+        top_logprobs: 0,
+    };
+    let mut ws = Workspace::default();
+    let entry = 2 * cfg.head_dim * KvDtype::F16.bytes();
+    let heads = cfg.n_layers * cfg.n_kv_heads;
+    for (name, settings) in registry() {
+        let mut c = cache(&l, settings.clone());
+        let gen = generate(&l.model, &mut c, &mut ws, prompt, &opts, &[], &mut |_| true).unwrap();
+        assert_eq!(gen.generated_ids.len(), 24, "{name}");
+        assert!(gen.steps.iter().all(|s| s.logprob.is_finite()), "{name}");
+        let n = prompt.len() + 23;
+        let r = c.report();
+        let kept = c.kv().kept_entries();
+        assert_eq!(r.seq_len, n, "{name}");
+        assert_eq!(r.kept_entries, kept, "{name}");
+        assert!(
+            (r.pruned_ratio - (1.0 - kept as f64 / (heads * n) as f64)).abs() < 1e-12,
+            "{name}"
+        );
+        assert!((0.0..1.0).contains(&r.pruned_ratio_mean), "{name}");
+        assert_eq!(r.kv_bytes_full, heads * n * entry, "{name}");
+        assert_eq!(r.kv_bytes_kept, kept * entry, "{name}");
+        assert!(r.kv_bytes_allocated >= r.kv_bytes_kept, "{name}");
+        if settings.kind != KvKind::Full {
+            // The documented slack: at most 2 * DECODE_SPARE spare slots per head.
+            assert!(
+                r.kv_bytes_allocated <= r.kv_bytes_kept + 2 * DECODE_SPARE * heads * entry,
+                "{name}"
+            );
+        }
+        assert!(r.profile_ms <= r.prefill_ms, "{name}");
+        let params = settings.params();
+        let mut scores_needed = false;
+        for layer in 0..cfg.n_layers {
+            for h in 0..cfg.n_kv_heads {
+                let head = c.kv().head(layer, h);
+                let st = c.head_state(layer, h);
+                let pos = head.positions();
+                assert!(
+                    pos.windows(2).all(|w| w[0] < w[1]),
+                    "{name}: positions increase"
+                );
+                assert!(pos.last().is_none_or(|&p| (p as usize) < n), "{name}");
+                // Eviction is idempotent: the policy keeps everything the head holds.
+                let again = keep_set(st.policy, pos, c.pos_classes(), st.scores(), n, &params);
+                assert!(
+                    again.iter().all(|&k| k),
+                    "{name} layer {layer} head {h}: {}",
+                    st.policy
+                );
+                if st.policy.needs_scores() {
+                    scores_needed = true;
+                    assert_eq!(st.scores().len(), head.len(), "{name}");
+                } else {
+                    assert!(st.scores().is_empty(), "{name}");
+                }
+                if st.policy.is_full() {
+                    assert_eq!(head.len(), n, "{name}: full keeps all");
+                }
+                match settings.kind {
+                    KvKind::FastGen => {
+                        let rec = st.recovery.expect("profiled");
+                        assert!(settings.candidates.contains(&st.policy), "{name}");
+                        assert!(
+                            rec >= settings.recovery || st.policy.is_full(),
+                            "{name}: {rec}"
+                        );
+                    }
+                    KvKind::Window => {
+                        let w = params.local.of(n);
+                        assert_eq!(head.len(), w + 1, "{name}: sink + window");
+                        assert_eq!(pos[0], 0, "{name}");
+                    }
+                    KvKind::H2o => {
+                        let (f, w) = (params.frequent.of(n), params.local.of(n));
+                        assert!(
+                            head.len() >= f.max(w) && head.len() <= f + w,
+                            "{name}: {}",
+                            head.len()
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(r.score_bytes > 0, scores_needed, "{name}");
+        assert_eq!(
+            r.histogram
+                .iter()
+                .map(|l| l.iter().map(|(_, k)| k).sum::<usize>())
+                .sum::<usize>(),
+            heads
+        );
+        // A copy continues exactly like the original and independently of it.
+        let mut copy = c.clone();
+        let next = *gen.generated_ids.last().unwrap();
+        let a = c.decode(&l.model, &mut ws, next).unwrap().to_vec();
+        let b = copy.decode(&l.model, &mut ws, next).unwrap().to_vec();
+        assert_eq!(a, b, "{name}: clone");
+        copy.decode(&l.model, &mut ws, next).unwrap();
+        assert_eq!(c.kv().seq_len() + 1, copy.kv().seq_len(), "{name}");
+        eprintln!("{name:>44}: pruned {:.1}%", 100.0 * r.pruned_ratio);
+    }
+}
+
+#[test]
+fn allocated_bytes_follow_kept_entries() {
+    let l = load("smollm2");
+    let cfg = &l.model.cfg;
+    let entry = 2 * cfg.head_dim * KvDtype::F16.bytes();
+    let heads = cfg.n_layers * cfg.n_kv_heads;
+    let mut c = cache(&l, KvSettings::default());
+    let mut ws = Workspace::default();
+    c.prefill(&l.model, &mut ws, &l.essay[..400]).unwrap();
+    // Right after prefill: shrunk to fit, exactly kept x bytes per entry.
+    let r = c.report();
+    assert!(r.pruned_ratio > 0.2, "{}", r.pruned_ratio);
+    assert_eq!(r.kv_bytes_allocated, r.kept_entries * entry);
+    for &t in &l.essay[400..480] {
+        c.decode(&l.model, &mut ws, t).unwrap();
+        let r = c.report();
+        let slack = r.kv_bytes_allocated - r.kv_bytes_kept;
+        assert!(slack <= 2 * DECODE_SPARE * heads * entry, "slack {slack}");
+        // Score state: 4 bytes per scored slot plus the same kind of slack.
+        assert!(r.score_bytes <= (r.kept_entries + 2 * DECODE_SPARE * heads) * 4);
+    }
+    // The plain cache doubles: a reference for what the slack bound prevents.
+    let mut plain = KvCache::new(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, KvDtype::F16);
+    l.model
+        .prefill(&l.essay[..400], &mut plain, &mut ws)
+        .unwrap();
+    l.model.decode(l.essay[400], &mut plain, &mut ws).unwrap();
+    assert!(plain.allocated_bytes() > plain.full_bytes() * 3 / 2);
+}
+
+#[test]
+fn compressed_cache_refuses_misuse() {
+    let l = load("smollm2");
+    let mut c = cache(&l, KvSettings::default());
+    let mut ws = Workspace::default();
+    assert!(c.decode(&l.model, &mut ws, 1).is_err());
+    assert!(c.prefill(&l.model, &mut ws, &[]).is_err());
+    c.prefill(&l.model, &mut ws, &l.essay[..20]).unwrap();
+    assert!(c.prefill(&l.model, &mut ws, &l.essay[..20]).is_err());
+    let bad = KvSettings {
+        recovery: 2.0,
+        ..KvSettings::default()
+    };
+    let e = CompressedCache::new(&l.model.cfg, KvDtype::F16, Arc::new(bad), l.classes.clone())
+        .unwrap_err();
+    assert!(e.to_string().contains("--recovery"), "{e}");
+    let _ = Params::default();
+}
