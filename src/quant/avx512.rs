@@ -205,21 +205,22 @@ macro_rules! int_kernels {
             let nb = n / QK;
             let (zero, eights) = (_mm512_setzero_si512(), _mm512_set1_epi8(8));
             let mut acc = [[_mm512_setzero_ps(); R]; A];
-            let (mut y, mut corr, mut ad) = ([zero; A], [zero; A], [_mm_setzero_ps(); A]);
+            let (mut y, mut ncorr, mut ad) = ([zero; A], [zero; A], [_mm512_setzero_ps(); A]);
             for i in (0..nb & !1).step_by(2) {
                 for k in 0..A {
                     let a0 = a[k].add(i * Q8_0_BYTES);
                     y[k] = two256(a0.add(2), a0.add(Q8_0_BYTES + 2));
-                    corr[k] = $dpbusd(zero, eights, y[k]); // 8 * sum(y): the -8 offset
-                    ad[k] = f16_pair(a0, a0.add(Q8_0_BYTES));
+                    // -8 * sum(y), the -8 offset, as the starting value of the sums.
+                    ncorr[k] = _mm512_sub_epi32(zero, $dpbusd(zero, eights, y[k]));
+                    ad[k] = spread2(f16_pair(a0, a0.add(Q8_0_BYTES)));
                 }
                 for r in 0..R {
                     let w0 = w[r].add(i * Q4_0_BYTES);
                     let u = nibbles_2blocks(w0.add(2), w0.add(Q4_0_BYTES + 2));
-                    let wd = f16_pair(w0, w0.add(Q4_0_BYTES));
+                    let wd = spread2(f16_pair(w0, w0.add(Q4_0_BYTES)));
                     for k in 0..A {
-                        let s = _mm512_sub_epi32($dpbusd(zero, u, y[k]), corr[k]);
-                        let d = spread2(_mm_mul_ps(wd, ad[k]));
+                        let s = $dpbusd(ncorr[k], u, y[k]);
+                        let d = _mm512_mul_ps(wd, ad[k]);
                         acc[k][r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[k][r]);
                     }
                 }
@@ -293,13 +294,14 @@ macro_rules! int_kernels {
             let nb = n / QK;
             let (zero, sixteens) = (_mm512_setzero_si512(), _mm512_set1_epi8(16));
             let mut acc = [[_mm512_setzero_ps(); R]; A];
-            let (mut y, mut corr, mut ad) = ([zero; A], [zero; A], [_mm_setzero_ps(); A]);
+            let (mut y, mut ncorr, mut ad) = ([zero; A], [zero; A], [_mm512_setzero_ps(); A]);
             for i in (0..nb & !1).step_by(2) {
                 for k in 0..A {
                     let a0 = a[k].add(i * Q8_0_BYTES);
                     y[k] = two256(a0.add(2), a0.add(Q8_0_BYTES + 2));
-                    corr[k] = $dpbusd(zero, sixteens, y[k]); // 16 * sum(y): the -16 offset
-                    ad[k] = f16_pair(a0, a0.add(Q8_0_BYTES));
+                    // -16 * sum(y), the -16 offset, as the starting value of the sums.
+                    ncorr[k] = _mm512_sub_epi32(zero, $dpbusd(zero, sixteens, y[k]));
+                    ad[k] = spread2(f16_pair(a0, a0.add(Q8_0_BYTES)));
                 }
                 for r in 0..R {
                     let w0 = w[r].add(i * Q5_0_BYTES);
@@ -308,10 +310,10 @@ macro_rules! int_kernels {
                     let qh1 = read_unaligned(w0.add(Q5_0_BYTES + 2).cast::<u32>()) as u64;
                     let u = nibbles_2blocks(w0.add(6), w0.add(Q5_0_BYTES + 6));
                     let u = _mm512_mask_add_epi8(u, qh0 | qh1 << 32, u, sixteens);
-                    let wd = f16_pair(w0, w0.add(Q5_0_BYTES));
+                    let wd = spread2(f16_pair(w0, w0.add(Q5_0_BYTES)));
                     for k in 0..A {
-                        let s = _mm512_sub_epi32($dpbusd(zero, u, y[k]), corr[k]);
-                        let d = spread2(_mm_mul_ps(wd, ad[k]));
+                        let s = $dpbusd(ncorr[k], u, y[k]);
+                        let d = _mm512_mul_ps(wd, ad[k]);
                         acc[k][r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[k][r]);
                     }
                 }
@@ -338,22 +340,22 @@ macro_rules! int_kernels {
             let nb = n / QK;
             let zero = _mm512_setzero_si512();
             let mut acc = [[_mm512_setzero_ps(); R]; A];
-            let (mut y, mut ad) = ([zero; A], [_mm_setzero_ps(); A]);
+            let (mut y, mut ad) = ([zero; A], [_mm512_setzero_ps(); A]);
             for i in (0..nb & !1).step_by(2) {
                 for k in 0..A {
                     let a0 = a[k].add(i * Q8_0_BYTES);
                     y[k] = two256(a0.add(2), a0.add(Q8_0_BYTES + 2));
-                    ad[k] = f16_pair(a0, a0.add(Q8_0_BYTES));
+                    ad[k] = spread2(f16_pair(a0, a0.add(Q8_0_BYTES)));
                 }
                 for r in 0..R {
                     let w0 = w[r].add(i * Q8_0_BYTES);
                     let x = two256(w0.add(2), w0.add(Q8_0_BYTES + 2));
                     let (ax, neg) = (_mm512_abs_epi8(x), _mm512_movepi8_mask(x));
-                    let wd = f16_pair(w0, w0.add(Q8_0_BYTES));
+                    let wd = spread2(f16_pair(w0, w0.add(Q8_0_BYTES)));
                     for k in 0..A {
                         let sy = _mm512_mask_sub_epi8(y[k], neg, zero, y[k]);
                         let s = $dpbusd(zero, ax, sy);
-                        let d = spread2(_mm_mul_ps(wd, ad[k]));
+                        let d = _mm512_mul_ps(wd, ad[k]);
                         acc[k][r] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(s), acc[k][r]);
                     }
                 }
