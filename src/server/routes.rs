@@ -288,7 +288,7 @@ async fn generate(
         let app = Arc::clone(&app);
         tokio::task::spawn_blocking(move || {
             // Held until the generation's cache is gone: then the slot and budget go back.
-            let _permit = permit;
+            let permit = permit;
             let stop_now =
                 || cancel.load(Ordering::Relaxed) || app.cancel_all.load(Ordering::Relaxed);
             let result = app.engine.run_request(
@@ -308,6 +308,9 @@ async fn generate(
                     app.metrics.count_cancelled();
                 }
             }
+            // Released before the client hears "done", so a client that sends its next
+            // request the moment this one ends finds the slot free.
+            drop(permit);
             let _ = tx.send(Msg::Done(result));
         });
     }
