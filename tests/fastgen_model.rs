@@ -168,14 +168,17 @@ fn profiling_inside_prefill_matches_exact_attention_maps() {
         )
         .unwrap();
     let group = cfg.n_heads / cfg.n_kv_heads;
-    for (rows, agg) in [
-        (ProfileRows::All, GqaAgg::Min),
-        (ProfileRows::Last(64), GqaAgg::Mean),
+    // The paper's static recovery, and replay of the last rows (the default).
+    for (rows, agg, replay) in [
+        (ProfileRows::All, GqaAgg::Min, 0),
+        (ProfileRows::Last(64), GqaAgg::Mean, 0),
+        (ProfileRows::All, GqaAgg::Min, 128),
     ] {
         let settings = KvSettings {
             profile_rows: rows,
             gqa_agg: agg,
-            ..KvSettings::default()
+            replay,
+            ..KvSettings::paper()
         };
         let mut c = cache(&l, settings.clone());
         c.prefill(&l.model, &mut Workspace::default(), prompt)
@@ -192,7 +195,10 @@ fn profiling_inside_prefill_matches_exact_attention_maps() {
                     cfg.head_dim,
                     cfg.q_dim(),
                 );
-                let prof = HeadProfile::from_maps(&maps, rows.start(s)..s, &params);
+                let mut prof =
+                    HeadProfile::from_maps_replay(&maps, rows.start(s)..s, &params, replay);
+                let (classes, cands) = (c.pos_classes(), &settings.candidates);
+                prof.replay(classes, cands, settings.recovery, agg, false);
                 let want = choose_policy(
                     &prof,
                     c.pos_classes(),
