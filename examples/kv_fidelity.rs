@@ -64,11 +64,16 @@ fn arm(name: &str, t: f64) -> fastgen::Result<KvSettings> {
     };
     if name != "default" && name != "paper" {
         for m in name.split('+') {
+            // `replayN`, `graceN`: another W or N.
+            let num = |p: &str, d: usize| {
+                m.strip_prefix(p)
+                    .and_then(|n| n.parse().ok().or((n.is_empty()).then_some(d)))
+            };
             match m {
-                "replay" => s.replay = 128,
-                "grace" => s.grace = 8,
                 "causal" => s.hh_scores = HhScores::Causal,
                 "mean" => s.gqa_agg = GqaAgg::Mean,
+                _ if num("replay", 128).is_some() => s.replay = num("replay", 128).unwrap_or(128),
+                _ if num("grace", 8).is_some() => s.grace = num("grace", 8).unwrap_or(8),
                 _ => {
                     return Err(fastgen::Error::InvalidSetting(format!(
                         "unknown arm part '{m}'"
@@ -179,8 +184,28 @@ fn main() -> fastgen::Result<()> {
         );
     };
     println!("{name}: {s} prompt tokens, {f} teacher-forced tokens of {text_kind}");
+    // `curve` first: both baselines over a grid of budgets, for matching any arm's kept
+    // share by interpolation (and for the quality-versus-kept plot).
+    let arms: Vec<&str> = arms.split(',').collect();
+    if arms.contains(&"curve") {
+        for i in 0..13 {
+            let keep = 0.35 + 0.05 * i as f64;
+            let w = run(KvSettings {
+                window: Budget::Ratio(keep),
+                ..KvSettings::with_kind(KvKind::Window)
+            })?;
+            report("curve:window", 0.0, &w);
+            let r = 0.18 + 0.03 * i as f64;
+            let h = run(KvSettings {
+                r_local: r,
+                r_frequent: r,
+                ..KvSettings::with_kind(KvKind::H2o)
+            })?;
+            report("curve:h2o", 0.0, &h);
+        }
+    }
     for &t in &ts {
-        for a in arms.split(',') {
+        for &a in arms.iter().filter(|&&a| a != "curve") {
             let (a, baselines) = match a.strip_prefix("nobase:") {
                 Some(a) => (a, false),
                 None => (a, true),
@@ -209,8 +234,20 @@ fn main() -> fastgen::Result<()> {
             };
             let mut r = keep / 2.0;
             let mut h = run(h2o(r))?;
-            if (h.kept_end - keep).abs() > 0.003 {
-                r *= keep / h.kept_end;
+            let mut prev: Option<(f64, f64)> = None;
+            for _ in 0..3 {
+                if (h.kept_end - keep).abs() <= 0.002 {
+                    break;
+                }
+                let next = match prev {
+                    // Secant through the last two (ratio, kept) points.
+                    Some((r0, k0)) if (h.kept_end - k0).abs() > 1e-6 => {
+                        r + (keep - h.kept_end) * (r - r0) / (h.kept_end - k0)
+                    }
+                    _ => r * keep / h.kept_end,
+                };
+                prev = Some((r, h.kept_end));
+                r = next.clamp(1e-3, 1.0);
                 h = run(h2o(r))?;
             }
             report(&format!("  h2o@{a}"), t, &h);

@@ -77,8 +77,11 @@ fn run_json_has_the_kv_accounting() {
         json.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    // The one-line summary of the default method.
-    assert!(stderr.contains("kv fastgen T=0.95: pruned"), "{stderr}");
+    // The one-line summary of the default method, with its settings.
+    assert!(
+        stderr.contains("kv fastgen T=0.95 replay:128 grace:8 hh:causal: pruned"),
+        "{stderr}"
+    );
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let kv = &doc["kv"];
@@ -105,6 +108,26 @@ fn run_json_has_the_kv_accounting() {
     let full = kv["kv_bytes_full"].as_u64().unwrap();
     let pruned = kv["pruned_ratio"].as_f64().unwrap();
     assert!(full > 0 && (0.0..1.0).contains(&pruned));
+
+    // Budget mode reports the T it picked, in the summary and the JSON.
+    let (code, _, stderr) = fastgen(&[
+        "run",
+        "--raw",
+        "The quick brown fox jumps over the lazy dog. It was, in fact, very lazy.",
+        "--max-tokens",
+        "2",
+        "--kv-budget",
+        "70%",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("(budget 70% kept: picked T="), "{stderr}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let t = doc["kv"]["recovery"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&t), "{t}");
+    assert_eq!(doc["kv"]["budget_met"], true);
 }
 
 #[test]
