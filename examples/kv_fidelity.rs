@@ -72,6 +72,10 @@ fn arm(name: &str, t: f64) -> fastgen::Result<KvSettings> {
             match m {
                 "causal" => s.hh_scores = HhScores::Causal,
                 "mean" => s.gqa_agg = GqaAgg::Mean,
+                // Without the candidate that drops the local window.
+                "nospf" => s
+                    .candidates
+                    .retain(|c| c.to_string() != "special+punct+frequent"),
                 _ if num("replay", 128).is_some() => s.replay = num("replay", 128).unwrap_or(128),
                 _ if num("grace", 8).is_some() => s.grace = num("grace", 8).unwrap_or(8),
                 _ => {
@@ -187,9 +191,19 @@ fn main() -> fastgen::Result<()> {
     // `curve` first: both baselines over a grid of budgets, for matching any arm's kept
     // share by interpolation (and for the quality-versus-kept plot).
     let arms: Vec<&str> = arms.split(',').collect();
-    if arms.contains(&"curve") {
-        for i in 0..13 {
-            let keep = 0.35 + 0.05 * i as f64;
+    // `curvehi`: the upper end only (the grid's last three h2o points and beyond).
+    let grid = match (arms.contains(&"curve"), arms.contains(&"curvehi")) {
+        (true, _) => 0..16,
+        (false, true) => 13..16,
+        _ => 0..0,
+    };
+    {
+        for i in grid {
+            let keep = if i < 13 {
+                0.35 + 0.05 * i as f64
+            } else {
+                0.95 + 0.01 * (i - 12) as f64
+            };
             let w = run(KvSettings {
                 window: Budget::Ratio(keep),
                 ..KvSettings::with_kind(KvKind::Window)
@@ -205,7 +219,7 @@ fn main() -> fastgen::Result<()> {
         }
     }
     for &t in &ts {
-        for &a in arms.iter().filter(|&&a| a != "curve") {
+        for &a in arms.iter().filter(|&&a| !a.starts_with("curve")) {
             let (a, baselines) = match a.strip_prefix("nobase:") {
                 Some(a) => (a, false),
                 None => (a, true),

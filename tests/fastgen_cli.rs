@@ -79,7 +79,7 @@ fn run_json_has_the_kv_accounting() {
     assert_eq!(code, 0, "{stderr}");
     // The one-line summary of the default method, with its settings.
     assert!(
-        stderr.contains("kv fastgen T=0.95 replay:128 grace:8 hh:causal: pruned"),
+        stderr.contains("kv fastgen T=0.95 replay:128 grace:32 hh:causal: pruned"),
         "{stderr}"
     );
     let doc: serde_json::Value =
@@ -118,6 +118,9 @@ fn run_json_has_the_kv_accounting() {
         "2",
         "--kv-budget",
         "70%",
+        // The default grace window would keep the whole of so short a prompt.
+        "--grace",
+        "0",
         "--json",
         json.to_str().unwrap(),
     ]);

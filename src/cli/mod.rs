@@ -11,9 +11,7 @@ mod tokenize;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fastgen::chat::{ChatMessage, ChatTemplate};
-use fastgen::fastgen::{
-    parse_candidates_or_default, Budget, CompressedCache, KvSettings, TokenClasses,
-};
+use fastgen::fastgen::{parse_candidates, Budget, CompressedCache, KvSettings, TokenClasses};
 use fastgen::fetch as fetcher;
 use fastgen::kv_cache::KvDtype;
 use fastgen::model::Model;
@@ -186,9 +184,9 @@ pub struct KvArgs {
     /// Prompt rows profiled: all, or last:W (the last W rows) (default: all).
     #[arg(long)]
     profile_rows: Option<String>,
-    /// FastGen candidates, cheapest first, comma-separated, ending with full
-    /// (default: the paper's special, special+punct, special+punct+frequent,
-    /// special+punct+frequent+local, full).
+    /// FastGen candidates, cheapest first, comma-separated, ending with full (default:
+    /// special, special+punct, special+punct+frequent+local, full; fastgen-paper adds
+    /// special+punct+frequent before +local, the paper's list).
     #[arg(long)]
     candidates: Option<String>,
     /// Window baseline: recent window as a share of the sequence (default 0.3).
@@ -204,7 +202,7 @@ pub struct KvArgs {
     /// (0: the paper's static recovery; default 128, fastgen-paper 0).
     #[arg(long)]
     replay: Option<usize>,
-    /// FastGen: every compressed policy keeps the last N tokens (default 8, fastgen-paper 0).
+    /// FastGen: every compressed policy keeps the last N tokens (default 32, fastgen-paper 0).
     #[arg(long)]
     grace: Option<usize>,
     /// FastGen: heavy-hitter scores, sum (cumulative attention) or causal (mean attention
@@ -242,7 +240,10 @@ impl KvArgs {
             punct_whitespace: self.punct_whitespace,
             profile_rows: (self.profile_rows.as_deref())
                 .map_or(Ok(base.profile_rows), str::parse)?,
-            candidates: parse_candidates_or_default(self.candidates.as_deref())?,
+            candidates: match &self.candidates {
+                Some(c) => parse_candidates(c)?,
+                None => base.candidates.clone(),
+            },
             window,
             frequent_grace: self.frequent_grace.unwrap_or(base.frequent_grace),
             replay: self.replay.unwrap_or(base.replay),

@@ -27,8 +27,8 @@ pub mod stats;
 pub use cache::{compress_head, evict_step, CompressedCache, HeadState, DECODE_SPARE};
 pub use classes::TokenClasses;
 pub use policy::{
-    default_candidates, keep_set, parse_candidates, parse_candidates_or_default, Budget, Params,
-    Part, Policy,
+    default_candidates, keep_set, local_candidates, parse_candidates, parse_candidates_or_default,
+    Budget, Params, Part, Policy,
 };
 pub use profile::{choose_policy, GqaAgg, HeadProfile, ProfileRows};
 pub use replay::{replay_recovery, Tail};

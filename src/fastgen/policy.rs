@@ -162,6 +162,19 @@ pub fn default_candidates() -> Vec<Policy> {
     ]
 }
 
+/// The candidates of `--kv fastgen`: the paper's without `special+punct+frequent`, whose
+/// heads lose all recent context while decoding and caused most of the paper-faithful
+/// loss in our measurements (`docs/fastgen/BEYOND.md`).
+pub fn local_candidates() -> Vec<Policy> {
+    use Part::*;
+    vec![
+        Policy::of(&[Special]),
+        Policy::of(&[Special, Punct]),
+        Policy::of(&[Special, Punct, Frequent, Local]),
+        Policy::FULL,
+    ]
+}
+
 /// Parses a comma-separated candidate list; it must end with `full`, so that every head
 /// has a choice.
 pub fn parse_candidates(s: &str) -> Result<Vec<Policy>> {

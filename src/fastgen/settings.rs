@@ -2,7 +2,7 @@
 //! read from a command line or a request goes through [`KvSettings::validate`], so a bad
 //! value is an [`Error::InvalidSetting`] naming it, never a panic.
 
-use super::policy::{default_candidates, Budget, Params, Part, Policy};
+use super::policy::{default_candidates, local_candidates, Budget, Params, Part, Policy};
 use super::profile::{GqaAgg, ProfileRows};
 use crate::error::{Error, Result};
 use std::fmt;
@@ -184,8 +184,9 @@ impl Default for KvSettings {
     fn default() -> KvSettings {
         KvSettings {
             replay: 128,
-            grace: 8,
+            grace: 32,
             hh_scores: HhScores::Causal,
+            candidates: local_candidates(),
             ..KvSettings::paper()
         }
     }
