@@ -125,7 +125,10 @@ fn run_json_has_the_kv_accounting() {
         json.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stderr.contains("(budget 70% kept: picked T="), "{stderr}");
+    assert!(
+        stderr.contains("kv fastgen budget 70% kept replay:128 hh:causal (picked T="),
+        "{stderr}"
+    );
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let t = doc["kv"]["recovery"].as_f64().unwrap();

@@ -157,8 +157,8 @@ impl KvReport {
     pub fn summary(&self) -> String {
         const MIB: f64 = 1024.0 * 1024.0;
         let what = match (&self.budget, self.recovery) {
-            (Some(b), Some(t)) => format!(
-                "{} (budget {b}: picked T={t:.4}{})",
+            (Some(_), Some(t)) => format!(
+                "{} (picked T={t:.4}{})",
                 self.label,
                 if self.budget_met == Some(false) {
                     ", over budget even at T=0"
