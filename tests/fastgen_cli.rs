@@ -32,6 +32,11 @@ fn bad_kv_settings_name_the_setting_before_loading() {
         (&["--r-local", "2"], "--r-local"),
         (&["--r-frequent", "-1"], "--r-frequent"),
         (&["--gqa-agg", "max"], "--gqa-agg"),
+        (&["--hh-scores", "max"], "--hh-scores"),
+        (&["--kv-budget", "1.5"], "--kv-budget"),
+        (&["--kv-budget", "12XB"], "--kv-budget"),
+        (&["--kv", "h2o", "--kv-budget", "0.5"], "--kv-budget"),
+        (&["--kv", "fastgen-papers"], "--kv 'fastgen-papers'"),
         (&["--profile-rows", "last:0"], "--profile-rows"),
         (&["--candidates", "special,special+punct"], "--candidates"),
         (&["--kv", "window", "--window-ratio", "0"], "--window-ratio"),
@@ -72,8 +77,11 @@ fn run_json_has_the_kv_accounting() {
         json.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    // The one-line summary of the default method.
-    assert!(stderr.contains("kv fastgen T=0.95: pruned"), "{stderr}");
+    // The one-line summary of the default method, with its settings.
+    assert!(
+        stderr.contains("kv fastgen T=0.95 replay:128 grace:32 hh:causal: pruned"),
+        "{stderr}"
+    );
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let kv = &doc["kv"];
@@ -100,6 +108,32 @@ fn run_json_has_the_kv_accounting() {
     let full = kv["kv_bytes_full"].as_u64().unwrap();
     let pruned = kv["pruned_ratio"].as_f64().unwrap();
     assert!(full > 0 && (0.0..1.0).contains(&pruned));
+
+    // Budget mode reports the T it picked, in the summary and the JSON.
+    let (code, _, stderr) = fastgen(&[
+        "run",
+        "--raw",
+        "The quick brown fox jumps over the lazy dog. It was, in fact, very lazy.",
+        "--max-tokens",
+        "2",
+        "--kv-budget",
+        "70%",
+        // The default grace window would keep the whole of so short a prompt.
+        "--grace",
+        "0",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("kv fastgen budget 70% kept replay:128 hh:causal (picked T="),
+        "{stderr}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let t = doc["kv"]["recovery"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&t), "{t}");
+    assert_eq!(doc["kv"]["budget_met"], true);
 }
 
 #[test]

@@ -6,8 +6,8 @@
 mod common;
 
 use fastgen::fastgen::{
-    choose_policy, keep_set, Budget, CompressedCache, GqaAgg, HeadProfile, KvKind, KvSettings,
-    Params, ProfileRows, TokenClasses, DECODE_SPARE,
+    choose_policy, keep_set, Budget, CompressedCache, GqaAgg, HeadProfile, KvBudget, KvKind,
+    KvSettings, Params, ProfileRows, TokenClasses, DECODE_SPARE,
 };
 use fastgen::generate::{generate, GenerateOptions, Sequence};
 use fastgen::kv_cache::{HeadCache, KvCache, KvDtype};
@@ -168,14 +168,17 @@ fn profiling_inside_prefill_matches_exact_attention_maps() {
         )
         .unwrap();
     let group = cfg.n_heads / cfg.n_kv_heads;
-    for (rows, agg) in [
-        (ProfileRows::All, GqaAgg::Min),
-        (ProfileRows::Last(64), GqaAgg::Mean),
+    // The paper's static recovery, and replay of the last rows (the default).
+    for (rows, agg, replay) in [
+        (ProfileRows::All, GqaAgg::Min, 0),
+        (ProfileRows::Last(64), GqaAgg::Mean, 0),
+        (ProfileRows::All, GqaAgg::Min, 128),
     ] {
         let settings = KvSettings {
             profile_rows: rows,
             gqa_agg: agg,
-            ..KvSettings::default()
+            replay,
+            ..KvSettings::paper()
         };
         let mut c = cache(&l, settings.clone());
         c.prefill(&l.model, &mut Workspace::default(), prompt)
@@ -192,7 +195,10 @@ fn profiling_inside_prefill_matches_exact_attention_maps() {
                     cfg.head_dim,
                     cfg.q_dim(),
                 );
-                let prof = HeadProfile::from_maps(&maps, rows.start(s)..s, &params);
+                let mut prof =
+                    HeadProfile::from_maps_replay(&maps, rows.start(s)..s, &params, replay);
+                let (classes, cands) = (c.pos_classes(), &settings.candidates);
+                prof.replay(classes, cands, settings.recovery, agg, false);
                 let want = choose_policy(
                     &prof,
                     c.pos_classes(),
@@ -414,12 +420,73 @@ fn every_policy_passes_the_same_generation_checks() {
 }
 
 #[test]
+fn budget_mode_picks_the_largest_threshold_that_fits() {
+    let l = load("smollm2");
+    let cfg = &l.model.cfg;
+    let prompt = &l.essay[..300];
+    let all = (cfg.n_layers * cfg.n_kv_heads * prompt.len()) as f64;
+    let prefill = |s: KvSettings| {
+        let mut c = cache(&l, s);
+        c.prefill(&l.model, &mut Workspace::default(), prompt)
+            .unwrap();
+        c.report()
+    };
+    let entry = 2 * cfg.head_dim * KvDtype::F16.bytes();
+    for budget in [
+        KvBudget::Ratio(0.7),
+        KvBudget::Bytes(entry * all as usize * 17 / 20),
+    ] {
+        let limit = match budget {
+            KvBudget::Ratio(r) => r * all,
+            KvBudget::Bytes(b) => (b / entry) as f64,
+        };
+        let r = prefill(KvSettings {
+            budget: Some(budget),
+            ..KvSettings::default()
+        });
+        assert_eq!(r.budget_met, Some(true), "{budget}");
+        assert!(
+            r.kept_entries as f64 <= limit,
+            "{budget}: {}",
+            r.kept_entries
+        );
+        assert!(r.summary().contains("picked T="), "{}", r.summary());
+        // The T it reports gives the same cache when asked for directly; any larger T
+        // keeps more than the budget.
+        let t = r.recovery.unwrap();
+        assert!(t < 1.0, "{budget}: the whole prompt should not fit");
+        let same = prefill(KvSettings {
+            recovery: t,
+            ..KvSettings::default()
+        });
+        assert_eq!(same.policies, r.policies, "{budget}");
+        let more = prefill(KvSettings {
+            recovery: t + 1e-9,
+            ..KvSettings::default()
+        });
+        assert!(more.kept_entries as f64 > limit, "{budget} at T={t}");
+    }
+    // A budget below the cheapest choices: T = 0, reported as not met.
+    let r = prefill(KvSettings {
+        budget: Some(KvBudget::Bytes(1)),
+        ..KvSettings::default()
+    });
+    assert_eq!((r.recovery, r.budget_met), (Some(0.0), Some(false)));
+}
+
+#[test]
 fn allocated_bytes_follow_kept_entries() {
     let l = load("smollm2");
     let cfg = &l.model.cfg;
     let entry = 2 * cfg.head_dim * KvDtype::F16.bytes();
     let heads = cfg.n_layers * cfg.n_kv_heads;
-    let mut c = cache(&l, KvSettings::default());
+    let mut c = cache(
+        &l,
+        KvSettings {
+            recovery: 0.9,
+            ..KvSettings::default()
+        },
+    );
     let mut ws = Workspace::default();
     c.prefill(&l.model, &mut ws, &l.essay[..400]).unwrap();
     // Right after prefill: shrunk to fit, exactly kept x bytes per entry.

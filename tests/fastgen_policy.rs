@@ -5,8 +5,8 @@
 
 use fastgen::fastgen::classes::{CONTROL, PUNCT, SINK};
 use fastgen::fastgen::{
-    choose_policy, compress_head, default_candidates, evict_step, keep_set, Budget, GqaAgg,
-    HeadProfile, HeadState, Params, Policy,
+    choose_policy, compress_head, default_candidates, evict_step, keep_set, replay_recovery,
+    Budget, GqaAgg, HeadProfile, HeadState, Params, Policy, Tail,
 };
 use fastgen::kv_cache::{HeadCache, KvDtype};
 
@@ -71,7 +71,7 @@ fn each_part_and_their_unions_by_hand() {
     let t = Params {
         local: Budget::Tokens(1),
         frequent: Budget::Tokens(1),
-        grace: 0,
+        ..Params::default()
     };
     assert_eq!(keep_all_positions("frequent+local", &t), [0, 9]);
 }
@@ -456,5 +456,158 @@ fn decode_capacity_stays_near_kept() {
             "step {q}: {spare}"
         );
         assert_eq!(head.allocated_bytes(), head.capacity() * 2 * 4 * 2);
+    }
+}
+
+// Beyond the paper (issue 8): replay, a grace window for every policy, causal heavy-hitter
+// scores. One query head, S = 4, key 0 the sink; r_l = r_f = 0.3: window and frequent
+// budget 1 at n = 2 and 3, 2 at n = 4.
+//   row 0: 1
+//   row 1: 0.5 0.5
+//   row 2: 0.2 0.2 0.6
+//   row 3: 0.1 0.1 0.2 0.6
+fn replay_map() -> Vec<Vec<f32>> {
+    map(&[&[1.0], &[0.5, 0.5], &[0.2, 0.2, 0.6], &[0.1, 0.1, 0.2, 0.6]])
+}
+
+/// Recovery of `policy` replaying the last 2 rows.
+fn replayed(policy: &str, params: &Params) -> f64 {
+    let m = replay_map();
+    let tail: Vec<f32> = m[2..].iter().flatten().copied().collect();
+    let tail = Tail {
+        rows: &[tail],
+        from: 2,
+        len: 4,
+    };
+    // Column sums of rows 0 and 1: the scores the cache starts from at n = 2.
+    let seeds = [1.5, 0.5];
+    replay_recovery(p(policy), tail, &seeds, &SINK_ONLY, params)[0]
+}
+
+#[test]
+fn replay_measures_recovery_as_decoding_evicts() {
+    let d = Params::default();
+    // special+punct+frequent. At n = 2 it keeps 0 (sink) and 1 (the one frequent slot).
+    // Row 2 sees {0, 1, 2}: 1.0; scores 1.7, 0.7, 0.6; at n = 3 frequent keeps 1 (0.7 >
+    // 0.6), evicting 2. Row 3 sees {0, 1, 3}: 0.8. Recovery (1.0 + 0.8) / 2 = 0.9.
+    assert!((replayed("special+punct+frequent", &d) - 0.9).abs() < 1e-6);
+    // special: every new token sees itself, then goes. Rows: 0.2 + 0.6, 0.1 + 0.6 -> 0.75.
+    assert!((replayed("special", &d) - 0.75).abs() < 1e-6);
+    assert_eq!(replayed("full", &d), 1.0);
+    // The paper's static recovery of special+punct+frequent over all 4 rows: column sums
+    // 1.8, 0.8, 0.8, 0.6, frequent at n = 4 takes 1 and 2; rows keep 1, 1, 1, 0.4 -> 0.85.
+    let prof = HeadProfile::from_maps(&[replay_map()], 0..4, &d);
+    let r = prof.recovery(p("special+punct+frequent"), &SINK_ONLY)[0];
+    assert!((r - 0.85).abs() < 1e-6, "{r}");
+    // So at T = 0.88 the paper climbs to +local, replay stops at special+punct+frequent
+    // (special and special+punct replay to 0.75).
+    let (policy, _) = choose(&[replay_map()], &SINK_ONLY, 0.88, GqaAgg::Min);
+    assert_eq!(policy, "special+punct+frequent+local");
+    let mut prof = HeadProfile::from_maps_replay(&[replay_map()], 0..4, &d, 2);
+    let cands = default_candidates();
+    prof.replay(&SINK_ONLY, &cands, 0.88, GqaAgg::Min, false);
+    let c = choose_policy(&prof, &SINK_ONLY, &cands, 0.88, GqaAgg::Min);
+    assert_eq!(c.policy.to_string(), "special+punct+frequent");
+    assert!((c.recovery - 0.9).abs() < 1e-6, "{:?}", c.tried);
+    assert!((c.tried[0] - 0.75).abs() < 1e-6, "{:?}", c.tried);
+}
+
+#[test]
+fn a_grace_window_keeps_new_tokens_in_every_policy() {
+    let g = Params {
+        grace_all: 1,
+        ..Params::default()
+    };
+    // special+punct+frequent with grace 1: position 2 stays at n = 3 as the newest, so
+    // row 3 sees everything: (1.0 + 1.0) / 2.
+    assert!((replayed("special+punct+frequent", &g) - 1.0).abs() < 1e-6);
+    // special with grace 1 keeps the sink and the newest: at n = 2 {0, 1}, so row 2 sees
+    // all (1.0); at n = 3 {0, 2}, so row 3 sees 0.1 + 0.2 + 0.6. (1.0 + 0.9) / 2 = 0.95
+    // against 0.75 without grace.
+    assert!((replayed("special", &g) - 0.95).abs() < 1e-6);
+    // keep_set: special+punct with grace 2 at n = 10 keeps 0, 1, 3, 6 and 8, 9.
+    let pos: Vec<u32> = (0..10).collect();
+    let g2 = Params {
+        grace_all: 2,
+        ..Params::default()
+    };
+    let k = keep_set(p("special+punct"), &pos, &CLASSES, &SCORES, 10, &g2);
+    assert_eq!(kept(&pos, &k), [0, 1, 3, 6, 8, 9]);
+    // It widens no window that is already wider: local keeps 7, 8, 9 either way.
+    let k = keep_set(p("local"), &pos, &CLASSES, &SCORES, 10, &g2);
+    assert_eq!(kept(&pos, &k), [7, 8, 9]);
+    assert_eq!(g2.window(Policy::FULL, 10), 10);
+    assert_eq!(g2.windows(10), [2, 3]);
+}
+
+#[test]
+fn causal_scores_rank_by_mean_attention_received() {
+    let c = Params {
+        causal: true,
+        ..Params::default()
+    };
+    // frequent alone at n = 10, budget 3, over SCORES. Sums pick 0 (9), 3 (8), 4 (7).
+    // Means divide by the rows that saw each position, 10 - pos: 0 -> 0.9, 1 -> 0.11,
+    // 2 -> 0.25, 3 -> 1.14, 4 -> 1.17, 5 -> 0.6, 6 -> 1.5, 7 -> 0.17, 8 -> 2.5, 9 -> 4.
+    // Top 3: 9, 8, 6.
+    let pos: Vec<u32> = (0..10).collect();
+    let k = keep_set(
+        p("frequent"),
+        &pos,
+        &CLASSES,
+        &SCORES,
+        10,
+        &Params::default(),
+    );
+    assert_eq!(kept(&pos, &k), [0, 3, 4]);
+    let k = keep_set(p("frequent"), &pos, &CLASSES, &SCORES, 10, &c);
+    assert_eq!(kept(&pos, &k), [6, 8, 9]);
+    // In replay: at n = 3 position 2 (0.6 over 1 row) beats position 1 (0.7 over 2 rows),
+    // so row 3 sees {0, 2, 3}: 0.9, and recovery is (1.0 + 0.9) / 2.
+    assert!((replayed("special+punct+frequent", &c) - 0.95).abs() < 1e-6);
+}
+
+#[test]
+fn replay_agrees_with_compress_and_evict_steps() {
+    // The same head run through the cache: compress at n = 2, then two decode steps with
+    // the rows' probabilities; the attention each row keeps is what replay measured.
+    let m = replay_map();
+    for (params, want) in [
+        (Params::default(), 0.9),
+        (
+            Params {
+                causal: true,
+                ..Params::default()
+            },
+            0.95,
+        ),
+    ] {
+        let policy = p("special+punct+frequent");
+        let mut head = HeadCache::new(1, KvDtype::F32);
+        for pos in 0..2 {
+            head.push(pos, &[0.0], &[0.0]);
+        }
+        let scores = compress_head(&mut head, policy, &SINK_ONLY, &[1.5, 0.5], 2, &params);
+        let mut st = HeadState::new(policy, scores);
+        let mut mass = 0.0;
+        for i in 2..4u32 {
+            head.push(i, &[0.0], &[0.0]);
+            let probs: Vec<f32> = head
+                .positions()
+                .iter()
+                .map(|&q| m[i as usize][q as usize])
+                .collect();
+            mass += probs.iter().sum::<f32>() as f64;
+            evict_step(
+                &mut head,
+                &mut st,
+                Some(&probs),
+                &SINK_ONLY,
+                i as usize + 1,
+                &params,
+            );
+        }
+        assert!((mass / 2.0 - want).abs() < 1e-6, "{mass}");
+        assert!((replayed("special+punct+frequent", &params) - want).abs() < 1e-6);
     }
 }

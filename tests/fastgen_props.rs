@@ -4,7 +4,11 @@
 
 use fastgen::fastgen::classes::{CONTROL, PUNCT, SINK};
 use fastgen::fastgen::policy::part_keep;
-use fastgen::fastgen::{default_candidates, keep_set, Budget, HeadProfile, Params, Part, Policy};
+use fastgen::fastgen::{
+    compress_head, default_candidates, evict_step, keep_set, replay_recovery, Budget, HeadProfile,
+    HeadState, Params, Part, Policy, Tail,
+};
+use fastgen::kv_cache::{HeadCache, KvDtype};
 use proptest::prelude::*;
 
 /// A head: n, the positions it holds (increasing, < n), classes per position, scores per slot.
@@ -62,11 +66,20 @@ fn policy() -> impl Strategy<Value = Policy> {
 }
 
 fn params() -> impl Strategy<Value = Params> {
-    (0.0f64..1.0, 0.0f64..1.0, 0usize..3).prop_map(|(l, f, g)| Params {
-        local: Budget::Ratio(l),
-        frequent: Budget::Ratio(f),
-        grace: g,
-    })
+    (
+        0.0f64..1.0,
+        0.0f64..1.0,
+        0usize..3,
+        0usize..3,
+        any::<bool>(),
+    )
+        .prop_map(|(l, f, g, ga, causal)| Params {
+            local: Budget::Ratio(l),
+            frequent: Budget::Ratio(f),
+            grace: g,
+            grace_all: ga,
+            causal,
+        })
 }
 
 fn keep(p: Policy, h: &Head, params: &Params) -> Vec<bool> {
@@ -127,11 +140,17 @@ proptest! {
         let cheaper = p.without(Part::Frequent).without(Part::Local);
         let candidates = h.positions.iter().filter(|&&q| !cheaper.keeps_class(h.classes[q as usize])).count();
         prop_assert_eq!(k.iter().filter(|&&x| x).count(), prm.frequent.of(h.n).min(candidates));
-        // Nothing kept by frequent scores below something it left out.
-        let low = (0..k.len()).filter(|&s| k[s]).map(|s| h.scores[s]).fold(f32::INFINITY, f32::min);
-        for ((&kept, &q), &score) in k.iter().zip(&h.positions).zip(&h.scores) {
+        // Nothing kept by frequent ranks below something it left out (by the sum, or the
+        // mean over the rows since the token with causal scores).
+        let rank = |s: usize| if prm.causal {
+            h.scores[s] / (h.n - h.positions[s] as usize).max(1) as f32
+        } else {
+            h.scores[s]
+        };
+        let low = (0..k.len()).filter(|&s| k[s]).map(rank).fold(f32::INFINITY, f32::min);
+        for (s, (&kept, &q)) in k.iter().zip(&h.positions).enumerate() {
             if !kept && !cheaper.keeps_class(h.classes[q as usize]) {
-                prop_assert!(score <= low);
+                prop_assert!(rank(s) <= low);
             }
         }
     }
@@ -168,7 +187,7 @@ proptest! {
             let got = prof.recovery(c, &classes);
             // Brute force: row i keeps the column set (parts but the window) and its window.
             let cols = keep_set(c.without(Part::Local), &positions, &classes, &seeds, s,
-                &Params { grace: 0, ..prm });
+                &Params { grace: 0, grace_all: 0, ..prm });
             let w = prm.window(c, s);
             for (h, m) in maps.iter().enumerate() {
                 let mut total = 0.0f64;
@@ -186,6 +205,59 @@ proptest! {
             let min = got.iter().copied().fold(f64::INFINITY, f64::min);
             prop_assert!(min >= last - 1e-6, "{c}: {min} < {last}");
             last = min;
+        }
+    }
+
+    #[test]
+    fn replay_is_the_cache_decoding_the_tail(
+        s in 2usize..20,
+        group in 1usize..4,
+        seed in any::<u64>(),
+        classes_seed in any::<u64>(),
+        w in 1usize..20,
+        p in policy(),
+        prm in params(),
+    ) {
+        let mut x = seed | 1;
+        let mut rnd = move || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; (x % 1000) as f32 / 100.0 };
+        let maps: Vec<Vec<Vec<f32>>> = (0..group).map(|_| {
+            (0..s).map(|i| {
+                let e: Vec<f32> = (0..=i).map(|_| rnd().exp()).collect();
+                let z: f32 = e.iter().sum();
+                let mut row: Vec<f32> = e.iter().map(|v| v / z).collect();
+                row.resize(s, 0.0);
+                row
+            }).collect()
+        }).collect();
+        let classes: Vec<u8> = (0..s).map(|j| [0, 0, PUNCT, CONTROL][((classes_seed >> (2 * (j % 32))) & 3) as usize]
+            | if j == 0 { SINK } else { 0 }).collect();
+        let from = s.saturating_sub(w);
+        let tails: Vec<Vec<f32>> = maps.iter().map(|m| m[from..].iter().flatten().copied().collect()).collect();
+        let seeds: Vec<f32> = (0..from).map(|j| maps.iter().map(|m| m[..from].iter().map(|r| r[j]).sum::<f32>()).sum()).collect();
+        let got = replay_recovery(p, Tail { rows: &tails, from, len: s }, &seeds, &classes, &prm);
+        // The cache: compress at n = from, then decode each tail row (Algorithm 2).
+        let mut head = HeadCache::new(1, KvDtype::F32);
+        for q in 0..from as u32 {
+            head.push(q, &[0.0], &[0.0]);
+        }
+        let scores = if from > 0 {
+            compress_head(&mut head, p, &classes, &seeds, from, &prm)
+        } else {
+            Vec::new()
+        };
+        let mut st = HeadState::new(p, scores);
+        let mut mass = vec![0.0f64; group];
+        for i in from..s {
+            head.push(i as u32, &[0.0], &[0.0]);
+            let probs: Vec<f32> = maps.iter().flat_map(|m| head.positions().iter().map(|&q| m[i][q as usize])).collect();
+            for (g, m) in mass.iter_mut().enumerate() {
+                *m += probs[g * head.len()..(g + 1) * head.len()].iter().map(|&a| a as f64).sum::<f64>();
+            }
+            evict_step(&mut head, &mut st, Some(&probs), &classes, i + 1, &prm);
+        }
+        for g in 0..group {
+            let want = if p.is_full() { 1.0 } else { mass[g] / (s - from) as f64 };
+            prop_assert!((got[g] - want).abs() < 1e-5, "{p}: {} vs {want}", got[g]);
         }
     }
 }

@@ -11,9 +11,7 @@ mod tokenize;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fastgen::chat::{ChatMessage, ChatTemplate};
-use fastgen::fastgen::{
-    parse_candidates_or_default, Budget, CompressedCache, KvSettings, TokenClasses,
-};
+use fastgen::fastgen::{parse_candidates, Budget, CompressedCache, KvSettings, TokenClasses};
 use fastgen::fetch as fetcher;
 use fastgen::kv_cache::KvDtype;
 use fastgen::model::Model;
@@ -157,9 +155,10 @@ impl PromptArgs {
 /// The KV cache: its method (FastGen or a baseline) and their settings.
 #[derive(Args, Clone)]
 pub struct KvArgs {
-    /// KV-cache method: fastgen (adaptive per KV head), full, window (sink tokens + recent,
-    /// StreamingLLM), h2o (local + frequent on every head), or fixed:PARTS on every head
-    /// (parts: special, punct, frequent, local, sink, full; e.g. fixed:special+punct+frequent).
+    /// KV-cache method: fastgen (adaptive per KV head, with replay, grace and causal scores),
+    /// fastgen-paper (the paper's rules), full, window (sink tokens + recent, StreamingLLM),
+    /// h2o (local + frequent on every head), or fixed:PARTS on every head (parts: special,
+    /// punct, frequent, local, sink, full; e.g. fixed:special+punct+frequent).
     #[arg(long, default_value = "fastgen")]
     kv: String,
     /// FastGen recovery threshold T: each KV head takes the first candidate keeping this
@@ -175,18 +174,19 @@ pub struct KvArgs {
     /// Leading positions counted as special tokens (the attention sink).
     #[arg(long, default_value_t = 1)]
     sink_tokens: usize,
-    /// How a grouped-query KV head aggregates its query heads' recoveries: min or mean.
-    #[arg(long, default_value = "min")]
-    gqa_agg: String,
+    /// How a grouped-query KV head aggregates its query heads' recoveries: min or mean
+    /// (default: min).
+    #[arg(long)]
+    gqa_agg: Option<String>,
     /// Count whitespace-only tokens as punctuation.
     #[arg(long)]
     punct_whitespace: bool,
-    /// Prompt rows profiled: all, or last:W (the last W rows).
-    #[arg(long, default_value = "all")]
-    profile_rows: String,
-    /// FastGen candidates, cheapest first, comma-separated, ending with full
-    /// (default: the paper's special, special+punct, special+punct+frequent,
-    /// special+punct+frequent+local, full).
+    /// Prompt rows profiled: all, or last:W (the last W rows) (default: all).
+    #[arg(long)]
+    profile_rows: Option<String>,
+    /// FastGen candidates, cheapest first, comma-separated, ending with full (default:
+    /// special, special+punct, special+punct+frequent+local, full; fastgen-paper adds
+    /// special+punct+frequent before +local, the paper's list).
     #[arg(long)]
     candidates: Option<String>,
     /// Window baseline: recent window as a share of the sequence (default 0.3).
@@ -196,8 +196,23 @@ pub struct KvArgs {
     #[arg(long)]
     window_tokens: Option<usize>,
     /// Policies with frequent also keep the last N tokens (0: the paper's rule).
-    #[arg(long, default_value_t = 0)]
-    frequent_grace: usize,
+    #[arg(long)]
+    frequent_grace: Option<usize>,
+    /// FastGen: measure recovery by replaying the last W prompt rows as decode steps
+    /// (0: the paper's static recovery; default 128, fastgen-paper 0).
+    #[arg(long)]
+    replay: Option<usize>,
+    /// FastGen: every compressed policy keeps the last N tokens (default 32, fastgen-paper 0).
+    #[arg(long)]
+    grace: Option<usize>,
+    /// FastGen: heavy-hitter scores, sum (cumulative attention) or causal (mean attention
+    /// over the rows after the token) (default causal, fastgen-paper sum).
+    #[arg(long)]
+    hh_scores: Option<String>,
+    /// FastGen: pick T to fit a memory budget for the compressed prompt: a kept ratio
+    /// (0.6, 60%) or bytes (50000000, 48MiB); the KV line reports the T picked.
+    #[arg(long)]
+    kv_budget: Option<String>,
     /// Element type of the KV cache.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     kv_dtype: String,
@@ -211,18 +226,31 @@ impl KvArgs {
             (Some(r), None) => Budget::Ratio(r),
             (None, None) => KvSettings::default().window,
         };
+        // The method's preset, then every flag given.
+        let base = KvSettings::preset(&self.kv)?;
         let s = KvSettings {
-            kind: self.kv.parse()?,
             recovery: self.recovery,
             r_local: self.r_local,
             r_frequent: self.r_frequent,
             sink_tokens: self.sink_tokens,
-            gqa_agg: self.gqa_agg.parse()?,
+            gqa_agg: self
+                .gqa_agg
+                .as_deref()
+                .map_or(Ok(base.gqa_agg), str::parse)?,
             punct_whitespace: self.punct_whitespace,
-            profile_rows: self.profile_rows.parse()?,
-            candidates: parse_candidates_or_default(self.candidates.as_deref())?,
+            profile_rows: (self.profile_rows.as_deref())
+                .map_or(Ok(base.profile_rows), str::parse)?,
+            candidates: match &self.candidates {
+                Some(c) => parse_candidates(c)?,
+                None => base.candidates.clone(),
+            },
             window,
-            frequent_grace: self.frequent_grace,
+            frequent_grace: self.frequent_grace.unwrap_or(base.frequent_grace),
+            replay: self.replay.unwrap_or(base.replay),
+            grace: self.grace.unwrap_or(base.grace),
+            hh_scores: (self.hh_scores.as_deref()).map_or(Ok(base.hh_scores), str::parse)?,
+            budget: self.kv_budget.as_deref().map(str::parse).transpose()?,
+            ..base
         };
         s.validate()?;
         Ok(s)

@@ -10,9 +10,11 @@
 //!   `frequent` part ask for attention probabilities and keep scores.
 //! - `--kv full` goes straight to the model: no observer, no per-token work.
 
+use super::budget::{fit_threshold, HeadOptions};
 use super::classes::TokenClasses;
 use super::policy::{keep_set, Params, Policy};
-use super::profile::{aggregate, choose_policy, Choice, Profiler};
+use super::profile::{aggregate, HeadProfile, Profiler, ReplayPlan};
+use super::settings::KvBudget;
 use super::settings::{KvKind, KvSettings};
 use super::stats::{KvReport, KvStats};
 use crate::error::{Error, Result};
@@ -207,6 +209,15 @@ impl CompressedCache {
             .map(|(p, &t)| self.vocab.at(t, p, sink))
             .collect();
         let s = tokens.len();
+        let st = &self.settings;
+        let replay = (st.kind == KvKind::FastGen && st.replay > 0).then(|| ReplayPlan {
+            rows: st.replay,
+            pos_classes: self.pos_classes.clone(),
+            candidates: st.candidates.clone(),
+            threshold: st.recovery,
+            agg: st.gqa_agg,
+            all: st.budget.is_some(),
+        });
         let mut observer = PrefillObserver {
             profiler: self.settings.needs_profile().then(|| {
                 Profiler::new(
@@ -217,6 +228,7 @@ impl CompressedCache {
                     s,
                     self.settings.profile_rows.start(s),
                     &self.params,
+                    replay,
                 )
             }),
             ms: 0.0,
@@ -252,38 +264,60 @@ impl CompressedCache {
         let settings = &self.settings;
         let classes = &self.pos_classes;
         let n_kv = self.kv.n_kv_heads;
+        let params = &self.params;
+        let budget = settings.budget.filter(|_| settings.kind == KvKind::FastGen);
+        // FastGen: each head's aggregated recovery per candidate (all of them in budget
+        // mode, else up to the first reaching T) and, in budget mode, their kept entries.
+        let options: Vec<Option<HeadOptions>> = (0..self.heads.len())
+            .into_par_iter()
+            .map(|i| {
+                let prof = profiler.map(|p| &p.heads[i])?;
+                (settings.fixed_policy().is_none())
+                    .then(|| head_options(prof, classes, settings, params, budget.is_some()))
+            })
+            .collect();
+        let threshold = match budget {
+            Some(b) => {
+                let entries = match b {
+                    KvBudget::Ratio(r) => (r * (self.heads.len() * s) as f64).floor() as usize,
+                    KvBudget::Bytes(bytes) => {
+                        bytes / (2 * self.kv.head_dim * self.kv.dtype.bytes())
+                    }
+                };
+                let opts: Vec<HeadOptions> = options.iter().flatten().cloned().collect();
+                let fit = fit_threshold(&opts, entries);
+                self.stats.budget_met = Some(fit.met);
+                fit.threshold
+            }
+            None => settings.recovery,
+        };
+        self.stats.recovery_used = (settings.kind == KvKind::FastGen).then_some(threshold);
         // Per head: its state (scores still empty) and the seeds of its scores.
         let plans: Vec<(HeadState, Vec<f32>)> = (0..self.heads.len())
             .into_par_iter()
             .map(|i| {
                 let prof = profiler.map(|p| &p.heads[i]);
-                let (policy, candidate, recovery, shortfall) = match (settings.fixed_policy(), prof)
-                {
-                    (Some(p), Some(prof)) => (
-                        p,
-                        None,
-                        Some(aggregate(&prof.recovery(p, classes), settings.gqa_agg)),
-                        None,
-                    ),
-                    (Some(p), None) => (p, None, None, None),
-                    (None, Some(prof)) => {
-                        let Choice {
-                            index,
-                            policy,
-                            recovery,
-                            tried,
-                        } = choose_policy(
-                            prof,
-                            classes,
-                            &settings.candidates,
-                            settings.recovery,
-                            settings.gqa_agg,
-                        );
-                        let shortfall = index.checked_sub(1).map(|i| tried[i]);
-                        (policy, Some(index), Some(recovery), shortfall)
-                    }
-                    (None, None) => (Policy::FULL, None, None, None),
-                };
+                let (policy, candidate, recovery, shortfall) =
+                    match (settings.fixed_policy(), prof, &options[i]) {
+                        (Some(p), Some(prof), _) => (
+                            p,
+                            None,
+                            Some(aggregate(&prof.recovery(p, classes), settings.gqa_agg)),
+                            None,
+                        ),
+                        (None, _, Some(o)) => {
+                            let index = o.choice(threshold);
+                            let shortfall = index.checked_sub(1).map(|i| o.recovery[i]);
+                            (
+                                settings.candidates[index],
+                                Some(index),
+                                Some(o.recovery[index]),
+                                shortfall,
+                            )
+                        }
+                        (Some(p), None, _) => (p, None, None, None),
+                        (None, _, None) => (Policy::FULL, None, None, None),
+                    };
                 let seeds = match prof {
                     Some(prof) if policy.needs_scores() => prof.group_colsum(),
                     _ => Vec::new(),
@@ -375,6 +409,42 @@ impl Sequence for CompressedCache {
 
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
+}
+
+/// A FastGen head's candidates: aggregated recoveries up to the first reaching T (all of
+/// them with `all`), and with `all` the entries each keeps on the prompt.
+fn head_options(
+    prof: &HeadProfile,
+    classes: &[u8],
+    settings: &KvSettings,
+    params: &Params,
+    all: bool,
+) -> HeadOptions {
+    let s = classes.len();
+    let seeds = if all { prof.group_colsum() } else { Vec::new() };
+    let positions: Vec<u32> = if all {
+        (0..s as u32).collect()
+    } else {
+        Vec::new()
+    };
+    let mut o = HeadOptions {
+        recovery: Vec::new(),
+        kept: Vec::new(),
+    };
+    for (index, &policy) in settings.candidates.iter().enumerate() {
+        let r = aggregate(
+            &prof.candidate_recovery(index, policy, classes),
+            settings.gqa_agg,
+        );
+        o.recovery.push(r);
+        if all {
+            let keep = keep_set(policy, &positions, classes, &seeds, s, params);
+            o.kept.push(keep.iter().filter(|&&k| k).count());
+        } else if r >= settings.recovery {
+            break;
+        }
+    }
+    o
 }
 
 /// Prefill: feeds each layer's query rows to the profiler, timing it.

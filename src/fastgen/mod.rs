@@ -6,26 +6,31 @@
 //!   keeps.
 //! - `profile`: recovery of every candidate per KV head from prefill attention, in one pass
 //!   with `O(S)` memory per query head; `choose_policy`.
+//! - `replay`: recovery measured by replaying the last prompt rows as decode steps.
+//! - `budget`: the largest T whose choices fit a memory budget.
 //! - `settings`: `KvSettings` (method, T, ratios, GQA aggregation...) and their validation.
 //! - `cache`: `CompressedCache`, one sequence's per-head buffers, policies and scores:
 //!   profiling inside prefill, eviction after each decode step (Algorithm 2).
 //! - `stats`: `KvReport`, the accounting of every run.
 //! - `plot`: the layer x KV-head policy map (the paper's Figure 3 for our models).
 
+pub mod budget;
 pub mod cache;
 pub mod classes;
 pub mod plot;
 pub mod policy;
 pub mod profile;
+pub mod replay;
 pub mod settings;
 pub mod stats;
 
 pub use cache::{compress_head, evict_step, CompressedCache, HeadState, DECODE_SPARE};
 pub use classes::TokenClasses;
 pub use policy::{
-    default_candidates, keep_set, parse_candidates, parse_candidates_or_default, Budget, Params,
-    Part, Policy,
+    default_candidates, keep_set, local_candidates, parse_candidates, parse_candidates_or_default,
+    Budget, Params, Part, Policy,
 };
 pub use profile::{choose_policy, GqaAgg, HeadProfile, ProfileRows};
-pub use settings::{KvKind, KvSettings};
+pub use replay::{replay_recovery, Tail};
+pub use settings::{HhScores, KvBudget, KvKind, KvSettings};
 pub use stats::{KvReport, KvStats};

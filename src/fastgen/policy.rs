@@ -162,6 +162,19 @@ pub fn default_candidates() -> Vec<Policy> {
     ]
 }
 
+/// The candidates of `--kv fastgen`: the paper's without `special+punct+frequent`, whose
+/// heads lose all recent context while decoding and caused most of the paper-faithful
+/// loss in our measurements (`docs/fastgen/BEYOND.md`).
+pub fn local_candidates() -> Vec<Policy> {
+    use Part::*;
+    vec![
+        Policy::of(&[Special]),
+        Policy::of(&[Special, Punct]),
+        Policy::of(&[Special, Punct, Frequent, Local]),
+        Policy::FULL,
+    ]
+}
+
 /// Parses a comma-separated candidate list; it must end with `full`, so that every head
 /// has a choice.
 pub fn parse_candidates(s: &str) -> Result<Vec<Policy>> {
@@ -211,6 +224,12 @@ pub struct Params {
     /// A policy with `frequent` also keeps the last `grace` positions, so a new token is not
     /// evicted before it can gather attention (FASTGEN.md 9). 0, the paper's rule, by default.
     pub grace: usize,
+    /// Every compressed policy keeps the last `grace_all` positions: a head without `local`
+    /// still sees the few tokens just before the one it decodes. 0: the paper's rule.
+    pub grace_all: usize,
+    /// `frequent` ranks a token by its mean attention received, `score / (n - pos)` (the
+    /// rows that could attend to it), instead of the sum, which favours early tokens.
+    pub causal: bool,
 }
 
 impl Default for Params {
@@ -219,13 +238,19 @@ impl Default for Params {
             local: Budget::Ratio(0.3),
             frequent: Budget::Ratio(0.3),
             grace: 0,
+            grace_all: 0,
+            causal: false,
         }
     }
 }
 
 impl Params {
-    /// The recent window a policy keeps: `local`'s, widened to `grace` for `frequent`.
+    /// The recent window a policy keeps: `local`'s, widened to `grace` for `frequent` and to
+    /// `grace_all` for any policy that evicts.
     pub fn window(&self, policy: Policy, n: usize) -> usize {
+        if policy.is_full() {
+            return n;
+        }
         let local = if policy.contains(Part::Local) {
             self.local.of(n)
         } else {
@@ -236,7 +261,24 @@ impl Params {
         } else {
             0
         };
-        local.max(grace)
+        local.max(grace).max(self.grace_all.min(n))
+    }
+
+    /// Every window width a compressed policy can have at length `n`, ascending, without 0.
+    pub fn windows(&self, n: usize) -> Vec<usize> {
+        let mut w: Vec<usize> = [
+            Policy::of(&[Part::Special]),
+            Policy::of(&[Part::Frequent]),
+            Policy::of(&[Part::Local]),
+            Policy::of(&[Part::Frequent, Part::Local]),
+        ]
+        .into_iter()
+        .map(|p| self.window(p, n))
+        .filter(|&w| w > 0)
+        .collect();
+        w.sort_unstable();
+        w.dedup();
+        w
     }
 }
 
@@ -270,7 +312,15 @@ pub fn part_keep(
             };
             let candidates = (0..len).filter(|&s| !cheaper.keeps_class(class(s)));
             let mut keep = vec![false; len];
-            for s in top_k(candidates, scores, params.frequent.of(n)) {
+            let k = params.frequent.of(n);
+            let picked = if params.causal {
+                // Rows n - pos have seen position pos (its own row included).
+                let mean = |s: usize| scores[s] / (n - positions[s] as usize).max(1) as f32;
+                top_k_by(candidates, mean, k)
+            } else {
+                top_k_by(candidates, |s| scores[s], k)
+            };
+            for s in picked {
                 keep[s] = true;
             }
             keep
@@ -306,9 +356,18 @@ pub fn keep_set(
 
 /// The `k` slots among `candidates` with the highest scores; ties go to the earlier slot.
 pub fn top_k(candidates: impl Iterator<Item = usize>, scores: &[f32], k: usize) -> Vec<usize> {
+    top_k_by(candidates, |s| scores[s], k)
+}
+
+/// The `k` slots among `candidates` with the highest `key`; ties go to the earlier slot.
+pub fn top_k_by(
+    candidates: impl Iterator<Item = usize>,
+    key: impl Fn(usize) -> f32,
+    k: usize,
+) -> Vec<usize> {
     let mut c: Vec<usize> = candidates.collect();
     if c.len() > k {
-        let by = |a: &usize, b: &usize| scores[*b].total_cmp(&scores[*a]).then(a.cmp(b));
+        let by = |a: &usize, b: &usize| key(*b).total_cmp(&key(*a)).then(a.cmp(b));
         if k > 0 {
             c.select_nth_unstable_by(k - 1, by);
         }

@@ -17,6 +17,7 @@
 //! Recovery is that sum divided by the number of profiled rows (no renormalisation).
 
 use super::policy::{keep_set, Params, Policy};
+use super::replay::{replay_recovery, Tail};
 use crate::error::{Error, Result};
 use crate::kv_cache::HeadCache;
 use rayon::prelude::*;
@@ -112,6 +113,9 @@ impl fmt::Display for ProfileRows {
 struct QueryStats {
     colsum: Vec<f64>,    // [S] C[j]
     wcol: Vec<Vec<f64>>, // [widths][S] W[j] for each window width
+    /// Replay: rows `tail_from..S` of the attention map, `[S - tail_from, S]` (empty until
+    /// the first tail row arrives, and again once replayed).
+    tail: Vec<f32>,
 }
 
 /// The prompt attention statistics of one KV head: per query head of its group, column
@@ -125,21 +129,21 @@ pub struct HeadProfile {
     widths: Vec<usize>,
     queries: Vec<QueryStats>, // [group]
     rows: usize,
+    /// First row kept for replay (`len`: no replay).
+    tail_from: usize,
+    /// Replayed recoveries of the first candidates, per query head (`replay`).
+    replayed: Vec<Vec<f64>>,
 }
 
 impl HeadProfile {
     /// Empty statistics for a prompt of `len` tokens and `group` query heads, for policies
     /// with the parameters `params`.
     pub fn new(group: usize, len: usize, params: &Params) -> HeadProfile {
-        let mut widths: Vec<usize> = [params.local.of(len), params.grace.min(len)]
-            .into_iter()
-            .filter(|&w| w > 0)
-            .collect();
-        widths.sort_unstable();
-        widths.dedup();
+        let widths = params.windows(len);
         let q = QueryStats {
             colsum: vec![0.0; len],
             wcol: vec![vec![0.0; len]; widths.len()],
+            tail: Vec::new(),
         };
         HeadProfile {
             len,
@@ -147,7 +151,15 @@ impl HeadProfile {
             widths,
             queries: vec![q; group],
             rows: 0,
+            tail_from: len,
+            replayed: Vec::new(),
         }
+    }
+
+    /// Keeps rows `from..len` for replay.
+    fn keep_tail(mut self, from: usize) -> HeadProfile {
+        self.tail_from = from.min(self.len);
+        self
     }
 
     /// Statistics of whole attention maps `maps[query head][row][key]` (rows in `rows`
@@ -157,8 +169,20 @@ impl HeadProfile {
         rows: std::ops::Range<usize>,
         params: &Params,
     ) -> HeadProfile {
+        HeadProfile::from_maps_replay(maps, rows, params, 0)
+    }
+
+    /// [`HeadProfile::from_maps`], keeping the last `replay` profiled rows for
+    /// [`HeadProfile::replay`].
+    pub fn from_maps_replay(
+        maps: &[Vec<Vec<f32>>],
+        rows: std::ops::Range<usize>,
+        params: &Params,
+        replay: usize,
+    ) -> HeadProfile {
         let len = maps[0].len();
-        let mut p = HeadProfile::new(maps.len(), len, params);
+        let from = len.saturating_sub(replay).max(rows.start);
+        let mut p = HeadProfile::new(maps.len(), len, params).keep_tail(from);
         for i in rows {
             for (h, map) in maps.iter().enumerate() {
                 p.add_row(h, i, &map[i][..=i]);
@@ -172,7 +196,10 @@ impl HeadProfile {
     /// Call [`HeadProfile::count_rows`] once per row for the whole group.
     fn add_row(&mut self, h: usize, i: usize, probs: &[f32]) {
         let widths = &self.widths;
-        add_row_to(&mut self.queries[h], widths, i, probs);
+        let (len, from) = (self.len, self.tail_from);
+        let q = &mut self.queries[h];
+        add_row_to(q, widths, i, probs);
+        add_tail_row(q, len, from, i, probs);
     }
 
     pub fn count_rows(&mut self, n: usize) {
@@ -195,6 +222,64 @@ impl HeadProfile {
             .collect()
     }
 
+    /// Replays the kept tail rows as decoding (`replay`) for the candidates in order, until
+    /// one's aggregated recovery reaches `threshold` (or for all of them with `all`, as the
+    /// budget mode needs); [`choose_policy`] then reads these recoveries. Frees the tail.
+    pub fn replay(
+        &mut self,
+        pos_classes: &[u8],
+        candidates: &[Policy],
+        threshold: f64,
+        agg: GqaAgg,
+        all: bool,
+    ) {
+        if self.tail_from >= self.len || self.queries.iter().any(|q| q.tail.is_empty()) {
+            return;
+        }
+        // The scores the cache would hold at n = tail_from: column sums minus the tail rows.
+        let from = self.tail_from;
+        let mut seeds = vec![0.0f64; from];
+        for q in &self.queries {
+            for (j, s) in seeds.iter_mut().enumerate() {
+                *s += q.colsum[j];
+            }
+            for row in q.tail.chunks_exact(self.len) {
+                for (s, &a) in seeds.iter_mut().zip(row) {
+                    *s -= a as f64;
+                }
+            }
+        }
+        let seeds: Vec<f32> = seeds.into_iter().map(|s| s.max(0.0) as f32).collect();
+        let rows: Vec<Vec<f32>> = self
+            .queries
+            .iter_mut()
+            .map(|q| std::mem::take(&mut q.tail))
+            .collect();
+        let tail = Tail {
+            rows: &rows,
+            from,
+            len: self.len,
+        };
+        self.replayed.clear();
+        for &policy in candidates {
+            let r = replay_recovery(policy, tail, &seeds, pos_classes, &self.params);
+            let done = aggregate(&r, agg) >= threshold;
+            self.replayed.push(r);
+            if done && !all {
+                break;
+            }
+        }
+    }
+
+    /// Recovery of candidate `index` (`policy`): replayed when [`HeadProfile::replay`]
+    /// measured it, else the paper's.
+    pub fn candidate_recovery(&self, index: usize, policy: Policy, pos_classes: &[u8]) -> Vec<f64> {
+        match self.replayed.get(index) {
+            Some(r) => r.clone(),
+            None => self.recovery(policy, pos_classes),
+        }
+    }
+
     /// Recovery of `policy` for each query head of the group.
     ///
     /// The policy's column set is taken at `n = S` over positions `0..S` (as right after
@@ -210,6 +295,7 @@ impl HeadProfile {
         // The column set: every part but the row-dependent window.
         let no_window = Params {
             grace: 0,
+            grace_all: 0,
             ..*params
         };
         let cols = keep_set(
@@ -262,6 +348,19 @@ fn add_row_to(q: &mut QueryStats, widths: &[usize], i: usize, probs: &[f32]) {
     }
 }
 
+/// Replay: copies row `i` into the tail when it is one of the last rows.
+#[inline(always)]
+fn add_tail_row(q: &mut QueryStats, len: usize, from: usize, i: usize, probs: &[f32]) {
+    if i < from {
+        return;
+    }
+    if q.tail.is_empty() {
+        q.tail = vec![0.0; (len - from) * len];
+    }
+    let at = (i - from) * len;
+    q.tail[at..at + probs.len()].copy_from_slice(probs);
+}
+
 /// Aggregates per-query-head recoveries into one.
 pub fn aggregate(rec: &[f64], agg: GqaAgg) -> f64 {
     match agg {
@@ -292,7 +391,7 @@ pub fn choose_policy(
 ) -> Choice {
     let mut tried = Vec::new();
     for (index, &policy) in candidates.iter().enumerate() {
-        let r = aggregate(&profile.recovery(policy, pos_classes), agg);
+        let r = aggregate(&profile.candidate_recovery(index, policy, pos_classes), agg);
         tried.push(r);
         if r >= threshold || index + 1 == candidates.len() {
             return Choice {
@@ -311,6 +410,20 @@ pub fn choose_policy(
     }
 }
 
+/// What replay needs to choose, layer by layer, as soon as a layer's last prompt row is
+/// profiled (so only the layers in flight hold their tail rows).
+#[derive(Debug, Clone)]
+pub struct ReplayPlan {
+    /// Replayed rows W.
+    pub rows: usize,
+    pub pos_classes: Vec<u8>,
+    pub candidates: Vec<Policy>,
+    pub threshold: f64,
+    pub agg: GqaAgg,
+    /// Replay every candidate (the budget mode chooses T afterwards).
+    pub all: bool,
+}
+
 /// Accumulates the statistics of every (layer, KV head) during prefill.
 #[derive(Debug, Clone)]
 pub struct Profiler {
@@ -319,9 +432,11 @@ pub struct Profiler {
     head_dim: usize,
     /// First profiled position.
     start: usize,
+    replay: Option<ReplayPlan>,
 }
 
 impl Profiler {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         n_layers: usize,
         n_kv_heads: usize,
@@ -330,12 +445,19 @@ impl Profiler {
         prompt_len: usize,
         start: usize,
         params: &Params,
+        replay: Option<ReplayPlan>,
     ) -> Profiler {
+        let from = match &replay {
+            Some(r) => prompt_len.saturating_sub(r.rows).max(start),
+            None => prompt_len,
+        };
+        let head = HeadProfile::new(group, prompt_len, params).keep_tail(from);
         Profiler {
-            heads: vec![HeadProfile::new(group, prompt_len, params); n_layers * n_kv_heads],
+            heads: vec![head; n_layers * n_kv_heads],
             n_kv_heads,
             head_dim,
             start,
+            replay,
         }
     }
 
@@ -352,6 +474,7 @@ impl Profiler {
             return;
         };
         let n_kv = self.n_kv_heads;
+        let replay = self.replay.as_ref();
         let profiles = &mut self.heads[layer * n_kv..(layer + 1) * n_kv];
         let group = profiles[0].group();
         let q_dim = n_kv * group * hd;
@@ -374,6 +497,7 @@ impl Profiler {
                 }
                 let keys_t = &keys_t;
                 let widths = &prof.widths;
+                let (len, tail_from) = (prof.len, prof.tail_from);
                 let rows = &rows;
                 prof.queries
                     .par_iter_mut()
@@ -388,10 +512,15 @@ impl Profiler {
                             hd,
                             rows,
                             positions,
+                            len,
+                            tail_from,
                         };
                         task.run(stats, widths);
                     });
                 prof.count_rows(rows.len());
+                if let Some(r) = replay.filter(|_| positions[last] as usize + 1 == len) {
+                    prof.replay(&r.pos_classes, &r.candidates, r.threshold, r.agg, r.all);
+                }
             });
     }
 }
@@ -409,6 +538,9 @@ struct QueryTask<'a> {
     hd: usize,
     rows: &'a [usize],
     positions: &'a [u32],
+    /// The prompt length and the first row kept for replay.
+    len: usize,
+    tail_from: usize,
 }
 
 impl QueryTask<'_> {
@@ -460,6 +592,7 @@ impl QueryTask<'_> {
             row.truncate(i + 1);
             fast_softmax(&mut row);
             add_row_to(stats, widths, i, &row);
+            add_tail_row(stats, self.len, self.tail_from, i, &row);
         }
     }
 }

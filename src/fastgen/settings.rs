@@ -2,7 +2,7 @@
 //! read from a command line or a request goes through [`KvSettings::validate`], so a bad
 //! value is an [`Error::InvalidSetting`] naming it, never a panic.
 
-use super::policy::{default_candidates, Budget, Params, Part, Policy};
+use super::policy::{default_candidates, local_candidates, Budget, Params, Part, Policy};
 use super::profile::{GqaAgg, ProfileRows};
 use crate::error::{Error, Result};
 use std::fmt;
@@ -54,6 +54,98 @@ impl fmt::Display for KvKind {
     }
 }
 
+/// How `frequent` ranks tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HhScores {
+    /// Cumulative attention received (the paper, H2O).
+    #[default]
+    Sum,
+    /// Mean attention received over the rows after the token (its own included).
+    Causal,
+}
+
+impl FromStr for HhScores {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<HhScores> {
+        match s {
+            "sum" => Ok(HhScores::Sum),
+            "causal" => Ok(HhScores::Causal),
+            _ => Err(Error::InvalidSetting(format!(
+                "--hh-scores '{s}': expected sum or causal"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for HhScores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HhScores::Sum => "sum",
+            HhScores::Causal => "causal",
+        })
+    }
+}
+
+/// A memory budget for the compressed prompt: FastGen picks the largest T that fits it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KvBudget {
+    /// Bytes of kept keys and values over all layers and heads.
+    Bytes(usize),
+    /// Kept share of the full cache, in (0, 1].
+    Ratio(f64),
+}
+
+impl FromStr for KvBudget {
+    type Err = Error;
+    /// `0.6` or `60%` (a ratio), `50000000`, `48MiB`, `512KiB`, `1GiB` (bytes).
+    fn from_str(s: &str) -> Result<KvBudget> {
+        let bad = || {
+            Error::InvalidSetting(format!(
+                "--kv-budget '{s}': expected a ratio in (0, 1] (0.6, 60%) or bytes (50000000, 48MiB)"
+            ))
+        };
+        let t = s.trim();
+        let ratio = |r: f64| {
+            if r > 0.0 && r <= 1.0 {
+                Ok(KvBudget::Ratio(r))
+            } else {
+                Err(bad())
+            }
+        };
+        if let Some(p) = t.strip_suffix('%') {
+            return ratio(p.trim().parse::<f64>().map_err(|_| bad())? / 100.0);
+        }
+        if t.contains('.') {
+            return ratio(t.parse().map_err(|_| bad())?);
+        }
+        let (num, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+            Some(i) => t.split_at(i),
+            None => (t, ""),
+        };
+        let mult: usize = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "K" => 1 << 10,
+            "MiB" | "M" => 1 << 20,
+            "GiB" | "G" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        let n: usize = num.parse().map_err(|_| bad())?;
+        match n.checked_mul(mult) {
+            Some(b) if b > 0 => Ok(KvBudget::Bytes(b)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for KvBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvBudget::Bytes(b) => write!(f, "{b} bytes"),
+            KvBudget::Ratio(r) => write!(f, "{}% kept", r * 100.0),
+        }
+    }
+}
+
 /// Everything that decides what a sequence's cache keeps.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvSettings {
@@ -76,22 +168,26 @@ pub struct KvSettings {
     pub window: Budget,
     /// Policies with `frequent` also keep the last `frequent_grace` positions (0: paper).
     pub frequent_grace: usize,
+    /// FastGen: replay the last `replay` prompt rows as decode steps to measure recovery
+    /// (`replay`; 0: the paper's static recovery).
+    pub replay: usize,
+    /// FastGen: every compressed policy also keeps the last `grace` positions (0: paper).
+    pub grace: usize,
+    /// FastGen: how `frequent` ranks tokens.
+    pub hh_scores: HhScores,
+    /// FastGen: pick T to fit this budget instead of using `recovery`.
+    pub budget: Option<KvBudget>,
 }
 
+/// `--kv fastgen`: the mechanisms that won the measurements of `docs/fastgen/BEYOND.md`.
 impl Default for KvSettings {
     fn default() -> KvSettings {
         KvSettings {
-            kind: KvKind::FastGen,
-            recovery: 0.95,
-            r_local: 0.3,
-            r_frequent: 0.3,
-            sink_tokens: 1,
-            gqa_agg: GqaAgg::Min,
-            punct_whitespace: false,
-            profile_rows: ProfileRows::All,
-            candidates: default_candidates(),
-            window: Budget::Ratio(0.3),
-            frequent_grace: 0,
+            replay: 128,
+            grace: 32,
+            hh_scores: HhScores::Causal,
+            candidates: local_candidates(),
+            ..KvSettings::paper()
         }
     }
 }
@@ -107,6 +203,41 @@ fn unit_range(name: &str, v: f64) -> Result<()> {
 }
 
 impl KvSettings {
+    /// `--kv fastgen-paper`: FastGen as the paper and FASTGEN.md describe it.
+    pub fn paper() -> KvSettings {
+        KvSettings {
+            kind: KvKind::FastGen,
+            recovery: 0.95,
+            r_local: 0.3,
+            r_frequent: 0.3,
+            sink_tokens: 1,
+            gqa_agg: GqaAgg::Min,
+            punct_whitespace: false,
+            profile_rows: ProfileRows::All,
+            candidates: default_candidates(),
+            window: Budget::Ratio(0.3),
+            frequent_grace: 0,
+            replay: 0,
+            grace: 0,
+            hh_scores: HhScores::Sum,
+            budget: None,
+        }
+    }
+
+    /// The settings a `--kv` name starts from: `fastgen-paper` is [`KvSettings::paper`],
+    /// any other method the defaults with that method.
+    pub fn preset(kv: &str) -> Result<KvSettings> {
+        match kv {
+            "fastgen-paper" => Ok(KvSettings::paper()),
+            _ => Ok(KvSettings::with_kind(kv.parse()?)),
+        }
+    }
+
+    /// Whether the FastGen-only extensions apply (the named baselines stay the literature's).
+    fn is_fastgen(&self) -> bool {
+        self.kind == KvKind::FastGen
+    }
+
     /// The defaults with another method.
     pub fn with_kind(kind: KvKind) -> KvSettings {
         KvSettings {
@@ -152,6 +283,25 @@ impl KvSettings {
                 return Err(Error::InvalidSetting("--kv fixed: needs parts".into()));
             }
         }
+        match self.budget {
+            Some(_) if !self.is_fastgen() => {
+                return Err(Error::InvalidSetting(format!(
+                    "--kv-budget picks FastGen's T; it does not apply to --kv {}",
+                    self.kind
+                )))
+            }
+            Some(KvBudget::Ratio(r)) if !(r > 0.0 && r <= 1.0) => {
+                return Err(Error::InvalidSetting(format!(
+                    "--kv-budget ratio must be in (0, 1], got {r}"
+                )))
+            }
+            Some(KvBudget::Bytes(0)) => {
+                return Err(Error::InvalidSetting(
+                    "--kv-budget must be at least 1 byte".into(),
+                ))
+            }
+            _ => {}
+        }
         Ok(())
     }
 
@@ -162,10 +312,13 @@ impl KvSettings {
             KvKind::Window => self.window,
             _ => Budget::Ratio(self.r_local),
         };
+        let fastgen = self.is_fastgen();
         Params {
             local,
             frequent: Budget::Ratio(self.r_frequent),
             grace: self.frequent_grace,
+            grace_all: if fastgen { self.grace } else { 0 },
+            causal: fastgen && self.hh_scores == HhScores::Causal,
         }
     }
 
@@ -189,7 +342,25 @@ impl KvSettings {
     /// A short description, e.g. `fastgen T=0.95` or `window 30%`.
     pub fn label(&self) -> String {
         match self.kind {
-            KvKind::FastGen => format!("fastgen T={}", self.recovery),
+            KvKind::FastGen => {
+                let mut l = match self.budget {
+                    Some(b) => format!("fastgen budget {b}"),
+                    None => format!("fastgen T={}", self.recovery),
+                };
+                if self.replay > 0 {
+                    l += &format!(" replay:{}", self.replay);
+                }
+                if self.grace > 0 {
+                    l += &format!(" grace:{}", self.grace);
+                }
+                if self.hh_scores != HhScores::Sum {
+                    l += &format!(" hh:{}", self.hh_scores);
+                }
+                if self.gqa_agg != GqaAgg::Min {
+                    l += &format!(" gqa:{}", self.gqa_agg);
+                }
+                l
+            }
             KvKind::Window => match self.window {
                 Budget::Ratio(r) => format!("window {}%", r * 100.0),
                 Budget::Tokens(k) => format!("window {k} tokens"),
@@ -279,6 +450,64 @@ mod tests {
             assert!(e.to_string().contains(name), "{e} should name {name}");
         }
         KvSettings::default().validate().unwrap();
+    }
+
+    #[test]
+    fn presets_budgets_and_scores_parse() {
+        let paper = KvSettings::preset("fastgen-paper").unwrap();
+        assert_eq!(paper, KvSettings::paper());
+        assert_eq!((paper.replay, paper.grace), (0, 0));
+        assert_eq!(paper.hh_scores, HhScores::Sum);
+        assert_eq!(paper.params(), Params::default());
+        let d = KvSettings::preset("fastgen").unwrap();
+        assert_eq!(d, KvSettings::default());
+        assert!(d.replay > 0 && d.grace > 0);
+        let p = d.params();
+        assert!(p.causal && p.grace_all == d.grace);
+        // The named baselines keep the literature's rules whatever the FastGen settings.
+        let h = KvSettings {
+            kind: KvKind::H2o,
+            ..KvSettings::default()
+        };
+        assert_eq!(h.params(), Params::default());
+        assert!(KvSettings::preset("streaming").is_err());
+        assert_eq!("causal".parse::<HhScores>().unwrap(), HhScores::Causal);
+        let e = "mean".parse::<HhScores>().unwrap_err().to_string();
+        assert!(e.contains("--hh-scores"), "{e}");
+        for (s, want) in [
+            ("0.6", KvBudget::Ratio(0.6)),
+            ("60%", KvBudget::Ratio(0.6)),
+            ("1.0", KvBudget::Ratio(1.0)),
+            ("50000000", KvBudget::Bytes(50_000_000)),
+            ("48MiB", KvBudget::Bytes(48 << 20)),
+            ("512K", KvBudget::Bytes(512 << 10)),
+            ("1GiB", KvBudget::Bytes(1 << 30)),
+        ] {
+            assert_eq!(s.parse::<KvBudget>().unwrap(), want, "{s}");
+        }
+        for bad in [
+            "0",
+            "0.0",
+            "1.5",
+            "150%",
+            "-3",
+            "12XB",
+            "MiB",
+            "",
+            "99999999999999999999",
+        ] {
+            let e = bad.parse::<KvBudget>().unwrap_err().to_string();
+            assert!(e.contains("--kv-budget"), "{bad}: {e}");
+        }
+        let e = KvSettings {
+            budget: Some(KvBudget::Ratio(0.5)),
+            ..KvSettings::with_kind(KvKind::Window)
+        };
+        assert!(e
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("--kv-budget"));
     }
 
     #[test]

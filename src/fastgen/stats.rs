@@ -14,6 +14,10 @@ pub struct KvStats {
     /// Sum over decode steps of the pruned ratio after the step's eviction.
     pub pruned_sum: f64,
     pub decode_steps: usize,
+    /// FastGen: the threshold T the heads were chosen with (picked by the budget mode).
+    pub recovery_used: Option<f64>,
+    /// Budget mode: whether the chosen policies fit the budget (false: even T = 0 did not).
+    pub budget_met: Option<bool>,
 }
 
 /// A snapshot of a cache's accounting.
@@ -21,8 +25,13 @@ pub struct KvStats {
 pub struct KvReport {
     /// The method, e.g. `fastgen`, `window`, `fixed:special+punct`.
     pub policy: String,
-    /// FastGen's threshold T (None for the baselines).
+    /// FastGen's threshold T (None for the baselines); in budget mode, the T it picked.
     pub recovery: Option<f64>,
+    /// The settings in short, e.g. `fastgen T=0.95 replay:128 grace:8 hh:causal`.
+    pub label: String,
+    /// Budget mode: the budget, and whether the chosen policies fit it on the prompt.
+    pub budget: Option<String>,
+    pub budget_met: Option<bool>,
     pub seq_len: usize,
     pub kept_entries: usize,
     /// `1 - kept / (layers * kv_heads * n)` now.
@@ -98,7 +107,12 @@ impl KvReport {
         let pruned = c.pruned_ratio();
         KvReport {
             policy: s.kind.to_string(),
-            recovery: (s.kind == KvKind::FastGen).then_some(s.recovery),
+            recovery: st
+                .recovery_used
+                .or((s.kind == KvKind::FastGen).then_some(s.recovery)),
+            label: s.label(),
+            budget: s.budget.map(|b| b.to_string()),
+            budget_met: st.budget_met,
             seq_len: kv.seq_len(),
             kept_entries: kv.kept_entries(),
             pruned_ratio: pruned,
@@ -142,9 +156,17 @@ impl KvReport {
     /// One line for stderr.
     pub fn summary(&self) -> String {
         const MIB: f64 = 1024.0 * 1024.0;
-        let what = match self.recovery {
-            Some(t) => format!("{} T={t}", self.policy),
-            None => self.policy.clone(),
+        let what = match (&self.budget, self.recovery) {
+            (Some(_), Some(t)) => format!(
+                "{} (picked T={t:.4}{})",
+                self.label,
+                if self.budget_met == Some(false) {
+                    ", over budget even at T=0"
+                } else {
+                    ""
+                }
+            ),
+            _ => self.label.clone(),
         };
         format!(
             "kv {what}: pruned {:.1}% (mean {:.1}%), KV {:.2} MiB full -> {:.2} MiB kept ({:.2} MiB allocated, +{:.3} MiB scores), profile {:.0} ms ({:.1}% of prefill)",
@@ -175,6 +197,9 @@ impl KvReport {
         json!({
             "policy": self.policy,
             "recovery": self.recovery,
+            "label": self.label,
+            "budget": self.budget,
+            "budget_met": self.budget_met,
             "seq_len": self.seq_len,
             "kept_entries": self.kept_entries,
             "pruned_ratio": self.pruned_ratio,

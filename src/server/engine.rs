@@ -550,6 +550,9 @@ mod tests {
         let lib = LibKvReport {
             policy: "fastgen".into(),
             recovery: Some(0.9),
+            label: "fastgen T=0.9".into(),
+            budget: None,
+            budget_met: None,
             seq_len: 5,
             kept_entries: 12,
             pruned_ratio: 0.4,
