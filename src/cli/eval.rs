@@ -274,13 +274,16 @@ fn niah(a: NiahArgs) -> Result<()> {
     })
 }
 
+/// Token ids of one answer per prompt.
+type Answers = Vec<Vec<u32>>;
+
 /// Full-cache and compressed answers to `prompts`.
 fn both_answers(
     engine: &Engine,
     settings: &KvSettings,
     prompts: &[Vec<u32>],
     max_tokens: usize,
-) -> Result<(Vec<Vec<u32>>, Vec<Vec<u32>>)> {
+) -> Result<(Answers, Answers)> {
     let pb = bar("full", prompts.len() as u64);
     let f = tasks::answers(engine, &full(), prompts, max_tokens, &pb)?;
     pb.finish_and_clear();

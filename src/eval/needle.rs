@@ -56,6 +56,12 @@ pub fn prompt(engine: &Engine, prose: &str, length: usize, depth: f64) -> Result
     if length == 0 {
         return Err(Error::InvalidSetting("--lengths must be at least 1".into()));
     }
+    if length >= engine.model.cfg.n_ctx {
+        return Err(Error::ContextOverflow {
+            tokens: length,
+            ctx: engine.model.cfg.n_ctx,
+        });
+    }
     let count = |s: &str| engine.tokenizer.encode(s).map_or(0, |v| v.len());
     let hay = niah::build(
         prose,
@@ -63,6 +69,12 @@ pub fn prompt(engine: &Engine, prose: &str, length: usize, depth: f64) -> Result
         &[(NEEDLE, depth), (FACT, fact_depth(depth))],
         &count,
     );
+    if hay.tokens.abs_diff(length) * 100 > length {
+        return Err(Error::InvalidSetting(format!(
+            "a haystack of {length} tokens cannot be cut from this prose (got {})",
+            hay.tokens
+        )));
+    }
     let mut cut = None;
     let texts: Vec<String> = QUESTIONS
         .iter()

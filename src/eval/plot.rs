@@ -1,6 +1,7 @@
 //! Quality against kept fraction: one curve per method (FastGen over T, the window and H2O
 //! baselines at FastGen's budgets), three panels: mean KLD (log scale), same-top rate and
-//! needle hits. SVG always; PNG when a TrueType font is found (its axes need text).
+//! needle hits. Both SVG and PNG lay out text with a TrueType font: without one (see
+//! `fastgen::plot::FONT_PATHS`) the figure is skipped.
 
 use crate::error::{Error, Result};
 use crate::fastgen::plot::FONT_PATHS;
@@ -150,20 +151,20 @@ fn draw<DB: DrawingBackend>(
     root.present().map_err(|x| x.to_string())
 }
 
-/// Writes the figure to `svg` and, when a font is found, `png`; returns whether the PNG
-/// was written.
+/// Writes the figure to `svg` and `png`; `false` (and nothing written) when no font is
+/// found.
 pub fn draw_quality(points: &[Point], title: &str, svg: &Path, png: &Path) -> Result<bool> {
     let size = (1500, 480);
     let fail = |p: &Path, msg: String| Error::io(p, std::io::Error::other(msg));
+    if !bitmap_font() {
+        return Ok(false);
+    }
     draw(
         &SVGBackend::new(svg, size).into_drawing_area(),
         points,
         title,
     )
     .map_err(|m| fail(svg, m))?;
-    if !bitmap_font() {
-        return Ok(false);
-    }
     draw(
         &BitMapBackend::new(png, size).into_drawing_area(),
         points,
@@ -171,4 +172,35 @@ pub fn draw_quality(points: &[Point], title: &str, svg: &Path, png: &Path) -> Re
     )
     .map_err(|m| fail(png, m))?;
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn draws_both_files_when_a_font_exists() {
+        let p = |m: &str, kept, kld| Point {
+            method: m.into(),
+            kept,
+            mean_kld: kld,
+            same_top: 0.9,
+            niah: Some(0.5),
+        };
+        let pts = [
+            p("full", 1.0, 0.0),
+            p("fastgen", 0.6, 0.02),
+            p("fastgen", 0.8, 0.005),
+        ];
+        let dir = std::env::temp_dir().join(format!("fastgen-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (svg, png) = (dir.join("q.svg"), dir.join("q.png"));
+        let drawn = draw_quality(&pts, "test", &svg, &png).unwrap();
+        assert_eq!(drawn, bitmap_font());
+        if drawn {
+            assert!(std::fs::read_to_string(&svg).unwrap().contains("fastgen"));
+            assert!(png.metadata().unwrap().len() > 1000);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -5,7 +5,8 @@
 //!
 //! Budgets are measured on the teacher-forced prose (FastGen's kept share averaged over the
 //! decode steps) and passed to the baselines as ratios of the sequence, so they scale with
-//! every other task's length.
+//! every other task's length. The window keeps the sink and a recent window of that share;
+//! H2O's two parts overlap, so their share is calibrated on the first window's prompt.
 
 use super::fidelity::{compare_arms, ArmFidelity, Windows};
 use super::metrics::KldSummary;
@@ -102,20 +103,42 @@ fn window_arm(base: &KvSettings, kept: f64, t: f64) -> Arm {
     }
 }
 
-/// H2O keeping about `kept`: half heavy hitters, half recent tokens (H2O's own split).
-fn h2o_arm(base: &KvSettings, kept: f64, t: f64) -> Arm {
-    let half = (kept / 2.0).clamp(0.0, 0.5);
-    Arm {
-        method: "h2o".into(),
-        recovery: Some(t),
-        settings: KvSettings {
-            kind: KvKind::H2o,
-            r_local: half,
-            r_frequent: half,
-            ..base.clone()
-        },
+/// H2O with local and frequent parts of `x` of the sequence each.
+fn h2o_settings(base: &KvSettings, x: f64) -> KvSettings {
+    KvSettings {
+        kind: KvKind::H2o,
+        r_local: x.clamp(0.0, 1.0),
+        r_frequent: x.clamp(0.0, 1.0),
+        ..base.clone()
     }
 }
+
+/// H2O keeping about `kept` of `ctx` after its prefill. Heavy hitters are often recent, so
+/// the two parts overlap and `x + x` overshoots the union's share only sometimes: the share
+/// `x` of each part is found by bisection on `[kept / 2, kept]` (the union keeps at least
+/// `x` and at most `2 x`).
+fn h2o_arm(engine: &Engine, base: &KvSettings, ctx: &[u32], kept: f64, t: f64) -> Result<Arm> {
+    let mut ws = Workspace::default();
+    let (mut lo, mut hi) = (kept / 2.0, kept);
+    for _ in 0..CALIBRATION_STEPS {
+        let mid = (lo + hi) / 2.0;
+        let mut c = engine.cache(&h2o_settings(base, mid))?;
+        c.prefill(engine.model, &mut ws, ctx)?;
+        if 1.0 - c.pruned_ratio() < kept {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(Arm {
+        method: "h2o".into(),
+        recovery: Some(t),
+        settings: h2o_settings(base, (lo + hi) / 2.0),
+    })
+}
+
+/// Bisection steps of the H2O budget (the share is found to within `kept / 128`).
+const CALIBRATION_STEPS: usize = 6;
 
 /// One arm's results.
 #[derive(Debug, Clone)]
@@ -169,11 +192,15 @@ pub fn run(
     let mut fid = compare_arms(engine, tokens, cfg.windows, &settings(&fastgen), &pb)?;
     pb.finish();
     let mut arms = fastgen.clone();
-    for (a, f) in fastgen.iter().zip(&fid.clone()) {
+    let pb = progress("matching budgets", fastgen.len() as u64);
+    let first_ctx = &tokens[..cfg.windows.ctx.min(tokens.len())];
+    for (a, f) in fastgen.iter().zip(&fid) {
         let t = a.recovery.unwrap_or(1.0);
         arms.push(window_arm(&cfg.base, f.kept_ratio(), t));
-        arms.push(h2o_arm(&cfg.base, f.kept_ratio(), t));
+        arms.push(h2o_arm(engine, &cfg.base, first_ctx, f.kept_ratio(), t)?);
+        pb.inc(1);
     }
+    pb.finish();
     let pb = progress("ppl: full + baselines", 0);
     fid.extend(compare_arms(
         engine,
@@ -233,11 +260,11 @@ pub fn run(
         ((alpaca.len() + gsm.len()) * arms.len()) as u64,
     );
     let mut results = Vec::new();
-    let mut full_answers: Option<(Vec<Vec<u32>>, Vec<Vec<u32>>)> = None;
+    let mut full_answers: Option<Vec<Vec<u32>>> = None;
     for ((arm, f), n) in arms.into_iter().zip(fid).zip(niah) {
         let a = tasks::answers(engine, &arm.settings, &alpaca, cfg.agree_max_tokens, &pb)?;
         let g = tasks::answers(engine, &arm.settings, &gsm, cfg.gsm8k_max_tokens, &pb)?;
-        let (fa, _) = full_answers.get_or_insert_with(|| (a.clone(), g.clone()));
+        let fa = full_answers.get_or_insert_with(|| a.clone());
         let agree = tasks::agreement(engine, fa, &a).unwrap_or(Agreement {
             n: 0,
             exact_match: 0.0,
@@ -399,8 +426,8 @@ pub fn write_outputs(
         &dir.join("quality.svg"),
         &dir.join("quality.png"),
     )?;
-    files.push("quality.svg".into());
     if png {
+        files.push("quality.svg".into());
         files.push("quality.png".into());
     }
     let t = cfg
