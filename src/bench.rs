@@ -3,38 +3,17 @@
 //! tokens of context, tokens/s). The context is real prose (the essays), not random ids,
 //! because what FastGen keeps depends on content.
 //!
-//! A decode test runs under a [`CachePolicy`]: the cache it starts from and what happens to
-//! it once the depth is filled. [`FullCache`] keeps everything; compression policies plug in
-//! here, so each depth can be measured under each policy with the same code.
+//! Every test runs under a KV cache method (`fastgen::KvSettings`): `full` is the plain
+//! engine (the compressed cache passes straight through to the model); FastGen and the
+//! baselines profile and compress when the depth is prefilled, and evict after every
+//! decoded token, so their rows show what compression does to speed.
 
 use crate::error::{Error, Result};
+use crate::fastgen::{CompressedCache, KvKind, KvSettings, TokenClasses};
 use crate::kv_cache::{KvCache, KvDtype};
 use crate::model::{Model, Workspace};
+use std::sync::Arc;
 use std::time::Instant;
-
-/// How a decode test treats the KV cache.
-pub trait CachePolicy {
-    /// Short name for reports (`full`, ...).
-    fn name(&self) -> &str;
-    /// An empty cache for `model`.
-    fn new_cache(&self, model: &Model) -> KvCache;
-    /// Called once the depth tokens are in the cache, before the timed decode steps.
-    fn after_prefill(&self, _model: &Model, _cache: &mut KvCache) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// Keeps every token (the engine's default).
-pub struct FullCache(pub KvDtype);
-
-impl CachePolicy for FullCache {
-    fn name(&self) -> &str {
-        "full"
-    }
-    fn new_cache(&self, model: &Model) -> KvCache {
-        model.new_cache(self.0)
-    }
-}
 
 /// What a test measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,11 +32,12 @@ impl Test {
             Test::Gen { tokens, depth } => format!("tg{tokens} @ d{depth}"),
         }
     }
-    /// Prose tokens the test needs.
+    /// Prose tokens the test needs (a compressing cache at depth 0 is given one token of
+    /// prompt: it cannot decode before a prefill).
     fn tokens_needed(&self) -> usize {
         match *self {
             Test::Prompt { tokens } => tokens,
-            Test::Gen { tokens, depth } => depth + tokens,
+            Test::Gen { tokens, depth } => depth.max(1) + tokens,
         }
     }
 }
@@ -73,6 +53,25 @@ pub struct Sample {
     /// not count), where the OS reports it; 0 otherwise. With one thread this measures the
     /// code rather than the machine's other load.
     pub cpu_tok_s: f64,
+    /// The cache after the test: pruned ratio averaged over decode steps (after prefill for
+    /// prompt tests), bytes its buffers hold, and profiling time.
+    pub pruned_ratio: f64,
+    pub kv_bytes_allocated: usize,
+    pub profile_ms: f64,
+}
+
+/// Peak resident set size of this process (VmHWM), where Linux reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Restarts the peak-RSS count from the current RSS (Linux `clear_refs` 5), so the next
+/// reading covers only what follows; `false` where that is not possible.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
 /// Nanoseconds the calling thread has run on a CPU (Linux scheduler accounting).
@@ -165,6 +164,8 @@ pub struct Bench<'m> {
     pub model: &'m Model,
     prose: Vec<u32>,
     ws: Workspace,
+    /// Token classes with and without whitespace as punctuation.
+    classes: [Arc<TokenClasses>; 2],
 }
 
 impl<'m> Bench<'m> {
@@ -178,56 +179,67 @@ impl<'m> Bench<'m> {
             });
         }
         let prose = prose_tokens(model, need)?;
+        let tok = crate::tokenizer::Tokenizer::from_gguf(model.gguf())?;
+        let classes = [false, true].map(|w| Arc::new(TokenClasses::from_tokenizer(&tok, w)));
         Ok(Bench {
             model,
             prose,
             ws: Workspace::default(),
+            classes,
         })
     }
 
-    /// One run of `test` (decode tests under `policy`).
-    pub fn run(&mut self, test: Test, policy: &dyn CachePolicy) -> Result<Sample> {
+    fn cache(&self, kv: &KvSettings, dtype: KvDtype) -> Result<CompressedCache> {
+        CompressedCache::new(
+            &self.model.cfg,
+            dtype,
+            Arc::new(kv.clone()),
+            self.classes[usize::from(kv.punct_whitespace)].clone(),
+        )
+    }
+
+    /// One run of `test` under the cache method `kv`.
+    pub fn run(&mut self, test: Test, kv: &KvSettings, dtype: KvDtype) -> Result<Sample> {
         let model = self.model;
-        let mut cache = policy.new_cache(model);
-        match test {
+        let mut cache = self.cache(kv, dtype)?;
+        let (prose, ws) = (&self.prose, &mut self.ws);
+        let (tok_s, cpu_tok_s, kv_bytes_per_token) = match test {
             Test::Prompt { tokens } => {
-                let (prose, ws) = (&self.prose, &mut self.ws);
-                let (tok_s, cpu_tok_s) = timed(tokens, || {
-                    model.prefill(&prose[..tokens], &mut cache, ws).map(|_| ())
+                let (t, c) = timed(tokens, || {
+                    cache.prefill(model, ws, &prose[..tokens]).map(|_| ())
                 })?;
-                Ok(Sample {
-                    tok_s,
-                    kv_bytes_per_token: 0.0,
-                    cpu_tok_s,
-                })
+                (t, c, 0.0)
             }
             Test::Gen { tokens, depth } => {
+                // Full decodes from an empty cache; a compressing one needs a prompt.
+                let depth = if kv.kind == KvKind::Full {
+                    depth
+                } else {
+                    depth.max(1)
+                };
                 if depth > 0 {
-                    model.forward(
-                        &self.prose[..depth],
-                        &mut cache,
-                        &mut self.ws,
-                        depth,
-                        &mut |_, _| {},
-                    )?;
+                    cache.prefill(model, ws, &prose[..depth])?;
                 }
-                policy.after_prefill(model, &mut cache)?;
-                let mut kv = 0usize;
-                let (prose, ws) = (&self.prose, &mut self.ws);
-                let (tok_s, cpu_tok_s) = timed(tokens, || {
+                let mut read = 0usize;
+                let (t, c) = timed(tokens, || {
                     for &t in &prose[depth..depth + tokens] {
-                        model.decode(t, &mut cache, ws)?;
-                        kv += kv_bytes(&cache);
+                        cache.decode(model, ws, t)?;
+                        read += kv_bytes(cache.kv());
                     }
                     Ok(())
                 })?;
-                Ok(Sample {
-                    tok_s,
-                    kv_bytes_per_token: kv as f64 / tokens.max(1) as f64,
-                    cpu_tok_s,
-                })
+                (t, c, read as f64 / tokens.max(1) as f64)
             }
-        }
+        };
+        let report = cache.report();
+        Ok(Sample {
+            tok_s,
+            kv_bytes_per_token,
+            cpu_tok_s,
+            pruned_ratio: report.pruned_ratio_mean,
+            kv_bytes_allocated: report.kv_bytes_allocated,
+            profile_ms: report.profile_ms,
+        })
     }
 }
 
@@ -240,6 +252,17 @@ mod tests {
         assert_eq!(summary(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
         assert_eq!(summary(&[4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
         assert_eq!(summary(&[]), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn peak_rss_is_read_from_proc() {
+        // After a reset the peak is the current RSS; 64 MiB touched must raise it as much.
+        assert!(reset_peak_rss(), "clear_refs on Linux");
+        let before = peak_rss_bytes().expect("VmHWM on Linux");
+        let big = std::hint::black_box(vec![1u8; 64 << 20]);
+        let after = peak_rss_bytes().unwrap();
+        assert!(after >= before + (60 << 20), "{before} -> {after}");
+        assert_eq!(std::hint::black_box(&big)[12345], 1);
     }
 
     #[test]

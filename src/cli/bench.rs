@@ -1,19 +1,25 @@
 //! `fastgen bench`: prompt and decode throughput in llama-bench's terms, optionally side by
 //! side with llama-bench itself, run alternately in the same process tree.
 
-use super::ModelArgs;
+use super::{KvArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use fastgen::bench::{self, Bench, CachePolicy, FullCache, Sample, Test};
+use fastgen::bench::{self, Bench, Sample, Test};
+use fastgen::fastgen::{KvKind, KvSettings};
 use fastgen::kv_cache::KvDtype;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 #[derive(Args)]
+// Speed is compared with the plain engine first: the cache defaults to full here.
+#[command(mut_arg("kv", |a| a.default_value("full")
+    .help("KV-cache methods to measure, comma-separated (e.g. fastgen,full,window); each takes the other KV options")))]
 pub struct BenchArgs {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    kv: KvArgs,
     /// Context depths for the decode tests (comma-separated).
     #[arg(long, default_value = "0,512,2048,4096", value_delimiter = ',')]
     depths: Vec<usize>,
@@ -37,14 +43,14 @@ pub struct BenchArgs {
     /// of the code that the machine's other load disturbs less than wall time).
     #[arg(long)]
     cpu_time: bool,
-    /// Element type of the KV cache.
-    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
-    kv_dtype: String,
 }
 
-/// Results of one test.
+/// Results of one test under one cache.
 struct Row {
     test: Test,
+    kv: String,
+    /// Peak RSS while the row ran (since the process started, where it cannot be reset).
+    peak_rss: Option<u64>,
     ours: Vec<Sample>,
     llama: Vec<f64>,
 }
@@ -58,6 +64,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
         .as_deref()
         .map(find_llama_bench)
         .transpose()?;
+    let caches =
+        a.kv.kv
+            .split(',')
+            .map(|k| {
+                let s = KvArgs {
+                    kv: k.trim().to_string(),
+                    ..a.kv.clone()
+                }
+                .settings()?;
+                Ok((k.trim().to_string(), s))
+            })
+            .collect::<Result<Vec<(String, KvSettings)>>>()?;
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let threads = fastgen::pool::global().threads();
@@ -76,12 +94,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if tests.is_empty() {
         bail!("nothing to run: --prompt and --gen are both 0");
     }
-    let dtype = if a.kv_dtype == "f32" {
-        KvDtype::F32
-    } else {
-        KvDtype::F16
-    };
-    let policy = FullCache(dtype);
+    let dtype = a.kv.dtype();
     let mut b = Bench::new(model, &tests)?;
     let wbytes = bench::weight_bytes_per_token(model);
     let model_name = model
@@ -94,25 +107,35 @@ pub fn run(a: BenchArgs) -> Result<()> {
         fastgen::quant::kernels().name,
         wbytes as f64 / (1 << 20) as f64
     );
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for &test in &tests {
-        // Warm-up: page in the weights, size the buffers, wake the threads.
-        b.run(test, &policy)?;
-        let mut row = Row {
-            test,
-            ours: Vec::new(),
-            llama: Vec::new(),
-        };
-        for _ in 0..a.reps {
-            let s = b.run(test, &policy)?;
-            row.ours.push(s);
-            if let Some(lb) = &llama_bench {
-                row.llama
-                    .push(run_llama_bench(lb, &model.path, threads, test, dtype)?);
+        for (name, kv) in &caches {
+            bench::reset_peak_rss();
+            // Warm-up: page in the weights, size the buffers, wake the threads.
+            b.run(test, kv, dtype)?;
+            let mut row = Row {
+                test,
+                kv: name.clone(),
+                peak_rss: None,
+                ours: Vec::new(),
+                llama: Vec::new(),
+            };
+            for _ in 0..a.reps {
+                row.ours.push(b.run(test, kv, dtype)?);
+                // llama.cpp has no compressed cache: it runs beside the full rows only.
+                if let (Some(lb), KvKind::Full) = (&llama_bench, kv.kind) {
+                    row.llama
+                        .push(run_llama_bench(lb, &model.path, threads, test, dtype)?);
+                }
             }
+            row.peak_rss = bench::peak_rss_bytes();
+            let full = rows
+                .iter()
+                .find(|r| r.test == test && r.kv == "full")
+                .map(|r| bench::summary(&tok_s(r)).0);
+            print_row(&model_name, threads, &row, wbytes, full, a.cpu_time);
+            rows.push(row);
         }
-        print_row(&model_name, threads, &row, wbytes, &policy, a.cpu_time);
-        rows.push(row);
     }
     if let Some(path) = &a.json {
         let doc = json!({
@@ -120,8 +143,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "model_path": model.path.display().to_string(),
             "threads": threads,
             "kernels": fastgen::quant::kernels().name,
-            "kv": policy.name(),
-            "kv_dtype": a.kv_dtype,
+            "kv": caches.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            "recovery": a.kv.recovery,
+            "kv_dtype": a.kv.kv_dtype,
             "weight_bytes_per_token": wbytes,
             "rows": rows.iter().map(|r| row_json(r, wbytes)).collect::<Vec<_>>(),
         });
@@ -156,7 +180,7 @@ fn print_row(
     threads: usize,
     r: &Row,
     wbytes: usize,
-    policy: &dyn CachePolicy,
+    full_tok_s: Option<f64>,
     cpu_time: bool,
 ) {
     let (med, min, max) = bench::summary(&tok_s(r));
@@ -170,13 +194,24 @@ fn print_row(
     match gb_s(r, wbytes) {
         Some(g) => {
             line += &format!(
-                " | {:>5.1} GB/s | KV {} {:>6.1} MB/tok",
+                " | {:>5.1} GB/s | KV {:>8} {:>6.1} MB/tok",
                 g,
-                policy.name(),
+                r.kv,
                 kv_per_token(r) / 1e6
             )
         }
-        None => line += " |            |                     ",
+        None => line += &format!(" |            | KV {:>8}              ", r.kv),
+    }
+    let last = r.ours.last().copied().unwrap_or_default();
+    line += &format!(
+        " | pruned {:>5.1}% | alloc {:>6.1} MiB | peak RSS {:>6.0} MiB | profile {:>6.1} ms",
+        100.0 * last.pruned_ratio,
+        last.kv_bytes_allocated as f64 / (1 << 20) as f64,
+        r.peak_rss.unwrap_or(0) as f64 / (1 << 20) as f64,
+        last.profile_ms
+    );
+    if let (Some(f), false) = (full_tok_s, r.kv == "full") {
+        line += &format!(" | x{:.2} vs full", med / f);
     }
     if cpu_time {
         let cpu: Vec<f64> = r.ours.iter().map(|s| s.cpu_tok_s).collect();
@@ -197,8 +232,14 @@ fn print_row(
 
 fn row_json(r: &Row, wbytes: usize) -> serde_json::Value {
     let (med, min, max) = bench::summary(&tok_s(r));
+    let last = r.ours.last().copied().unwrap_or_default();
     let mut v = json!({
         "test": r.test.name(),
+        "kv": r.kv,
+        "pruned_ratio": last.pruned_ratio,
+        "kv_bytes_allocated": last.kv_bytes_allocated,
+        "peak_rss_bytes": r.peak_rss,
+        "profile_ms": last.profile_ms,
         "tok_s": med,
         "min": min,
         "max": max,

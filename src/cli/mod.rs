@@ -1,6 +1,7 @@
 //! Command-line interface: shared argument groups and dispatch.
 
 mod bench;
+mod eval;
 mod fetch;
 mod profile;
 mod run;
@@ -46,6 +47,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Measure prompt and decode speed (llama-bench style), optionally against llama.cpp.
     Bench(bench::BenchArgs),
+    /// Measure what a compressed cache costs in quality against the full cache (ppl, niah,
+    /// agree, gsm8k, sweep).
+    Eval(eval::EvalArgs),
 }
 
 pub fn dispatch(cli: Cli) -> Result<()> {
@@ -57,6 +61,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
         #[cfg(feature = "server")]
         Command::Serve(a) => serve::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Eval(a) => eval::run(a),
     }
 }
 

@@ -1,5 +1,87 @@
-//! Evaluation: how much a compressed KV cache changes what the model says.
+//! Evaluation: how much a compressed KV cache changes what the model says, measured against
+//! the full cache with the yardsticks of `../shared/FASTGEN.md` section 8.
+//!
+//! - `metrics`: KL divergence, same-top rate, ROUGE-L, answer extraction (pure functions).
+//! - `data`: AlpacaEval, GSM8K and the essays, from the pinned packages.
+//! - `niah`: needle-in-a-haystack contexts (pure text building).
+//! - `fidelity`: teacher-forced comparison of caches on long prose (`eval ppl`).
+//! - `tasks`: generation tasks, full cache against compressed: needle questions asked of a
+//!   compressed context, AlpacaEval agreement, GSM8K accuracy.
+//! - `sweep`: every method at several budgets, budgets matched to FastGen's; results,
+//!   report and plots.
+//! - `plot`: quality against kept fraction, one curve per method.
 
 pub mod data;
+pub mod fidelity;
 pub mod metrics;
+pub mod needle;
 pub mod niah;
+pub mod plot;
+pub mod sweep;
+pub mod tasks;
+
+use crate::chat::{ChatMessage, ChatTemplate};
+use crate::error::Result;
+use crate::fastgen::{CompressedCache, KvSettings, TokenClasses};
+use crate::kv_cache::KvDtype;
+use crate::model::Model;
+use crate::tokenizer::Tokenizer;
+use std::sync::Arc;
+
+/// The model under evaluation and what every cache of it needs.
+pub struct Engine<'a> {
+    pub model: &'a Model,
+    pub tokenizer: &'a Tokenizer,
+    pub template: Option<&'a ChatTemplate>,
+    pub dtype: KvDtype,
+    /// Token classes with and without whitespace counted as punctuation (built once: the
+    /// vocabulary scan is the costly part of a new cache).
+    classes: [Arc<TokenClasses>; 2],
+}
+
+impl<'a> Engine<'a> {
+    pub fn new(
+        model: &'a Model,
+        tokenizer: &'a Tokenizer,
+        template: Option<&'a ChatTemplate>,
+        dtype: KvDtype,
+    ) -> Engine<'a> {
+        let classes = [false, true].map(|ws| Arc::new(TokenClasses::from_tokenizer(tokenizer, ws)));
+        Engine {
+            model,
+            tokenizer,
+            template,
+            dtype,
+            classes,
+        }
+    }
+
+    /// An empty cache with these settings.
+    pub fn cache(&self, settings: &KvSettings) -> Result<CompressedCache> {
+        CompressedCache::new(
+            &self.model.cfg,
+            self.dtype,
+            Arc::new(settings.clone()),
+            self.classes[usize::from(settings.punct_whitespace)].clone(),
+        )
+    }
+
+    /// Plain text to ids, with the BOS token first when the model asks for one.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        if self.tokenizer.add_bos() {
+            ids.extend(self.tokenizer.bos_id());
+        }
+        ids.extend(self.tokenizer.encode(text)?);
+        Ok(ids)
+    }
+
+    /// A user turn in the model's chat template (the text as is without one), ready for the
+    /// assistant's answer.
+    pub fn chat_text(&self, user: &str) -> Result<String> {
+        match self.template {
+            Some(t) => t.render(&[ChatMessage::user(user)], true),
+            None => Ok(user.to_string()),
+        }
+    }
+}

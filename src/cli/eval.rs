@@ -1,0 +1,391 @@
+//! `fastgen eval`: what a compressed cache costs in quality, against the full cache.
+//! `ppl` (teacher-forced KL divergence), `niah` (needles asked of a compressed context),
+//! `agree` (AlpacaEval answers), `gsm8k` (accuracy) and `sweep` (all of them, every method,
+//! matched budgets).
+
+use super::{KvArgs, ModelArgs};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use fastgen::eval::fidelity::{compare_arms, Windows};
+use fastgen::eval::needle;
+use fastgen::eval::sweep::{self, SweepConfig};
+use fastgen::eval::{data, tasks, Engine};
+use fastgen::fastgen::{KvKind, KvSettings};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    command: EvalCommand,
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Teacher-forced fidelity on prose: PPL, KL divergence and same-top rate against the
+    /// full cache (llama-perplexity's KL block).
+    Ppl(PplArgs),
+    /// Needle in a haystack: the context is compressed before two questions are asked of it.
+    Niah(NiahArgs),
+    /// Greedy AlpacaEval answers, compressed against full: exact match, first divergence,
+    /// ROUGE-L.
+    Agree(GenArgs),
+    /// GSM8K answer accuracy, full against compressed.
+    Gsm8k(GenArgs),
+    /// Every method at matched budgets on every yardstick: results.json, report.md, plots.
+    Sweep(SweepArgs),
+}
+
+/// What every eval command shares: the model, the cache under test, where JSON goes.
+#[derive(Args)]
+struct Common {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    kv: KvArgs,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct PplArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Text to evaluate on (default: the Paul Graham essays).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Tokens prefilled (and compressed) per window.
+    #[arg(long, default_value_t = 1024)]
+    ctx: usize,
+    /// Tokens fed one at a time after each prefill, each prediction compared.
+    #[arg(long, default_value_t = 512)]
+    eval: usize,
+    /// Most windows to run.
+    #[arg(long, default_value_t = 8)]
+    windows: usize,
+}
+
+#[derive(Args)]
+struct NiahArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Haystack lengths in tokens.
+    #[arg(long, default_value = "1024,2048,4096", value_delimiter = ',')]
+    lengths: Vec<usize>,
+    /// Needle depths in percent of the haystack.
+    #[arg(long, default_value = "0,25,50,75,100", value_delimiter = ',')]
+    depths: Vec<f64>,
+    /// Most tokens per answer.
+    #[arg(long, default_value_t = 32)]
+    max_answer: usize,
+}
+
+#[derive(Args)]
+struct GenArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Number of items (from the start of the set).
+    #[arg(long, default_value_t = 100)]
+    n: usize,
+    /// Most tokens per answer (default: 128 for agree, 256 for gsm8k).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Settings every arm starts from (--kv and --recovery are set per arm).
+    #[command(flatten)]
+    kv: KvArgs,
+    /// Directory for results.json, report.md and the plots.
+    #[arg(long, default_value = "sweep")]
+    out: PathBuf,
+    /// A short sweep (minutes): one window, a 3-cell needle grid, a few generations.
+    #[arg(long)]
+    quick: bool,
+    /// Teacher-forced text (default: the Paul Graham essays).
+    #[arg(long)]
+    text: Option<PathBuf>,
+    /// Also write results.json here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+pub fn run(a: EvalArgs) -> Result<()> {
+    match a.command {
+        EvalCommand::Ppl(a) => ppl(a),
+        EvalCommand::Niah(a) => niah(a),
+        EvalCommand::Agree(a) => agree(a),
+        EvalCommand::Gsm8k(a) => gsm8k(a),
+        EvalCommand::Sweep(a) => sweep(a),
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal), announced by a line.
+fn bar(stage: &str, len: u64) -> ProgressBar {
+    eprintln!("[{stage}]");
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(stage.to_string());
+    pb
+}
+
+fn write_json(path: Option<&Path>, doc: &Value) -> Result<()> {
+    if let Some(p) = path {
+        std::fs::write(p, serde_json::to_string_pretty(doc)?)
+            .with_context(|| format!("writing {}", p.display()))?;
+        eprintln!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn text_of(path: Option<&Path>) -> Result<String> {
+    match path {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display())),
+        None => Ok(data::essays()?),
+    }
+}
+
+/// Runs `f` with the loaded model's engine.
+fn with_engine<T>(
+    model: &ModelArgs,
+    kv: &KvArgs,
+    f: impl FnOnce(&Engine) -> Result<T>,
+) -> Result<T> {
+    let loaded = model.load()?;
+    let engine = Engine::new(
+        &loaded.model,
+        &loaded.tokenizer,
+        loaded.template.as_ref(),
+        kv.dtype(),
+    );
+    f(&engine)
+}
+
+fn ppl(a: PplArgs) -> Result<()> {
+    let settings = a.common.kv.settings()?;
+    let windows = Windows {
+        ctx: a.ctx,
+        eval: a.eval,
+        max_windows: a.windows,
+    };
+    // Checked before the model loads: a bad window fails at once.
+    windows.starts(usize::MAX / 2, usize::MAX / 2)?;
+    let text = text_of(a.text.as_deref())?;
+    with_engine(&a.common.model, &a.common.kv, |engine| {
+        let tokens = engine.encode(&text)?;
+        let pb = bar("ppl", 0);
+        let fid = compare_arms(
+            engine,
+            &tokens,
+            windows,
+            std::slice::from_ref(&settings),
+            &pb,
+        )?;
+        pb.finish_and_clear();
+        let f = &fid[0];
+        let s = f.summary().context("no positions compared")?;
+        println!(
+            "{}: {} positions ({} per window after {} prefilled)",
+            settings.label(),
+            s.n,
+            a.eval,
+            a.ctx
+        );
+        print!("{}", s.render());
+        println!(
+            "Pruned ratio     : {:7.3} %\nKV bytes         : {:.1} MiB allocated of {:.1} MiB full",
+            100.0 * f.pruned_ratio,
+            f.kv_bytes_allocated / (1 << 20) as f64,
+            f.kv_bytes_full / (1 << 20) as f64
+        );
+        write_json(
+            a.common.json.as_deref(),
+            &json!({
+                "kv": settings.label(),
+                "n": s.n,
+                "ppl_full": s.ppl_full,
+                "ppl_kv": s.ppl_kv,
+                "ln_ppl_ratio": s.ln_ppl_ratio,
+                "mean_kld": s.mean_kld,
+                "mean_kld_err": s.mean_kld_err,
+                "kld_median": s.kld_median,
+                "kld_p99": s.kld_p99,
+                "kld_p999": s.kld_p999,
+                "kld_max": s.kld_max,
+                "same_top": s.same_top,
+                "same_top_err": s.same_top_err,
+                "rms_dp": s.rms_dp,
+                "pruned_ratio": f.pruned_ratio,
+                "kv_bytes_allocated": f.kv_bytes_allocated,
+                "kv_bytes_full": f.kv_bytes_full,
+            }),
+        )
+    })
+}
+
+fn full() -> KvSettings {
+    KvSettings::with_kind(KvKind::Full)
+}
+
+fn niah(a: NiahArgs) -> Result<()> {
+    let settings = a.common.kv.settings()?;
+    if a.lengths.is_empty() || a.depths.is_empty() {
+        bail!("--lengths and --depths need at least one value each");
+    }
+    let prose = data::essays()?;
+    with_engine(&a.common.model, &a.common.kv, |engine| {
+        let pb = bar(
+            "building haystacks",
+            (a.lengths.len() * a.depths.len()) as u64,
+        );
+        let mut prompts = Vec::new();
+        for &l in &a.lengths {
+            for &d in &a.depths {
+                prompts.push(needle::prompt(engine, &prose, l, d)?);
+                pb.inc(1);
+            }
+        }
+        pb.finish_and_clear();
+        let pb = bar("niah: full", prompts.len() as u64);
+        let f = needle::run(engine, &full(), &prompts, a.max_answer, &pb)?;
+        pb.finish_and_clear();
+        let pb = bar(&format!("niah: {}", settings.label()), prompts.len() as u64);
+        let k = needle::run(engine, &settings, &prompts, a.max_answer, &pb)?;
+        pb.finish_and_clear();
+        println!("full against {}", settings.label());
+        print!("{}", needle::render_grid(&f, &k));
+        let (fh, q) = needle::hits(&f);
+        let (kh, _) = needle::hits(&k);
+        println!("hits: full {fh}/{q}, {} {kh}/{q}", settings.label());
+        write_json(
+            a.common.json.as_deref(),
+            &json!({"kv": settings.label(), "questions": q, "hits_full": fh, "hits_kv": kh,
+                    "full": f, "compressed": k}),
+        )
+    })
+}
+
+/// Token ids of one answer per prompt.
+type Answers = Vec<Vec<u32>>;
+
+/// Full-cache and compressed answers to `prompts`.
+fn both_answers(
+    engine: &Engine,
+    settings: &KvSettings,
+    prompts: &[Vec<u32>],
+    max_tokens: usize,
+) -> Result<(Answers, Answers)> {
+    let pb = bar("full", prompts.len() as u64);
+    let f = tasks::answers(engine, &full(), prompts, max_tokens, &pb)?;
+    pb.finish_and_clear();
+    let pb = bar(&settings.label(), prompts.len() as u64);
+    let k = tasks::answers(engine, settings, prompts, max_tokens, &pb)?;
+    pb.finish_and_clear();
+    Ok((f, k))
+}
+
+fn check_gen(a: &GenArgs, default_max: usize) -> Result<(KvSettings, usize)> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    let max = a.max_tokens.unwrap_or(default_max);
+    if max == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    Ok((a.common.kv.settings()?, max))
+}
+
+fn agree(a: GenArgs) -> Result<()> {
+    let (settings, max) = check_gen(&a, 128)?;
+    let items = data::alpaca(a.n)?;
+    with_engine(&a.common.model, &a.common.kv, |engine| {
+        let prompts = tasks::alpaca_prompts(engine, &items)?;
+        let (f, k) = both_answers(engine, &settings, &prompts, max)?;
+        let g = tasks::agreement(engine, &f, &k).context("no answers")?;
+        println!(
+            "{} against full on {} AlpacaEval instructions (up to {max} tokens):\n\
+             exact match {:.1} %, mean first divergence at token {:.1}, ROUGE-L F1 {:.3}",
+            settings.label(),
+            g.n,
+            100.0 * g.exact_match,
+            g.first_divergence,
+            g.rouge_l
+        );
+        let mut doc = serde_json::to_value(g)?;
+        doc["kv"] = json!(settings.label());
+        write_json(a.common.json.as_deref(), &doc)
+    })
+}
+
+fn gsm8k(a: GenArgs) -> Result<()> {
+    let (settings, max) = check_gen(&a, 256)?;
+    let cases = data::gsm8k(a.n)?;
+    with_engine(&a.common.model, &a.common.kv, |engine| {
+        let prompts = tasks::gsm8k_prompts(engine, &cases)?;
+        let (f, k) = both_answers(engine, &settings, &prompts, max)?;
+        let (cf, ck) = (
+            tasks::gsm8k_correct(engine, &cases, &f),
+            tasks::gsm8k_correct(engine, &cases, &k),
+        );
+        let count = |v: &[bool]| v.iter().filter(|&&c| c).count();
+        println!(
+            "GSM8K, {} problems (up to {max} tokens): full {}/{} ({:.1} %), {} {}/{} ({:.1} %)",
+            cases.len(),
+            count(&cf),
+            cases.len(),
+            100.0 * tasks::share(&cf),
+            settings.label(),
+            count(&ck),
+            cases.len(),
+            100.0 * tasks::share(&ck)
+        );
+        write_json(
+            a.common.json.as_deref(),
+            &json!({"kv": settings.label(), "n": cases.len(),
+                    "accuracy_full": tasks::share(&cf), "accuracy_kv": tasks::share(&ck),
+                    "correct_full": cf, "correct_kv": ck}),
+        )
+    })
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    let base = a.kv.settings()?;
+    let cfg = if a.quick {
+        SweepConfig::quick(base)
+    } else {
+        SweepConfig::full(base)
+    };
+    let text = text_of(a.text.as_deref())?;
+    let prose = data::essays()?;
+    let t0 = std::time::Instant::now();
+    with_engine(&a.model, &a.kv, |engine| {
+        let tokens = engine.encode(&text)?;
+        let results = sweep::run(engine, &cfg, &tokens, &prose, &|stage, len| bar(stage, len))?;
+        let name = engine
+            .model
+            .path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        let files = sweep::write_outputs(engine, &a.out, &name, &cfg, &results, &tokens)?;
+        print!("{}", sweep::report_md(&name, &cfg, &results));
+        eprintln!(
+            "wrote {} in {} ({:.1} min)",
+            files.join(", "),
+            a.out.display(),
+            t0.elapsed().as_secs_f64() / 60.0
+        );
+        write_json(
+            a.json.as_deref(),
+            &sweep::results_json(&name, &cfg, &results),
+        )
+    })
+}

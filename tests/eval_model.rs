@@ -1,0 +1,171 @@
+//! The evaluation on the real model (SmolLM2): the full cache against itself is exactly the
+//! full cache; needle haystacks land at the requested length and depth by the model's own
+//! tokenizer; and a tiny sweep runs end to end, writing its report and plots.
+
+use fastgen::chat::ChatTemplate;
+use fastgen::eval::fidelity::{compare_arms, Windows};
+use fastgen::eval::niah::{self, FACT, NEEDLE, NEEDLE_QUESTION};
+use fastgen::eval::sweep::{self, SweepConfig};
+use fastgen::eval::{data, needle, Engine};
+use fastgen::fastgen::{KvKind, KvSettings};
+use fastgen::kv_cache::KvDtype;
+use fastgen::model::Model;
+use fastgen::tokenizer::Tokenizer;
+use indicatif::ProgressBar;
+
+struct Loaded {
+    model: Model,
+    tok: Tokenizer,
+    template: Option<ChatTemplate>,
+}
+
+fn load() -> Loaded {
+    let path = fastgen::fetch::ensure_model("smollm2").expect("model fetch");
+    let model = Model::load(&path).expect("model loads");
+    let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
+    let template = ChatTemplate::from_gguf(model.gguf()).unwrap();
+    Loaded {
+        model,
+        tok,
+        template,
+    }
+}
+
+fn engine(l: &Loaded) -> Engine<'_> {
+    Engine::new(&l.model, &l.tok, l.template.as_ref(), KvDtype::F16)
+}
+
+fn essay_tokens(e: &Engine) -> Vec<u32> {
+    e.encode(&fastgen::fetch::essay_text("worked.txt").unwrap())
+        .unwrap()
+}
+
+#[test]
+fn full_cache_against_itself_has_exactly_zero_kld() {
+    let l = load();
+    let e = engine(&l);
+    let tokens = essay_tokens(&e);
+    let w = Windows {
+        ctx: 200,
+        eval: 24,
+        max_windows: 2,
+    };
+    let full = KvSettings::with_kind(KvKind::Full);
+    let fid = compare_arms(&e, &tokens, w, &[full], &ProgressBar::hidden()).unwrap();
+    let s = fid[0].summary().unwrap();
+    assert_eq!(s.n, 48);
+    assert!(fid[0].rows.iter().all(|r| r.kld == 0.0 && r.same_top));
+    assert_eq!((s.mean_kld, s.kld_max, s.same_top), (0.0, 0.0, 1.0));
+    assert_eq!(s.ppl_full, s.ppl_kv);
+    assert_eq!(fid[0].pruned_ratio, 0.0);
+    // A real compression on the same windows does change the distributions.
+    let fg = KvSettings {
+        recovery: 0.9,
+        ..KvSettings::default()
+    };
+    let fid = compare_arms(&e, &tokens, w, &[fg], &ProgressBar::hidden()).unwrap();
+    assert!(fid[0].summary().unwrap().mean_kld > 0.0);
+    assert!(fid[0].pruned_ratio > 0.0);
+}
+
+#[test]
+fn haystacks_land_at_length_and_depth_by_the_model_tokenizer() {
+    let l = load();
+    let prose = data::essays().unwrap();
+    let count = |s: &str| l.tok.encode(s).unwrap().len();
+    for target in [1024, 2048] {
+        for depth in [0.0, 25.0, 50.0, 75.0, 100.0] {
+            let h = niah::build(&prose, target, &[(NEEDLE, depth), (FACT, 60.0)], &count);
+            let dev = (h.tokens as f64 - target as f64).abs() / target as f64;
+            assert!(dev <= 0.01, "target {target}: {} tokens", h.tokens);
+            assert_eq!(h.tokens, count(&h.text));
+            assert_eq!(h.text.matches(NEEDLE).count(), 1);
+            // Within one sentence: the longest sentence of the haystack, as a share.
+            let longest = niah::sentences(&h.text)
+                .iter()
+                .map(|s| count(s))
+                .max()
+                .unwrap();
+            let off = (h.depths[0] - depth / 100.0).abs();
+            assert!(
+                off <= longest as f64 / h.tokens as f64,
+                "target {target} depth {depth}: needle at {:.3}",
+                h.depths[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn needle_prompt_holds_the_facts_before_the_question() {
+    let l = load();
+    let e = engine(&l);
+    let p = needle::prompt(&e, &data::essays().unwrap(), 512, 50.0).unwrap();
+    let ctx = l.tok.decode(&p.context);
+    assert!(ctx.contains(NEEDLE) && ctx.contains(FACT));
+    assert!(!ctx.contains(NEEDLE_QUESTION));
+    assert!(l.tok.decode(&p.questions[0]).contains(NEEDLE_QUESTION));
+    assert!(p.context.len() > 512 && p.context.len() < 600);
+    // Lengths beyond the context are an error, not a panic.
+    assert!(needle::prompt(&e, "Short. Text.", 1_000_000, 50.0).is_err());
+    assert!(needle::prompt(&e, "Short. Text.", 100, 150.0).is_err());
+}
+
+#[test]
+fn quick_sweep_runs_end_to_end() {
+    let l = load();
+    let e = engine(&l);
+    let tokens = essay_tokens(&e);
+    let cfg = SweepConfig {
+        recoveries: vec![0.9, 0.99],
+        windows: Windows {
+            ctx: 160,
+            eval: 16,
+            max_windows: 1,
+        },
+        niah_lengths: vec![200],
+        niah_depths: vec![50.0],
+        niah_max_answer: 6,
+        agree_n: 2,
+        agree_max_tokens: 6,
+        gsm8k_n: 1,
+        gsm8k_max_tokens: 6,
+        ..SweepConfig::quick(KvSettings::default())
+    };
+    let prose = data::essays().unwrap();
+    let results = sweep::run(&e, &cfg, &tokens, &prose, &|_, _| ProgressBar::hidden()).unwrap();
+    let methods: Vec<&str> = results.iter().map(|r| r.arm.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        ["full", "fastgen", "fastgen", "window", "h2o", "window", "h2o"]
+    );
+    assert_eq!(results[0].kld.mean_kld, 0.0);
+    assert_eq!(results[0].agree.exact_match, 1.0);
+    // Baselines hold about FastGen's budget at their T.
+    for (i, fg) in [(1, &results[1]), (3, &results[2])] {
+        let kept = 1.0 - fg.fidelity.pruned_ratio;
+        for b in &results[i + 2..i + 4] {
+            assert_eq!(b.arm.recovery, fg.arm.recovery);
+            let b_kept = 1.0 - b.fidelity.pruned_ratio;
+            assert!(
+                (b_kept - kept).abs() < 0.1,
+                "{} keeps {b_kept:.3}, fastgen {kept:.3}",
+                b.arm.method
+            );
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("fastgen-sweep-{}", std::process::id()));
+    let files = sweep::write_outputs(&e, &dir, "smollm2", &cfg, &results, &tokens).unwrap();
+    for f in ["results.json", "report.md", "quality.svg", "policy-map.svg"] {
+        assert!(files.iter().any(|g| g == f), "{f} missing from {files:?}");
+        assert!(dir.join(f).metadata().unwrap().len() > 100, "{f} is empty");
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(doc["arms"].as_array().unwrap().len(), 7);
+    assert_eq!(doc["arms"][0]["ppl"]["mean_kld"], 0.0);
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("| arm | T | KV MiB | pruned %"));
+    assert_eq!(md.matches("\n| fastgen |").count(), 2);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
