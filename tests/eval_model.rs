@@ -137,14 +137,24 @@ fn quick_sweep_runs_end_to_end() {
     let methods: Vec<&str> = results.iter().map(|r| r.arm.method.as_str()).collect();
     assert_eq!(
         methods,
-        ["full", "fastgen", "fastgen", "window", "h2o", "window", "h2o"]
+        [
+            "full",
+            "fastgen",
+            "fastgen",
+            "fastgen-paper",
+            "fastgen-paper",
+            "window",
+            "h2o",
+            "window",
+            "h2o"
+        ]
     );
     assert_eq!(results[0].kld.mean_kld, 0.0);
     assert_eq!(results[0].agree.exact_match, 1.0);
     // Baselines hold about FastGen's budget at their T.
-    for (i, fg) in [(1, &results[1]), (3, &results[2])] {
+    for (i, fg) in [(5, &results[1]), (7, &results[2])] {
         let kept = 1.0 - fg.fidelity.pruned_ratio;
-        for b in &results[i + 2..i + 4] {
+        for b in &results[i..i + 2] {
             assert_eq!(b.arm.recovery, fg.arm.recovery);
             let b_kept = 1.0 - b.fidelity.pruned_ratio;
             assert!(
@@ -162,10 +172,11 @@ fn quick_sweep_runs_end_to_end() {
     }
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
-    assert_eq!(doc["arms"].as_array().unwrap().len(), 7);
+    assert_eq!(doc["arms"].as_array().unwrap().len(), 9);
     assert_eq!(doc["arms"][0]["ppl"]["mean_kld"], 0.0);
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("| arm | T | KV MiB | pruned %"));
     assert_eq!(md.matches("\n| fastgen |").count(), 2);
+    assert_eq!(md.matches("\n| fastgen-paper |").count(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -36,8 +36,9 @@ fn bitmap_font() -> bool {
     })
 }
 
-const METHODS: [(&str, RGBColor); 4] = [
+const METHODS: [(&str, RGBColor); 5] = [
     ("fastgen", RGBColor(217, 95, 2)),
+    ("fastgen-paper", RGBColor(231, 41, 138)),
     ("window", RGBColor(31, 120, 180)),
     ("h2o", RGBColor(102, 166, 30)),
     ("full", RGBColor(0, 0, 0)),

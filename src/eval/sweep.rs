@@ -29,6 +29,8 @@ pub struct SweepConfig {
     pub base: KvSettings,
     /// FastGen's thresholds, one arm each (and one window and one H2O arm at its budget).
     pub recoveries: Vec<f64>,
+    /// Also run the paper-faithful FastGen (`--kv fastgen-paper`) at each T.
+    pub with_paper: bool,
     pub windows: Windows,
     pub niah_lengths: Vec<usize>,
     pub niah_depths: Vec<f64>,
@@ -45,6 +47,7 @@ impl SweepConfig {
         SweepConfig {
             base,
             recoveries: vec![0.90, 0.95, 0.98, 0.99],
+            with_paper: true,
             windows: Windows {
                 ctx: 1024,
                 eval: 512,
@@ -178,7 +181,22 @@ pub fn run(
             },
         })
         .collect();
-    for a in &fastgen {
+    // The paper's FastGen at the same T, for comparison with ours: drawn at its own kept
+    // share, with no baselines of its own (the curves show where it lies against theirs).
+    let paper: Vec<Arm> = match cfg.with_paper {
+        true => (cfg.recoveries.iter())
+            .map(|&t| Arm {
+                method: "fastgen-paper".into(),
+                recovery: Some(t),
+                settings: KvSettings {
+                    recovery: t,
+                    ..KvSettings::paper()
+                },
+            })
+            .collect(),
+        false => Vec::new(),
+    };
+    for a in fastgen.iter().chain(&paper) {
         a.settings.validate()?;
     }
     let full = Arm {
@@ -189,9 +207,10 @@ pub fn run(
     // Stage 1: FastGen's fidelity, which fixes the baselines' budgets.
     let settings = |arms: &[Arm]| arms.iter().map(|a| a.settings.clone()).collect::<Vec<_>>();
     let pb = progress("ppl: full + fastgen", 0);
-    let mut fid = compare_arms(engine, tokens, cfg.windows, &settings(&fastgen), &pb)?;
+    let stage1: Vec<Arm> = fastgen.iter().chain(&paper).cloned().collect();
+    let mut fid = compare_arms(engine, tokens, cfg.windows, &settings(&stage1), &pb)?;
     pb.finish();
-    let mut arms = fastgen.clone();
+    let mut arms = stage1;
     let pb = progress("matching budgets", fastgen.len() as u64);
     let first_ctx = &tokens[..cfg.windows.ctx.min(tokens.len())];
     for (a, f) in fastgen.iter().zip(&fid) {
@@ -206,7 +225,7 @@ pub fn run(
         engine,
         tokens,
         cfg.windows,
-        &settings(&arms[fastgen.len()..]),
+        &settings(&arms[fastgen.len() + paper.len()..]),
         &pb,
     )?);
     pb.finish();
@@ -289,7 +308,7 @@ pub fn run(
 
 fn label(a: &Arm) -> String {
     match (a.method.as_str(), a.recovery) {
-        ("fastgen", Some(t)) => format!("fastgen T={t:.2}"),
+        ("fastgen" | "fastgen-paper", Some(t)) => format!("{} T={t:.2}", a.method),
         (m, Some(t)) => format!("{m} @ fastgen T={t:.2} budget"),
         (m, None) => m.to_string(),
     }
