@@ -241,6 +241,12 @@ fn niah(a: NiahArgs) -> Result<()> {
     if a.lengths.is_empty() || a.depths.is_empty() {
         bail!("--lengths and --depths need at least one value each");
     }
+    if let Some(d) = a.depths.iter().find(|d| !(0.0..=100.0).contains(*d)) {
+        bail!("--depths: {d} is not a percentage in [0, 100]");
+    }
+    if a.lengths.contains(&0) || a.max_answer == 0 {
+        bail!("--lengths and --max-answer must be at least 1");
+    }
     let prose = data::essays()?;
     with_engine(&a.common.model, &a.common.kv, |engine| {
         let pb = bar(
