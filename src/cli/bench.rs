@@ -76,6 +76,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 Ok((k.trim().to_string(), s))
             })
             .collect::<Result<Vec<(String, KvSettings)>>>()?;
+    // Full first at each test, so that the others can be given as ratios to it.
+    let mut caches = caches;
+    caches.sort_by_key(|(_, s)| s.kind != KvKind::Full);
     let loaded = a.model.load()?;
     let model = &loaded.model;
     let threads = fastgen::pool::global().threads();

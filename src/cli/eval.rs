@@ -110,6 +110,21 @@ struct SweepArgs {
     /// Teacher-forced text (default: the Paul Graham essays).
     #[arg(long)]
     text: Option<PathBuf>,
+    /// Override: tokens prefilled per teacher-forced window.
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Override: tokens fed one at a time per window.
+    #[arg(long)]
+    eval: Option<usize>,
+    /// Override: needle haystack lengths.
+    #[arg(long, value_delimiter = ',')]
+    niah_lengths: Option<Vec<usize>>,
+    /// Override: AlpacaEval instructions for agreement.
+    #[arg(long)]
+    agree_n: Option<usize>,
+    /// Override: GSM8K problems (0 skips GSM8K).
+    #[arg(long)]
+    gsm8k_n: Option<usize>,
     /// Also write results.json here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -241,6 +256,12 @@ fn niah(a: NiahArgs) -> Result<()> {
     if a.lengths.is_empty() || a.depths.is_empty() {
         bail!("--lengths and --depths need at least one value each");
     }
+    if let Some(d) = a.depths.iter().find(|d| !(0.0..=100.0).contains(*d)) {
+        bail!("--depths: {d} is not a percentage in [0, 100]");
+    }
+    if a.lengths.contains(&0) || a.max_answer == 0 {
+        bail!("--lengths and --max-answer must be at least 1");
+    }
     let prose = data::essays()?;
     with_engine(&a.common.model, &a.common.kv, |engine| {
         let pb = bar(
@@ -359,11 +380,21 @@ fn gsm8k(a: GenArgs) -> Result<()> {
 
 fn sweep(a: SweepArgs) -> Result<()> {
     let base = a.kv.settings()?;
-    let cfg = if a.quick {
+    let mut cfg = if a.quick {
         SweepConfig::quick(base)
     } else {
         SweepConfig::full(base)
     };
+    cfg.windows.ctx = a.ctx.unwrap_or(cfg.windows.ctx);
+    cfg.windows.eval = a.eval.unwrap_or(cfg.windows.eval);
+    cfg.niah_lengths = a.niah_lengths.unwrap_or(cfg.niah_lengths);
+    cfg.agree_n = a.agree_n.unwrap_or(cfg.agree_n);
+    cfg.gsm8k_n = a.gsm8k_n.unwrap_or(cfg.gsm8k_n);
+    // Checked before the model loads.
+    cfg.windows.starts(usize::MAX / 2, usize::MAX / 2)?;
+    if cfg.niah_lengths.contains(&0) || cfg.agree_n == 0 {
+        bail!("--niah-lengths and --agree-n must be at least 1");
+    }
     let text = text_of(a.text.as_deref())?;
     let prose = data::essays()?;
     let t0 = std::time::Instant::now();

@@ -172,7 +172,6 @@ pub fn run(
 /// out of 2.
 pub fn render_grid(full: &[CellResult], kv: &[CellResult]) -> String {
     let mut lengths: Vec<usize> = full.iter().map(|c| c.length).collect();
-    lengths.dedup();
     lengths.sort_unstable();
     lengths.dedup();
     let mut depths: Vec<f64> = full.iter().map(|c| c.depth).collect();

@@ -1,0 +1,39 @@
+//! `fastgen eval` and `fastgen bench --kv`: bad input fails with one clear error line
+//! (before the model loads where it can), never a panic.
+
+use std::process::Command;
+
+fn fails(args: &[&str], says: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fastgen"))
+        .args(args)
+        .output()
+        .expect("fastgen runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("error") && l.contains(says)),
+        "{args:?}: expected an error naming {says}: {stderr}"
+    );
+}
+
+#[test]
+fn eval_rejects_bad_settings() {
+    fails(&["eval", "agree", "--n", "0"], "--n");
+    fails(&["eval", "gsm8k", "--max-tokens", "0"], "--max-tokens");
+    fails(&["eval", "ppl", "--ctx", "0"], "--ctx");
+    fails(&["eval", "ppl", "--recovery", "1.5"], "--recovery");
+    fails(&["eval", "niah", "--kv", "streaming"], "--kv 'streaming'");
+    fails(
+        &["eval", "niah", "--depths", "150", "--lengths", "256"],
+        "--depths",
+    );
+    fails(
+        &["eval", "ppl", "--ctx", "100000", "--eval", "8"],
+        "context",
+    );
+    fails(&["eval", "sweep", "--kv-dtype", "f8"], "f8");
+    fails(&["bench", "--kv", "full,bogus"], "--kv 'bogus'");
+}
