@@ -71,6 +71,8 @@ def bar(paths):
             if not d:
                 continue
             w, h = at.get("window@default"), at.get("h2o@default")
+            if not (w and h):
+                continue
             best = min(w["kld"], h["kld"])
             ok = "met" if d["kld"] <= best else "not met"
             pw = interp(win, 1 - p["pruned"]) if p else None
