@@ -299,6 +299,13 @@ impl KvCache {
     pub fn reserve(&mut self, n: usize) {
         self.heads.iter_mut().for_each(|h| h.reserve(n));
     }
+    /// Room for exactly `tokens` tokens in every head, allocated now: a cache that will never
+    /// evict then holds what a budget reserved for it, not up to twice that by doubling.
+    pub fn reserve_total(&mut self, tokens: usize) {
+        for h in &mut self.heads {
+            h.reserve_exact(tokens.saturating_sub(h.len()));
+        }
+    }
     /// Cached (slot) entries over all heads.
     pub fn kept_entries(&self) -> usize {
         self.heads.iter().map(|h| h.len()).sum()
@@ -344,6 +351,19 @@ mod tests {
         assert_eq!(h.visible(4), 3);
         assert_eq!(h.visible(6), 3);
         assert_eq!(h.visible(7), 4);
+    }
+
+    #[test]
+    fn reserve_total_allocates_exactly_and_pushes_stay_inside() {
+        let mut kv = KvCache::new(2, 1, 4, KvDtype::F16);
+        kv.head_mut(0, 0).push(0, &row(0.0), &row(0.0));
+        kv.reserve_total(100);
+        // 100 tokens x 4 elements x 2 bytes, keys and values, in each of 2 heads.
+        assert_eq!(kv.allocated_bytes(), 2 * 2 * 100 * 4 * 2);
+        for p in 1..100 {
+            kv.head_mut(0, 0).push(p, &row(1.0), &row(1.0));
+        }
+        assert_eq!(kv.allocated_bytes(), 2 * 2 * 100 * 4 * 2);
     }
 
     #[test]

@@ -147,6 +147,13 @@ impl CompressedCache {
     pub fn kv(&self) -> &KvCache {
         &self.kv
     }
+    /// For `--kv full`: allocates room for exactly `tokens` tokens in every head up front
+    /// (see [`KvCache::reserve_total`]). Compressing caches size themselves as they evict.
+    pub fn reserve_full(&mut self, tokens: usize) {
+        if self.settings.kind == KvKind::Full {
+            self.kv.reserve_total(tokens);
+        }
+    }
     pub fn settings(&self) -> &KvSettings {
         &self.settings
     }
