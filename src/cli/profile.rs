@@ -47,14 +47,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         .path
         .file_stem()
         .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-    let kv = cache.kv();
-    let shortfall: Vec<Vec<Option<f64>>> = (0..kv.n_layers)
-        .map(|l| {
-            (0..kv.n_kv_heads)
-                .map(|h| cache.head_state(l, h).shortfall)
-                .collect()
-        })
-        .collect();
+    let shortfall = cache.head_shortfalls();
     let spec = MapSpec {
         report: &report,
         title: format!("{name}: {label}, {} prompt tokens", ids.len()),

@@ -1,16 +1,13 @@
 //! Quality against kept fraction: one curve per method (FastGen over T, the window and H2O
 //! baselines at FastGen's budgets), three panels: mean KLD (log scale), same-top rate and
 //! needle hits. Both SVG and PNG lay out text with a TrueType font: without one (see
-//! `fastgen::plot::FONT_PATHS`) the figure is skipped.
+//! `fastgen::plot::FONT_PATHS`, registered once for both kinds of figure) the figure is skipped.
 
 use crate::error::{Error, Result};
-use crate::fastgen::plot::FONT_PATHS;
+use crate::fastgen::plot::{bitmap_font, FONT};
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use std::path::Path;
-use std::sync::OnceLock;
-
-const FONT: &str = "sans-serif";
 
 /// One point of a method's curve.
 #[derive(Debug, Clone)]
@@ -22,18 +19,6 @@ pub struct Point {
     pub same_top: f64,
     /// Needle hits as a share of questions (None when not run).
     pub niah: Option<f64>,
-}
-
-fn bitmap_font() -> bool {
-    static FOUND: OnceLock<bool> = OnceLock::new();
-    *FOUND.get_or_init(|| {
-        FONT_PATHS.iter().any(|p| {
-            std::fs::read(p).is_ok_and(|bytes| {
-                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                plotters::style::register_font(FONT, FontStyle::Normal, bytes).is_ok()
-            })
-        })
-    })
 }
 
 const METHODS: [(&str, RGBColor); 5] = [

@@ -464,14 +464,7 @@ pub fn write_outputs(
     let mut cache = engine.cache(&settings)?;
     cache.prefill(engine.model, &mut Workspace::default(), ctx)?;
     let report = cache.report();
-    let kv = cache.kv();
-    let shortfall = (0..kv.n_layers)
-        .map(|l| {
-            (0..kv.n_kv_heads)
-                .map(|h| cache.head_state(l, h).shortfall)
-                .collect()
-        })
-        .collect();
+    let shortfall = cache.head_shortfalls();
     let spec = MapSpec {
         report: &report,
         title: format!("{model}: fastgen T={t}, {} prompt tokens", ctx.len()),

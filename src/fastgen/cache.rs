@@ -160,6 +160,16 @@ impl CompressedCache {
     pub fn head_state(&self, layer: usize, kv_head: usize) -> &HeadState {
         &self.heads[layer * self.kv.n_kv_heads + kv_head]
     }
+    /// Every head's `shortfall`, `[layer][kv_head]` (what the policy map shows in full cells).
+    pub fn head_shortfalls(&self) -> Vec<Vec<Option<f64>>> {
+        (0..self.kv.n_layers)
+            .map(|l| {
+                (0..self.kv.n_kv_heads)
+                    .map(|h| self.head_state(l, h).shortfall)
+                    .collect()
+            })
+            .collect()
+    }
     pub fn pos_classes(&self) -> &[u8] {
         &self.pos_classes
     }

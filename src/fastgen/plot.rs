@@ -23,10 +23,11 @@ pub const FONT_PATHS: &[&str] = &[
     "/Library/Fonts/Arial.ttf",
 ];
 
-const FONT: &str = "sans-serif";
+/// The family every figure draws its text in (registered by [`bitmap_font`]).
+pub(crate) const FONT: &str = "sans-serif";
 
 /// Registers the first font found; `true` when text can be drawn in bitmaps.
-fn bitmap_font() -> bool {
+pub(crate) fn bitmap_font() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {
         for p in FONT_PATHS {
