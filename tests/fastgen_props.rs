@@ -94,6 +94,40 @@ fn subset(a: &[bool], b: &[bool]) -> bool {
     a.iter().zip(b).all(|(x, y)| !*x || *y)
 }
 
+/// Random causal softmax rows `[s, s]` for each of `group` query heads.
+fn causal_maps(s: usize, group: usize, seed: u64) -> Vec<Vec<Vec<f32>>> {
+    let mut x = seed | 1;
+    let mut rnd = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x % 1000) as f32 / 100.0
+    };
+    (0..group)
+        .map(|_| {
+            (0..s)
+                .map(|i| {
+                    let e: Vec<f32> = (0..=i).map(|_| rnd().exp()).collect();
+                    let z: f32 = e.iter().sum();
+                    let mut row: Vec<f32> = e.iter().map(|v| v / z).collect();
+                    row.resize(s, 0.0);
+                    row
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Random token classes for `s` positions (plain, punctuation or control), position 0 a sink.
+fn random_classes(s: usize, seed: u64) -> Vec<u8> {
+    (0..s)
+        .map(|j| {
+            [0, 0, PUNCT, CONTROL][((seed >> (2 * (j % 32))) & 3) as usize]
+                | if j == 0 { SINK } else { 0 }
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -164,20 +198,8 @@ proptest! {
         first_row in 0usize..24,
         prm in params(),
     ) {
-        // Random causal softmax rows per query head.
-        let mut x = seed | 1;
-        let mut rnd = move || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; (x % 1000) as f32 / 100.0 };
-        let maps: Vec<Vec<Vec<f32>>> = (0..group).map(|_| {
-            (0..s).map(|i| {
-                let e: Vec<f32> = (0..=i).map(|_| rnd().exp()).collect();
-                let z: f32 = e.iter().sum();
-                let mut row: Vec<f32> = e.iter().map(|v| v / z).collect();
-                row.resize(s, 0.0);
-                row
-            }).collect()
-        }).collect();
-        let classes: Vec<u8> = (0..s).map(|j| [0, 0, PUNCT, CONTROL][((classes_seed >> (2 * (j % 32))) & 3) as usize]
-            | if j == 0 { SINK } else { 0 }).collect();
+        let maps = causal_maps(s, group, seed);
+        let classes = random_classes(s, classes_seed);
         let rows = first_row.min(s - 1)..s;
         let prof = HeadProfile::from_maps(&maps, rows.clone(), &prm);
         let seeds = prof.group_colsum();
@@ -218,19 +240,8 @@ proptest! {
         p in policy(),
         prm in params(),
     ) {
-        let mut x = seed | 1;
-        let mut rnd = move || { x ^= x << 13; x ^= x >> 7; x ^= x << 17; (x % 1000) as f32 / 100.0 };
-        let maps: Vec<Vec<Vec<f32>>> = (0..group).map(|_| {
-            (0..s).map(|i| {
-                let e: Vec<f32> = (0..=i).map(|_| rnd().exp()).collect();
-                let z: f32 = e.iter().sum();
-                let mut row: Vec<f32> = e.iter().map(|v| v / z).collect();
-                row.resize(s, 0.0);
-                row
-            }).collect()
-        }).collect();
-        let classes: Vec<u8> = (0..s).map(|j| [0, 0, PUNCT, CONTROL][((classes_seed >> (2 * (j % 32))) & 3) as usize]
-            | if j == 0 { SINK } else { 0 }).collect();
+        let maps = causal_maps(s, group, seed);
+        let classes = random_classes(s, classes_seed);
         let from = s.saturating_sub(w);
         let tails: Vec<Vec<f32>> = maps.iter().map(|m| m[from..].iter().flatten().copied().collect()).collect();
         let seeds: Vec<f32> = (0..from).map(|j| maps.iter().map(|m| m[..from].iter().map(|r| r[j]).sum::<f32>()).sum()).collect();
