@@ -1,4 +1,4 @@
-//! Teacher-forced agreement with llama.cpp's greedy runs (`../shared/reference`), as the
+//! Teacher-forced agreement with llama.cpp's greedy runs (`tests/reference`), as the
 //! parity test measures it, but reporting instead of failing: every step whose argmax is
 //! not llama.cpp's, and the |log-probability| differences over llama.cpp's top 10.
 //! For checking that a speed change keeps the numerics.
@@ -28,7 +28,7 @@ fn ids(v: &serde_json::Value) -> Vec<u32> {
 
 fn main() -> anyhow::Result<()> {
     let which = std::env::args().nth(1);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference");
     for (name, suffix) in [("smollm2", "smollm2"), ("qwen2.5-0.5b", "qwen2.5-0.5b")] {
         if which.as_deref().is_some_and(|w| w != name) {
             continue;

@@ -1,4 +1,4 @@
-//! Teacher-forced parity with llama.cpp (`../shared/reference/greedy-*.jsonl`): feed the prompt,
+//! Teacher-forced parity with llama.cpp (`tests/reference/greedy-*.jsonl`): feed the prompt,
 //! then llama.cpp's greedy tokens one at a time, and compare our logits at every step.
 //!
 //! llama.cpp rounds activations to 8 bits inside its CPU matrix products, which moves

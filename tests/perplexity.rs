@@ -1,4 +1,4 @@
-//! Perplexity on `worked.txt` by the protocol of `../shared/reference/perplexity.md`
+//! Perplexity on `worked.txt` by the protocol of `tests/reference/README.md`
 //! (chunks of 1,024 tokens, 8 chunks, second half scored) lands within 1% of llama.cpp's.
 
 use fastgen::model::Model;

@@ -6,30 +6,10 @@
 
 use fastgen::chat::{ChatMessage, ChatTemplate};
 use fastgen::tokenizer::{StreamDecoder, Tokenizer};
-use serde_json::Value;
 use std::path::PathBuf;
 
-fn reference_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
-}
-
-fn read_jsonl(name: &str) -> Vec<Value> {
-    let path = reference_dir().join(name);
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn ids_of(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
+mod common;
+use common::{ids as ids_of, read_jsonl};
 
 /// Path of a pinned model's GGUF (fetched on first use).
 fn model_path(short_name: &str) -> PathBuf {

@@ -36,7 +36,8 @@ pub struct BenchArgs {
     #[arg(long)]
     json: Option<PathBuf>,
     /// A directory holding llama.cpp's `llama-bench` (or `bin/llama-bench`): run it on the
-    /// same model and tests, alternating with ours, and print the ratios.
+    /// same model and tests, alternating with ours, and print the ratios. Build it with
+    /// `bash scripts/build-llama-cpp.sh` (into ~/.cache/fastgen/llama.cpp).
     #[arg(long)]
     vs_llama_cpp: Option<PathBuf>,
     /// Also print tokens per CPU-second of the calling thread (with --threads 1: a measure
@@ -267,7 +268,7 @@ fn find_llama_bench(dir: &Path) -> Result<PathBuf> {
         }
     }
     bail!(
-        "no llama-bench in {} (build it with ../shared/tools/build-llama-cpp.sh)",
+        "no llama-bench in {} (build it with scripts/build-llama-cpp.sh)",
         dir.display()
     )
 }

@@ -1,5 +1,5 @@
 //! Evaluation: how much a compressed KV cache changes what the model says, measured against
-//! the full cache with the yardsticks of `../shared/FASTGEN.md` section 8.
+//! the full cache with the yardsticks of `docs/FASTGEN.md` section 8.
 //!
 //! - `metrics`: KL divergence, same-top rate, ROUGE-L, answer extraction (pure functions).
 //! - `data`: AlpacaEval, GSM8K and the essays, from the pinned packages.

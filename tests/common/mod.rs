@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-/// `../shared/reference` beside the project root.
+/// `tests/reference`: llama.cpp's outputs on the pinned models (how they were made: its README).
 pub fn reference_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/reference")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/reference")
 }
 
 /// One JSON value per line of a reference file.
