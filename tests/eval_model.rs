@@ -61,6 +61,7 @@ fn full_cache_against_itself_has_exactly_zero_kld() {
     // A real compression on the same windows does change the distributions.
     let fg = KvSettings {
         recovery: 0.9,
+        compress_from: 0,
         ..KvSettings::default()
     };
     let fid = compare_arms(&e, &tokens, w, &[fg], &ProgressBar::hidden()).unwrap();
