@@ -10,7 +10,7 @@ use super::metrics::rouge_l_f1;
 use super::tasks::{first_divergence, greedy_loop};
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::fastgen::KvSettings;
+use crate::fastgen::{CompressedCache, KvSettings};
 use crate::model::Workspace;
 use indicatif::ProgressBar;
 use serde::Serialize;
@@ -72,7 +72,7 @@ pub fn generate(
     cache.reserve_full(prompt.len() + tokens);
     let logits = cache.prefill(engine.model, ws, prompt)?;
     let mut pruned = Vec::new();
-    let mut sample = |c: &crate::fastgen::CompressedCache, generated: usize| {
+    let mut sample = |c: &CompressedCache, generated: usize| {
         pb.inc(1);
         if generated.is_multiple_of(SAMPLE_EVERY) {
             pruned.push(PrunedSample {
