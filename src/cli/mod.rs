@@ -48,7 +48,7 @@ enum Command {
     /// Measure prompt and decode speed (llama-bench style), optionally against llama.cpp.
     Bench(bench::BenchArgs),
     /// Measure what a compressed cache costs in quality against the full cache (ppl, niah,
-    /// agree, gsm8k, sweep).
+    /// agree, gsm8k, sweep, longgen).
     Eval(eval::EvalArgs),
 }
 
