@@ -213,12 +213,13 @@ fn requests_and_refusals() {
     let models: Value = serde_json::from_str(&models).unwrap();
     assert_eq!(models["data"][0]["id"], "smollm2");
 
-    // A completion, then the same as a stream: greedy, so the same text.
+    // A completion, then the same as a stream: greedy, so the same text. Compression forced
+    // from the prompt on (the default keeps so short a chat whole).
     let (st, r) = s.post(
         "/v1/chat/completions",
         &chat(
             "Name a colour.",
-            json!({"max_tokens": 12, "model": "smollm2"}),
+            json!({"max_tokens": 12, "model": "smollm2", "kv_compress_from": 0}),
         ),
     );
     assert_eq!(st, 200, "{r}");
@@ -242,7 +243,8 @@ fn requests_and_refusals() {
         "/v1/chat/completions",
         chat(
             "Name a colour.",
-            json!({"max_tokens": 12, "stream": true, "model": "SmolLM2-135M-Instruct.Q4_1"}),
+            json!({"max_tokens": 12, "stream": true, "model": "SmolLM2-135M-Instruct.Q4_1",
+                   "kv_compress_from": 0}),
         )
         .to_string()
         .as_bytes(),

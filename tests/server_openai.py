@@ -177,8 +177,21 @@ def test_kv_fields():
         check_kv_stats(kv, policy)
         if policy == "fastgen":
             assert kv["kv_recovery"] == 0.9 and kv["kv_recovery_requested"] == 0.9, kv
+    # The default keeps a short chat whole: the full cache's answer, token for token.
+    answers = {}
+    for policy in ("fastgen", "full"):
+        r = client.chat.completions.create(
+            **ask("Write a haiku about the sea.", max_tokens=48), extra_body={"kv_policy": policy}
+        )
+        answers[policy] = r.choices[0].message.content
+        kv = extra(r, "kv_stats")
+        if policy == "fastgen":
+            assert kv["compressed_at"] is None and kv["pruned_ratio"] == 0.0, kv
+            assert kv["kv_compress_from"] == 512, kv
+    assert answers["fastgen"] == answers["full"], answers
     for body, param in (
-        ({"kv_policy": "snapkv"}, "kv_policy"),
+        ({"kv_policy": "lru"}, "kv_policy"),
+        ({"kv_compress_from": -3}, "kv_compress_from"),
         ({"kv_recovery": 0}, "kv_recovery"),
         ({"kv_recovery": 1.5}, "kv_recovery"),
         ({"kv_recovery": "high"}, "kv_recovery"),
