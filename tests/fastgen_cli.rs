@@ -67,46 +67,40 @@ fn bad_kv_settings_name_the_setting_before_loading() {
 fn run_json_has_the_kv_accounting() {
     let dir = tmp_dir("json");
     let json = dir.join("out.json");
-    let (code, _, stderr) = fastgen(&[
-        "run",
-        "--raw",
-        "The quick brown fox jumps over the lazy dog. It was, in fact, very lazy.",
-        "--max-tokens",
-        "6",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    // `run` on a short raw prompt with `extra` options: (stderr, the --json document).
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--raw",
+            "The quick brown fox jumps over the lazy dog. It was, in fact, very lazy.",
+            "--max-tokens",
+            "6",
+            "--json",
+            json.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let (code, _, stderr) = fastgen(&args);
+        assert_eq!(code, 0, "{stderr}");
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        (stderr, doc)
+    };
     // The default defers compression: so short a sequence stays whole, and says so.
+    let (stderr, doc) = run(&[]);
     assert!(
         stderr.contains("kv fastgen T=0.95 replay:128 grace:32 hh:causal from:512: not compressed"),
         "{stderr}"
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(doc["kv"]["pruned_ratio"], 0.0);
     assert!(doc["kv"]["compressed_at"].is_null(), "{}", doc["kv"]);
     assert_eq!(doc["kv"]["compress_from"], 512);
 
     // Compression from the prompt on: the accounting of the chosen policies.
-    let (code, _, stderr) = fastgen(&[
-        "run",
-        "--raw",
-        "The quick brown fox jumps over the lazy dog. It was, in fact, very lazy.",
-        "--max-tokens",
-        "6",
-        "--compress-from",
-        "0",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let (stderr, doc) = run(&["--compress-from", "0"]);
     assert!(
         stderr.contains("kv fastgen T=0.95 replay:128 grace:32 hh:causal: pruned"),
         "{stderr}"
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let kv = &doc["kv"];
     assert_eq!(
         kv["compressed_at"].as_u64().unwrap() as usize,
@@ -136,30 +130,13 @@ fn run_json_has_the_kv_accounting() {
     let pruned = kv["pruned_ratio"].as_f64().unwrap();
     assert!(full > 0 && (0.0..1.0).contains(&pruned));
 
-    // Budget mode reports the T it picked, in the summary and the JSON.
-    let (code, _, stderr) = fastgen(&[
-        "run",
-        "--raw",
-        "The quick brown fox jumps over the lazy dog. It was, in fact, very lazy.",
-        "--max-tokens",
-        "2",
-        "--kv-budget",
-        "70%",
-        // The default grace window would keep the whole of so short a prompt.
-        "--grace",
-        "0",
-        "--compress-from",
-        "0",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    // Budget mode reports the T it picked, in the summary and the JSON. (The default grace
+    // window would keep the whole of so short a prompt.)
+    let (stderr, doc) = run(&["--kv-budget", "70%", "--grace", "0", "--compress-from", "0"]);
     assert!(
         stderr.contains("kv fastgen budget 70% kept replay:128 hh:causal (picked T="),
         "{stderr}"
     );
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let t = doc["kv"]["recovery"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&t), "{t}");
     assert_eq!(doc["kv"]["budget_met"], true);
