@@ -453,7 +453,7 @@ impl CompressedCache {
                 return Err(e);
             }
         };
-        if self.kv.seq_len() >= profiler.len() {
+        if self.kv.seq_len() >= profiler.seq_len() {
             let t = Instant::now();
             self.compress(Some(&profiler));
             self.stats.profile_ms += ms(t);

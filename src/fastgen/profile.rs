@@ -466,7 +466,7 @@ impl Profiler {
     }
 
     /// The sequence length whose rows are profiled (where compression happens).
-    pub fn len(&self) -> usize {
+    pub fn seq_len(&self) -> usize {
         self.len
     }
 
