@@ -256,6 +256,8 @@ pub fn compress(
     for (l, profiles) in profiler.heads.chunks(n_kv).enumerate() {
         for (h, c) in choose_layer(profiles, snap, ada).into_iter().enumerate() {
             let head = kv.head_mut(l, h);
+            // Called right after prefill: the head holds exactly the profiled prompt.
+            debug_assert_eq!(head.len(), c.keep.len());
             if head.len() == c.keep.len() {
                 head.retain(&c.keep);
             }
