@@ -35,5 +35,8 @@ fn eval_rejects_bad_settings() {
         "context",
     );
     fails(&["eval", "sweep", "--kv-dtype", "f8"], "f8");
+    fails(&["eval", "longgen", "--n", "0"], "--n");
+    fails(&["eval", "longgen", "--tokens", "3"], "--tokens");
+    fails(&["eval", "longgen", "--recovery", "2"], "--recovery");
     fails(&["bench", "--kv", "full,bogus"], "--kv 'bogus'");
 }

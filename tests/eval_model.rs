@@ -1,15 +1,16 @@
 //! The evaluation on the real model (SmolLM2): the full cache against itself is exactly the
 //! full cache; needle haystacks land at the requested length and depth by the model's own
-//! tokenizer; and a tiny sweep runs end to end, writing its report and plots.
+//! tokenizer; a tiny sweep runs end to end, writing its report and plots; and long generation
+//! runs to its forced length with the compressed cache's accounting sampled on the way.
 
 use fastgen::chat::ChatTemplate;
 use fastgen::eval::fidelity::{compare_arms, Windows};
 use fastgen::eval::niah::{self, FACT, NEEDLE, NEEDLE_QUESTION};
 use fastgen::eval::sweep::{self, SweepConfig};
-use fastgen::eval::{data, needle, Engine};
+use fastgen::eval::{data, longgen, needle, tasks, Engine};
 use fastgen::fastgen::{KvKind, KvSettings};
 use fastgen::kv_cache::KvDtype;
-use fastgen::model::Model;
+use fastgen::model::{Model, Workspace};
 use fastgen::tokenizer::Tokenizer;
 use indicatif::ProgressBar;
 
@@ -61,6 +62,7 @@ fn full_cache_against_itself_has_exactly_zero_kld() {
     // A real compression on the same windows does change the distributions.
     let fg = KvSettings {
         recovery: 0.9,
+        compress_from: 0,
         ..KvSettings::default()
     };
     let fid = compare_arms(&e, &tokens, w, &[fg], &ProgressBar::hidden()).unwrap();
@@ -187,4 +189,48 @@ fn quick_sweep_runs_end_to_end() {
     assert_eq!(md.matches("\n| fastgen |").count(), 2);
     assert_eq!(md.matches("\n| fastgen-paper |").count(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn longgen_masks_the_end_and_samples_the_compressed_cache() {
+    let l = load();
+    let e = engine(&l);
+    let prompt = l
+        .tok
+        .encode(
+            &e.chat_text("Answer with one word: what color is the sky?")
+                .unwrap(),
+        )
+        .unwrap();
+    let tokens = 130;
+    let mut ws = Workspace::default();
+    let full = KvSettings::with_kind(KvKind::Full);
+    // Unmasked, the model ends its answer early...
+    let short = tasks::greedy_answer(&e, &mut ws, &full, &prompt, tokens).unwrap();
+    assert!(
+        short.len() < 20,
+        "{} tokens: {:?}",
+        short.len(),
+        l.tok.decode(&short)
+    );
+    // ...masked, it runs to the forced length without an end-of-generation token, and the
+    // masked run starts as the unmasked one did.
+    let pb = ProgressBar::hidden();
+    let f = longgen::generate(&e, &mut ws, &full, &prompt, tokens, &pb).unwrap();
+    assert_eq!(f.ids.len(), tokens);
+    assert!(f.ids.iter().all(|&id| !l.tok.is_eog(id)));
+    assert_eq!(&f.ids[..short.len()], &short[..]);
+    let generated: Vec<usize> = f.pruned.iter().map(|s| s.generated).collect();
+    assert_eq!(generated, [128, 130]);
+    assert!(f.pruned.iter().all(|s| s.pruned_ratio == 0.0));
+    // The full cache reserved exactly prompt + answer.
+    let cfg = &l.model.cfg;
+    let full_bytes = 2 * (prompt.len() + tokens) * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2;
+    assert_eq!(f.kv_bytes_allocated, full_bytes);
+
+    let k = longgen::generate(&e, &mut ws, &KvSettings::default(), &prompt, tokens, &pb).unwrap();
+    assert_eq!(k.ids.len(), tokens);
+    assert!(k.pruned.iter().all(|s| s.pruned_ratio > 0.0));
+    assert!(k.kv_bytes_allocated < f.kv_bytes_allocated);
+    assert_eq!(pb.position(), 2 * tokens as u64);
 }

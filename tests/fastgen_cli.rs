@@ -83,7 +83,30 @@ fn run_json_has_the_kv_accounting() {
         json.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    // The one-line summary of the default method, with its settings.
+    // The default defers compression: so short a sequence stays whole, and says so.
+    assert!(
+        stderr.contains("kv fastgen T=0.95 replay:128 grace:32 hh:causal from:512: not compressed"),
+        "{stderr}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["kv"]["pruned_ratio"], 0.0);
+    assert!(doc["kv"]["compressed_at"].is_null(), "{}", doc["kv"]);
+    assert_eq!(doc["kv"]["compress_from"], 512);
+
+    // Compression from the prompt on: the accounting of the chosen policies.
+    let (code, _, stderr) = fastgen(&[
+        "run",
+        "--raw",
+        "The quick brown fox jumps over the lazy dog. It was, in fact, very lazy.",
+        "--max-tokens",
+        "6",
+        "--compress-from",
+        "0",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("kv fastgen T=0.95 replay:128 grace:32 hh:causal: pruned"),
         "{stderr}"
@@ -91,6 +114,10 @@ fn run_json_has_the_kv_accounting() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let kv = &doc["kv"];
+    assert_eq!(
+        kv["compressed_at"].as_u64().unwrap() as usize,
+        doc["prompt_ids"].as_array().unwrap().len()
+    );
     for key in [
         "policy",
         "recovery",
@@ -126,6 +153,8 @@ fn run_json_has_the_kv_accounting() {
         "70%",
         // The default grace window would keep the whole of so short a prompt.
         "--grace",
+        "0",
+        "--compress-from",
         "0",
         "--json",
         json.to_str().unwrap(),

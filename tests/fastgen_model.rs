@@ -240,12 +240,28 @@ fn profiling_inside_prefill_matches_exact_attention_maps() {
     }
 }
 
+/// The default FastGen compressed right after the prompt, however short: the method itself
+/// (the default defers compression until 512 tokens).
+fn forced() -> KvSettings {
+    KvSettings {
+        compress_from: 0,
+        ..KvSettings::default()
+    }
+}
+
 /// Every method the registry knows, by name and settings.
 fn registry() -> Vec<(&'static str, KvSettings)> {
-    let d = KvSettings::default;
+    let d = forced;
     vec![
         ("full", KvSettings::with_kind(KvKind::Full)),
         ("fastgen", d()),
+        (
+            "fastgen deferred to 210 tokens",
+            KvSettings {
+                compress_from: 210,
+                ..KvSettings::default()
+            },
+        ),
         (
             "fastgen T=0.9",
             KvSettings {
@@ -357,7 +373,11 @@ fn every_policy_passes_the_same_generation_checks() {
                 "{name}"
             );
         }
-        assert!(r.profile_ms <= r.prefill_ms, "{name}");
+        // Profiling happens inside prefill unless compression was deferred past the prompt.
+        match r.compressed_at {
+            Some(at) if at > prompt.len() => assert_eq!(at, settings.compress_from, "{name}"),
+            _ => assert!(r.profile_ms <= r.prefill_ms, "{name}"),
+        }
         let params = settings.params();
         let mut scores_needed = false;
         let s = prompt.len();
@@ -473,7 +493,7 @@ fn budget_mode_picks_the_largest_threshold_that_fits() {
         };
         let r = prefill(KvSettings {
             budget: Some(budget),
-            ..KvSettings::default()
+            ..forced()
         });
         assert_eq!(r.budget_met, Some(true), "{budget}");
         assert!(
@@ -488,19 +508,19 @@ fn budget_mode_picks_the_largest_threshold_that_fits() {
         assert!(t < 1.0, "{budget}: the whole prompt should not fit");
         let same = prefill(KvSettings {
             recovery: t,
-            ..KvSettings::default()
+            ..forced()
         });
         assert_eq!(same.policies, r.policies, "{budget}");
         let more = prefill(KvSettings {
             recovery: t + 1e-9,
-            ..KvSettings::default()
+            ..forced()
         });
         assert!(more.kept_entries as f64 > limit, "{budget} at T={t}");
     }
     // A budget below the cheapest choices: T = 0, reported as not met.
     let r = prefill(KvSettings {
         budget: Some(KvBudget::Bytes(1)),
-        ..KvSettings::default()
+        ..forced()
     });
     assert_eq!((r.recovery, r.budget_met), (Some(0.0), Some(false)));
 }
@@ -515,7 +535,7 @@ fn allocated_bytes_follow_kept_entries() {
         &l,
         KvSettings {
             recovery: 0.9,
-            ..KvSettings::default()
+            ..forced()
         },
     );
     let mut ws = Workspace::default();
@@ -558,6 +578,62 @@ fn compressed_cache_refuses_misuse() {
         .unwrap_err();
     assert!(e.to_string().contains("--recovery"), "{e}");
     let _ = Params::default();
+}
+
+/// Deferred compression (the default): a sequence that stays under `compress_from` is the
+/// full cache, logit for logit; one that reaches it is compressed at exactly that length,
+/// with the policies that a prompt of the same tokens gets when compressed on the spot.
+#[test]
+fn deferred_compression_is_full_then_chooses_on_the_whole_sequence() {
+    let l = load("smollm2");
+    let (prompt, at) = (&l.essay[..100], 400);
+    let deferred = KvSettings {
+        compress_from: at,
+        ..KvSettings::default()
+    };
+    let mut plain = l.model.new_cache(KvDtype::F16);
+    let want = logits_of(&mut plain, &l, prompt, &l.essay[100..at - 1]);
+    let mut under = cache(&l, deferred.clone());
+    assert_eq!(
+        logits_of(&mut under, &l, prompt, &l.essay[100..at - 1]),
+        want,
+        "one token short of compress_from: exactly the full cache"
+    );
+    assert!(!under.compressed());
+    let r = under.report();
+    assert_eq!((r.compressed_at, r.pruned_ratio), (None, 0.0));
+    assert!(r.summary().contains("not compressed"), "{}", r.summary());
+
+    // One more decoded token reaches the length: the heads are chosen and compressed.
+    let mut ws = Workspace::default();
+    under.decode(&l.model, &mut ws, l.essay[at - 1]).unwrap();
+    assert!(under.compressed());
+    let got = under.report();
+    assert_eq!(got.compressed_at, Some(at));
+    assert!(got.pruned_ratio > 0.0, "{}", got.summary());
+
+    let mut on_prompt = cache(
+        &l,
+        KvSettings {
+            compress_from: 0,
+            ..KvSettings::default()
+        },
+    );
+    on_prompt
+        .prefill(&l.model, &mut ws, &l.essay[..at])
+        .unwrap();
+    let want = on_prompt.report();
+    assert_eq!(want.compressed_at, Some(at));
+    // Decoded rows' probabilities come from attention itself, prompt rows' from the
+    // profiler's recomputation (within 1e-6): a head on a threshold's edge may differ.
+    let heads = got.policies.iter().flatten().count();
+    let same = (got.policies.iter().flatten())
+        .zip(want.policies.iter().flatten())
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(same + 2 >= heads, "{same} of {heads} heads agree");
+    let (a, b) = (got.kept_entries as f64, want.kept_entries as f64);
+    assert!((a - b).abs() <= 0.02 * b, "kept {a} vs {b}");
 }
 
 #[test]

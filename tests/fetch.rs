@@ -95,7 +95,16 @@ fn known_names_are_listed() {
     assert_eq!(names, ["smollm2", "qwen2.5-0.5b", "gemma3-270m"]);
     assert_eq!(fetch::DEFAULT_MODEL, "smollm2");
     let data: Vec<&str> = fetch::known_data().iter().map(|d| d.0).collect();
-    assert_eq!(data, ["essays", "alpaca-eval", "gsm8k", "humaneval"]);
+    assert_eq!(
+        data,
+        [
+            "essays",
+            "alpaca-eval",
+            "gsm8k",
+            "humaneval",
+            "longbench-write"
+        ]
+    );
 }
 
 /// Download, instant second call, a present file without marker, and a corrupted file.
@@ -232,6 +241,12 @@ fn essays_and_small_data_sets_are_fetched() {
     let alpaca = fetch::data_file_in(&home.0, "alpaca-eval").unwrap();
     let alpaca: serde_json::Value = serde_json::from_slice(&fs::read(alpaca).unwrap()).unwrap();
     assert_eq!(alpaca.as_array().map(Vec::len), Some(805));
+
+    let write =
+        fs::read_to_string(fetch::data_file_in(&home.0, "longbench-write").unwrap()).unwrap();
+    assert_eq!(write.lines().count(), 60);
+    let first: serde_json::Value = serde_json::from_str(write.lines().next().unwrap()).unwrap();
+    assert!(first["prompt"].is_string() && first["length"].is_u64() && first["type"].is_string());
 
     // The command-line helper prints one line per asset.
     let mut out = Vec::new();

@@ -338,6 +338,24 @@ fn requests_and_refusals() {
         ),
         (
             "/v1/chat/completions",
+            chat("x", json!({"kv_compress_from": -1}))
+                .to_string()
+                .into(),
+            400,
+            Some("kv_compress_from"),
+            None,
+        ),
+        (
+            "/v1/chat/completions",
+            chat("x", json!({"kv_compress_from": "soon"}))
+                .to_string()
+                .into(),
+            400,
+            Some("kv_compress_from"),
+            None,
+        ),
+        (
+            "/v1/chat/completions",
             chat("x", json!({"model": "gpt-4o"})).to_string().into(),
             404,
             Some("model"),
@@ -487,6 +505,18 @@ fn kv_budget() {
     assert_eq!(kv["kv_policy"], "fastgen");
     assert_eq!(kv["kv_recovery"], 0.9);
     assert_eq!(kv["kv_recovery_requested"], 0.9);
+    // The default defers compression: a short chat is never compressed.
+    assert_eq!(kv["kv_compress_from"], 512);
+    assert_eq!(kv["compressed_at"], Value::Null, "{kv}");
+    assert_eq!(kv["pruned_ratio"], 0.0);
+    // Forced from the prompt on, the same request is compressed right after its prompt.
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &chat("hi", json!({"max_tokens": 8, "kv_compress_from": 0})),
+    );
+    assert_eq!(st, 200, "{v}");
+    let kv = &v["kv_stats"];
+    assert_eq!(kv["compressed_at"], v["usage"]["prompt_tokens"], "{v}");
     let (st, v) = s.post(
         "/v1/chat/completions",
         &chat("hi", json!({"max_tokens": 8, "kv_policy": "full"})),

@@ -1,7 +1,7 @@
 //! `fastgen eval`: what a compressed cache costs in quality, against the full cache.
 //! `ppl` (teacher-forced KL divergence), `niah` (needles asked of a compressed context),
-//! `agree` (AlpacaEval answers), `gsm8k` (accuracy) and `sweep` (all of them, every method,
-//! matched budgets).
+//! `agree` (AlpacaEval answers), `gsm8k` (accuracy), `longgen` (long forced generation) and
+//! `sweep` (all of them but longgen, every method, matched budgets).
 
 use super::{KvArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use fastgen::eval::fidelity::{compare_arms, Windows};
 use fastgen::eval::needle;
 use fastgen::eval::sweep::{self, SweepConfig};
-use fastgen::eval::{data, tasks, Engine};
+use fastgen::eval::{data, longgen, tasks, Engine};
 use fastgen::fastgen::{KvKind, KvSettings};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -35,6 +35,10 @@ enum EvalCommand {
     Gsm8k(GenArgs),
     /// Every method at matched budgets on every yardstick: results.json, report.md, plots.
     Sweep(SweepArgs),
+    /// Long generation on LongBench-Write prompts, full against compressed: pruned ratio over
+    /// time, KV bytes, degeneration (distinct-n, longest loop), agreement. End-of-generation
+    /// tokens are masked until --tokens tokens are generated, so every answer has that length.
+    Longgen(LonggenArgs),
 }
 
 /// What every eval command shares: the model, the cache under test, where JSON goes.
@@ -95,6 +99,18 @@ struct GenArgs {
 }
 
 #[derive(Args)]
+struct LonggenArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Number of prompts (from the start of the 60).
+    #[arg(long, default_value_t = 10)]
+    n: usize,
+    /// Tokens generated per answer, exactly: end-of-generation tokens are masked until then.
+    #[arg(long, default_value_t = 1024)]
+    tokens: usize,
+}
+
+#[derive(Args)]
 struct SweepArgs {
     #[command(flatten)]
     model: ModelArgs,
@@ -137,6 +153,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         EvalCommand::Agree(a) => agree(a),
         EvalCommand::Gsm8k(a) => gsm8k(a),
         EvalCommand::Sweep(a) => sweep(a),
+        EvalCommand::Longgen(a) => longgen_cmd(a),
     }
 }
 
@@ -374,6 +391,43 @@ fn gsm8k(a: GenArgs) -> Result<()> {
             &json!({"kv": settings.label(), "n": cases.len(),
                     "accuracy_full": tasks::share(&cf), "accuracy_kv": tasks::share(&ck),
                     "correct_full": cf, "correct_kv": ck}),
+        )
+    })
+}
+
+fn longgen_cmd(a: LonggenArgs) -> Result<()> {
+    if a.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if a.tokens < 4 {
+        bail!("--tokens must be at least 4 (distinct-4 needs four tokens)");
+    }
+    let settings = a.common.kv.settings()?;
+    let items = data::longbench_write(a.n)?;
+    let t0 = std::time::Instant::now();
+    with_engine(&a.common.model, &a.common.kv, |engine| {
+        let prompts = longgen::prompts(engine, &items)?;
+        longgen::check_context(engine, &prompts, a.tokens)?;
+        let len = (prompts.len() * a.tokens) as u64;
+        let pb = bar("longgen: full", len);
+        let f = longgen::run_arm(engine, &full(), &prompts, a.tokens, &pb)?;
+        pb.finish_and_clear();
+        let pb = bar(&format!("longgen: {}", settings.label()), len);
+        let k = longgen::run_arm(engine, &settings, &prompts, a.tokens, &pb)?;
+        pb.finish_and_clear();
+        let results = longgen::compare(engine, &items, &prompts, &f, &k)?;
+        let s = longgen::summarise(&results).context("no prompts")?;
+        print!(
+            "{}",
+            longgen::render(&settings.label(), a.tokens, &s, &results)
+        );
+        let secs = t0.elapsed().as_secs_f64();
+        println!("wall time {:.1} min", secs / 60.0);
+        write_json(
+            a.common.json.as_deref(),
+            &json!({"kv": settings.label(), "tokens": a.tokens,
+                    "sample_every": longgen::SAMPLE_EVERY, "eog_masked": true,
+                    "wall_s": secs, "summary": s, "prompts": results}),
         )
     })
 }

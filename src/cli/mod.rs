@@ -50,7 +50,7 @@ enum Command {
     /// Measure prompt and decode speed (llama-bench style), optionally against llama.cpp.
     Bench(bench::BenchArgs),
     /// Measure what a compressed cache costs in quality against the full cache (ppl, niah,
-    /// agree, gsm8k, sweep).
+    /// agree, gsm8k, sweep, longgen).
     Eval(eval::EvalArgs),
 }
 
@@ -234,6 +234,11 @@ pub struct KvArgs {
     /// (0.6, 60%) or bytes (50000000, 48MiB); the KV line reports the T picked.
     #[arg(long)]
     kv_budget: Option<String>,
+    /// FastGen: keep the full cache until the sequence (prompt and answer) holds N tokens,
+    /// then choose every head's policy from all rows so far and compress (default 512,
+    /// fastgen-paper 0; 0 compresses right after the prompt).
+    #[arg(long)]
+    compress_from: Option<usize>,
     /// Element type of the KV cache.
     #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
     kv_dtype: String,
@@ -277,6 +282,7 @@ impl KvArgs {
             grace: self.grace.unwrap_or(base.grace),
             hh_scores: (self.hh_scores.as_deref()).map_or(Ok(base.hh_scores), str::parse)?,
             budget: self.kv_budget.as_deref().map(str::parse).transpose()?,
+            compress_from: self.compress_from.unwrap_or(base.compress_from),
             ..base
         };
         s.validate()?;

@@ -26,9 +26,19 @@ pub struct ProfileArgs {
 }
 
 pub fn run(a: ProfileArgs) -> Result<()> {
-    let settings = a.kv.settings()?;
+    let mut settings = a.kv.settings()?;
     let loaded = a.model.load()?;
     let ids = a.prompt.ids(&loaded)?;
+    // `profile` shows what the heads choose on this prompt: FastGen's deferral (which keeps
+    // short sequences full) would leave nothing to show.
+    if settings.compress_at(ids.len()) > ids.len() {
+        eprintln!(
+            "note: policies chosen on the {}-token prompt; run and serve keep the cache full until {} tokens (--compress-from)",
+            ids.len(),
+            settings.compress_from
+        );
+        settings.compress_from = 0;
+    }
     let order: Vec<String> = match settings.kind {
         KvKind::FastGen => settings.candidates.iter().map(|p| p.to_string()).collect(),
         _ => Vec::new(),

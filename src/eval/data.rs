@@ -1,5 +1,6 @@
 //! Evaluation data from the pinned packages (fetched on first use): AlpacaEval instructions
-//! (with the reference answers, for chat-formatted text) and GSM8K cases.
+//! (with the reference answers, for chat-formatted text), GSM8K cases and LongBench-Write
+//! prompts.
 
 use crate::error::{Error, Result};
 use crate::fetch;
@@ -45,7 +46,27 @@ impl GsmCase {
 
 /// The first `n` GSM8K cases (100 in the package).
 pub fn gsm8k(n: usize) -> Result<Vec<GsmCase>> {
-    let path = fetch::data_file("gsm8k")?;
+    jsonl("gsm8k", n)
+}
+
+/// One LongBench-Write prompt: the writing request, its category and the length it asks for.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct WritePrompt {
+    pub prompt: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Words the request asks for.
+    pub length: usize,
+}
+
+/// The first `n` English LongBench-Write prompts (60 in the package).
+pub fn longbench_write(n: usize) -> Result<Vec<WritePrompt>> {
+    jsonl("longbench-write", n)
+}
+
+/// The first `n` records of a data set stored as JSON lines.
+fn jsonl<T: serde::de::DeserializeOwned>(name: &str, n: usize) -> Result<Vec<T>> {
+    let path = fetch::data_file(name)?;
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
     text.lines()
         .filter(|l| !l.trim().is_empty())

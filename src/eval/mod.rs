@@ -2,17 +2,22 @@
 //! the full cache with the yardsticks of `docs/FASTGEN.md` section 8.
 //!
 //! - `metrics`: KL divergence, same-top rate, ROUGE-L, answer extraction (pure functions).
-//! - `data`: AlpacaEval, GSM8K and the essays, from the pinned packages.
+//! - `data`: AlpacaEval, GSM8K, LongBench-Write and the essays, from the pinned packages.
 //! - `niah`: needle-in-a-haystack contexts (pure text building).
 //! - `fidelity`: teacher-forced comparison of caches on long prose (`eval ppl`).
 //! - `tasks`: generation tasks, full cache against compressed: needle questions asked of a
 //!   compressed context, AlpacaEval agreement, GSM8K accuracy.
+//! - `longgen`: long forced-length generation, full against compressed: pruned ratio over
+//!   time, bytes, degeneration and agreement.
+//! - `degeneration`: distinct-n and the longest verbatim loop of token ids (pure functions).
 //! - `sweep`: every method at several budgets, budgets matched to FastGen's; results,
 //!   report and plots.
 //! - `plot`: quality against kept fraction, one curve per method.
 
 pub mod data;
+pub mod degeneration;
 pub mod fidelity;
+pub mod longgen;
 pub mod metrics;
 pub mod needle;
 pub mod niah;

@@ -190,9 +190,12 @@ pub fn run(
         .map(|&t| Arm {
             method: "fastgen".into(),
             recovery: Some(t),
+            // The sweep measures the method per byte: compressed from the prompt on, never
+            // deferred (`eval agree` and `eval longgen` with the defaults measure the default).
             settings: KvSettings {
                 kind: KvKind::FastGen,
                 recovery: t,
+                compress_from: 0,
                 ..cfg.base.clone()
             },
         })

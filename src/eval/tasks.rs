@@ -21,6 +21,18 @@ fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
+/// Index of the largest logit outside `skip` (the first of equals); the plain argmax if
+/// `skip` covers every id.
+fn argmax_except(logits: &[f32], skip: &[u32]) -> u32 {
+    let mut best: Option<usize> = None;
+    for (i, &x) in logits.iter().enumerate() {
+        if !skip.contains(&(i as u32)) && best.is_none_or(|b| x > logits[b]) {
+            best = Some(i);
+        }
+    }
+    best.map_or_else(|| argmax(logits), |b| b as u32)
+}
+
 /// Greedy continuation from `logits` (the cache's last prediction): up to `max_tokens`
 /// tokens, stopping before an end-of-generation token or at the end of the context.
 pub fn continue_greedy(
@@ -30,14 +42,40 @@ pub fn continue_greedy(
     logits: &[f32],
     max_tokens: usize,
 ) -> Result<Vec<u32>> {
+    greedy_loop(engine, ws, cache, logits, max_tokens, 0, &mut |_, _| {})
+}
+
+/// The greedy loop behind every generation task. End-of-generation tokens are masked until
+/// `min_tokens` tokens have been generated (long-generation runs force the full length).
+/// `after_step(cache, k)` runs each time the k-th generated token has entered the cache; the
+/// last token returned is not fed (nothing would read its logits).
+pub fn greedy_loop(
+    engine: &Engine,
+    ws: &mut Workspace,
+    cache: &mut CompressedCache,
+    logits: &[f32],
+    max_tokens: usize,
+    min_tokens: usize,
+    after_step: &mut dyn FnMut(&CompressedCache, usize),
+) -> Result<Vec<u32>> {
+    let eog = engine.tokenizer.eog_ids();
+    let pick = |logits: &[f32], generated: usize| {
+        if generated < min_tokens {
+            argmax_except(logits, eog)
+        } else {
+            argmax(logits)
+        }
+    };
     let mut out = Vec::new();
-    let mut id = argmax(logits);
+    let mut id = pick(logits, 0);
     while out.len() < max_tokens && !engine.tokenizer.is_eog(id) {
         out.push(id);
         if out.len() == max_tokens || cache.kv().seq_len() >= engine.model.cfg.n_ctx {
             break;
         }
-        id = argmax(cache.decode(engine.model, ws, id)?);
+        let logits = cache.decode(engine.model, ws, id)?;
+        after_step(cache, out.len());
+        id = pick(logits, out.len());
     }
     Ok(out)
 }
@@ -175,6 +213,15 @@ mod tests {
     fn argmax_takes_the_first_of_equals() {
         assert_eq!(argmax(&[0.0, 2.0, 2.0, -1.0]), 1);
         assert_eq!(argmax(&[3.0]), 0);
+    }
+
+    #[test]
+    fn argmax_except_skips_masked_ids() {
+        assert_eq!(argmax_except(&[0.0, 5.0, 2.0, 2.0], &[1]), 2);
+        assert_eq!(argmax_except(&[9.0, 5.0, 7.0], &[0, 2]), 1);
+        assert_eq!(argmax_except(&[1.0, 3.0], &[]), 1);
+        // Everything masked: the plain argmax rather than an out-of-vocabulary id.
+        assert_eq!(argmax_except(&[1.0, 3.0], &[0, 1]), 1);
     }
 
     #[test]

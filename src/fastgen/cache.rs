@@ -5,6 +5,10 @@
 //! - Prefill ([`CompressedCache::prefill`]) runs with full attention; a layer observer
 //!   gathers each head's attention statistics (`profile`), then each head gets its policy
 //!   and keeps only its set; buffers shrink to fit (FASTGEN.md 3).
+//! - Deferred compression (`KvSettings::compress_from`): while the sequence is shorter, the
+//!   cache stays full and each decoded row is profiled too; when it reaches that length the
+//!   heads are chosen from all rows so far and compressed, exactly as after a prompt of
+//!   that length.
 //! - Decode ([`CompressedCache::decode`]) follows the paper's Algorithm 2 per layer: append,
 //!   attend, then evict by the head's policy (FASTGEN.md 4). Only heads whose policy has a
 //!   `frequent` part ask for attention probabilities and keep scores.
@@ -106,6 +110,9 @@ pub struct CompressedCache {
     layer_wants: Vec<bool>, // [n_layers]
     group: usize,
     stats: KvStats,
+    /// Deferred compression in progress: the statistics of the rows so far, until the
+    /// sequence reaches the profiler's length.
+    pending: Option<Profiler>,
 }
 
 impl CompressedCache {
@@ -141,6 +148,7 @@ impl CompressedCache {
             layer_wants: vec![false; cfg.n_layers],
             group: cfg.n_heads / cfg.n_kv_heads,
             stats: KvStats::default(),
+            pending: None,
         })
     }
 
@@ -226,58 +234,70 @@ impl CompressedCache {
             .map(|(p, &t)| self.vocab.at(t, p, sink))
             .collect();
         let s = tokens.len();
-        let st = &self.settings;
-        let replay = (st.kind == KvKind::FastGen && st.replay > 0).then(|| ReplayPlan {
-            rows: st.replay,
-            pos_classes: self.pos_classes.clone(),
-            candidates: st.candidates.clone(),
-            threshold: st.recovery,
-            agg: st.gqa_agg,
-            all: st.budget.is_some(),
-        });
-        let mut observer = PrefillObserver {
-            profiler: self.settings.needs_profile().then(|| {
-                Profiler::new(
-                    self.kv.n_layers,
-                    self.kv.n_kv_heads,
-                    self.group,
-                    self.kv.head_dim,
-                    s,
-                    self.settings.profile_start(s),
-                    &self.params,
-                    replay,
-                )
-            }),
+        let at = self.settings.compress_at(s);
+        let mut profiler = self.settings.needs_profile().then(|| self.profiler(at));
+        let mut observer = profiler.as_mut().map(|p| ProfileObserver {
+            profiler: p,
+            pos_classes: &self.pos_classes,
             ms: 0.0,
-        };
+        });
         let mut last = Vec::new();
-        let obs: Option<&mut dyn LayerObserver> = if observer.profiler.is_some() {
-            Some(&mut observer)
-        } else {
-            None
-        };
         let run = model.forward_observed(
             tokens,
             &mut self.kv,
             ws,
             s - 1,
             &mut |_, l| last = l.to_vec(),
-            obs,
+            observer.as_mut().map(|o| o as &mut dyn LayerObserver),
         );
+        let observed_ms = observer.map_or(0.0, |o| o.ms);
         if let Err(e) = run {
             self.pos_classes.clear();
             return Err(e);
         }
-        let t1 = Instant::now();
-        self.compress(observer.profiler.as_ref());
-        self.stats.profile_ms = observer.ms + ms(t1);
+        self.stats.profile_ms = observed_ms;
+        if at > s {
+            self.pending = profiler;
+        } else {
+            let t1 = Instant::now();
+            self.compress(profiler.as_ref());
+            self.stats.profile_ms += ms(t1);
+        }
         self.stats.prefill_ms = ms(t0);
         Ok(last)
     }
 
-    /// Chooses (or applies) each head's policy on the prompt and keeps only its set.
+    /// An empty profiler for the rows of a sequence compressed at length `len`.
+    fn profiler(&self, len: usize) -> Profiler {
+        let st = &self.settings;
+        let replay = (st.kind == KvKind::FastGen && st.replay > 0).then(|| ReplayPlan {
+            rows: st.replay,
+            candidates: st.candidates.clone(),
+            threshold: st.recovery,
+            agg: st.gqa_agg,
+            all: st.budget.is_some(),
+        });
+        Profiler::new(
+            self.kv.n_layers,
+            self.kv.n_kv_heads,
+            self.group,
+            self.kv.head_dim,
+            len,
+            st.profile_start(len),
+            &self.params,
+            replay,
+        )
+    }
+
+    /// Whether the heads' policies are in force: false while compression is deferred.
+    pub fn compressed(&self) -> bool {
+        self.pending.is_none()
+    }
+
+    /// Chooses (or applies) each head's policy on the sequence so far and keeps only its set.
     fn compress(&mut self, profiler: Option<&Profiler>) {
         let s = self.kv.seq_len();
+        self.stats.compressed_at = Some(s);
         let settings = &self.settings;
         let classes = &self.pos_classes;
         let n_kv = self.kv.n_kv_heads;
@@ -393,6 +413,9 @@ impl CompressedCache {
         make_room(&mut self.kv);
         self.pos_classes
             .push(self.vocab.at(token, pos, self.settings.sink_tokens));
+        if let Some(profiler) = self.pending.take() {
+            return self.decode_deferred(model, ws, token, profiler);
+        }
         let mut observer = DecodeObserver {
             heads: &mut self.heads,
             layer_wants: &self.layer_wants,
@@ -407,6 +430,42 @@ impl CompressedCache {
                 return Err(e);
             }
         };
+        self.stats.pruned_sum += self.pruned_ratio();
+        self.stats.decode_steps += 1;
+        Ok(logits)
+    }
+
+    /// A decode step while compression is deferred: full attention, the row profiled; the
+    /// step that brings the sequence to the profiler's length compresses it.
+    fn decode_deferred<'w>(
+        &mut self,
+        model: &Model,
+        ws: &'w mut Workspace,
+        token: u32,
+        mut profiler: Profiler,
+    ) -> Result<&'w [f32]> {
+        let mut observer = ProfileObserver {
+            profiler: &mut profiler,
+            pos_classes: &self.pos_classes,
+            ms: 0.0,
+        };
+        let run = model.decode_observed(token, &mut self.kv, ws, Some(&mut observer));
+        self.stats.profile_ms += observer.ms;
+        let logits = match run {
+            Ok(l) => l,
+            Err(e) => {
+                self.pos_classes.pop();
+                self.pending = Some(profiler);
+                return Err(e);
+            }
+        };
+        if self.kv.seq_len() >= profiler.len() {
+            let t = Instant::now();
+            self.compress(Some(&profiler));
+            self.stats.profile_ms += ms(t);
+        } else {
+            self.pending = Some(profiler);
+        }
         self.stats.pruned_sum += self.pruned_ratio();
         self.stats.decode_steps += 1;
         Ok(logits)
@@ -470,15 +529,18 @@ fn head_options(
     o
 }
 
-/// Prefill: feeds each layer's query rows to the profiler, timing it.
-struct PrefillObserver {
-    profiler: Option<Profiler>,
+/// Prefill, and decode while compression is deferred: feeds each layer's rows to the
+/// profiler, timing it. Decode steps hand over attention's own probabilities; prefill rows
+/// are recomputed from the queries (batched attention does not keep them).
+struct ProfileObserver<'a> {
+    profiler: &'a mut Profiler,
+    pos_classes: &'a [u8],
     ms: f64,
 }
 
-impl LayerObserver for PrefillObserver {
+impl LayerObserver for ProfileObserver<'_> {
     fn wants_probs(&self, _layer: usize) -> bool {
-        false
+        true
     }
     fn after_attention(
         &mut self,
@@ -486,13 +548,19 @@ impl LayerObserver for PrefillObserver {
         q: &[f32],
         positions: &[u32],
         heads: &mut [HeadCache],
-        _probs: Option<&[Vec<f32>]>,
+        probs: Option<&[Vec<f32>]>,
     ) {
-        if let Some(p) = &mut self.profiler {
-            let t = Instant::now();
-            p.observe(layer, q, positions, heads);
-            self.ms += ms(t);
+        let t = Instant::now();
+        match probs {
+            Some(p) => {
+                let pos = positions[0] as usize;
+                self.profiler.observe_row(layer, pos, p, self.pos_classes)
+            }
+            None => self
+                .profiler
+                .observe(layer, q, positions, heads, self.pos_classes),
         }
+        self.ms += ms(t);
     }
 }
 

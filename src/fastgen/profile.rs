@@ -415,13 +415,12 @@ pub fn choose_policy(
     }
 }
 
-/// What replay needs to choose, layer by layer, as soon as a layer's last prompt row is
-/// profiled (so only the layers in flight hold their tail rows).
+/// What replay needs to choose, layer by layer, as soon as a layer's last profiled row is
+/// observed (so only the layers in flight hold their tail rows).
 #[derive(Debug, Clone)]
 pub struct ReplayPlan {
     /// Replayed rows W.
     pub rows: usize,
-    pub pos_classes: Vec<u8>,
     pub candidates: Vec<Policy>,
     pub threshold: f64,
     pub agg: GqaAgg,
@@ -429,10 +428,14 @@ pub struct ReplayPlan {
     pub all: bool,
 }
 
-/// Accumulates the statistics of every (layer, KV head) during prefill.
+/// Accumulates the statistics of every (layer, KV head) over the rows `start..len` of a
+/// sequence of `len` tokens: the prompt's rows in prefill and, when compression is deferred
+/// until the sequence is `len` long, the decoded rows too, one at a time.
 #[derive(Debug, Clone)]
 pub struct Profiler {
     pub heads: Vec<HeadProfile>, // [n_layers * n_kv_heads]
+    /// The sequence length whose rows are profiled.
+    len: usize,
     n_kv_heads: usize,
     head_dim: usize,
     /// First profiled position.
@@ -459,6 +462,7 @@ impl Profiler {
         let head = HeadProfile::new(group, prompt_len, params).keep_tail(from);
         Profiler {
             heads: vec![head; n_layers * n_kv_heads],
+            len: prompt_len,
             n_kv_heads,
             head_dim,
             start,
@@ -466,10 +470,28 @@ impl Profiler {
         }
     }
 
-    /// One layer's batch of prompt rows: `q` `[n, n_heads * head_dim]` after RoPE at
-    /// `positions`, over the layer's full-cache `heads`. Recomputes each profiled row's
-    /// softmax (the same dot and softmax as attention) one row at a time per query head.
-    pub fn observe(&mut self, layer: usize, q: &[f32], positions: &[u32], heads: &[HeadCache]) {
+    /// The sequence length whose rows are profiled (where compression happens).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the profiled sequence is empty (clippy's companion of `len`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One layer's batch of rows: `q` `[n, n_heads * head_dim]` after RoPE at `positions`,
+    /// over the layer's full-cache `heads`. Recomputes each profiled row's softmax (the same
+    /// dot and softmax as attention) one row at a time per query head. `pos_classes` covers
+    /// at least `0..=positions[last]` (replay reads it at the last row).
+    pub fn observe(
+        &mut self,
+        layer: usize,
+        q: &[f32],
+        positions: &[u32],
+        heads: &[HeadCache],
+        pos_classes: &[u8],
+    ) {
         let hd = self.head_dim;
         let start = self.start;
         let rows: Vec<usize> = (0..positions.len())
@@ -524,9 +546,38 @@ impl Profiler {
                     });
                 prof.count_rows(rows.len());
                 if let Some(r) = replay.filter(|_| positions[last] as usize + 1 == len) {
-                    prof.replay(&r.pos_classes, &r.candidates, r.threshold, r.agg, r.all);
+                    prof.replay(pos_classes, &r.candidates, r.threshold, r.agg, r.all);
                 }
             });
+    }
+
+    /// One decoded row at `pos` of one layer, from attention's own probabilities:
+    /// `probs[h]` is KV head `h`'s `[group, pos + 1]` (while profiling, the cache is full,
+    /// so slot `j` is position `j`). Nothing is recomputed: a deferred cache's decode step
+    /// costs only the statistics' O(pos) updates.
+    pub fn observe_row(
+        &mut self,
+        layer: usize,
+        pos: usize,
+        probs: &[Vec<f32>],
+        pos_classes: &[u8],
+    ) {
+        if pos < self.start {
+            return;
+        }
+        let n_kv = self.n_kv_heads;
+        let profiles = &mut self.heads[layer * n_kv..(layer + 1) * n_kv];
+        for (prof, p) in profiles.iter_mut().zip(probs) {
+            for (g, row) in p.chunks_exact(pos + 1).enumerate() {
+                prof.add_row(g, pos, row);
+            }
+            prof.count_rows(1);
+        }
+        if let Some(r) = self.replay.as_ref().filter(|_| pos + 1 == self.len) {
+            profiles.par_iter_mut().for_each(|prof| {
+                prof.replay(pos_classes, &r.candidates, r.threshold, r.agg, r.all)
+            });
+        }
     }
 }
 

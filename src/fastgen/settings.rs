@@ -189,7 +189,17 @@ pub struct KvSettings {
     pub hh_scores: HhScores,
     /// FastGen: pick T to fit this budget instead of using `recovery`.
     pub budget: Option<KvBudget>,
+    /// FastGen: the cache stays full until the sequence holds this many tokens; then every
+    /// head's policy is chosen from all the rows so far, prompt and answer, and applied
+    /// (0: right after the prompt, as the paper does). A policy is thus never chosen on a
+    /// sequence shorter than its windows, and short chats are never compressed.
+    pub compress_from: usize,
 }
+
+/// `--kv fastgen`'s `compress_from`: below this length the cache is a few MiB on the models
+/// fastgen targets (SmolLM2: 11.5 MiB at f16), and windows sized as ratios of the length are
+/// long enough to hold a sentence (`docs/RESULTS.md`, "The default").
+pub const DEFAULT_COMPRESS_FROM: usize = 512;
 
 /// `--kv fastgen`: the mechanisms that won the measurements of `docs/fastgen/BEYOND.md`.
 impl Default for KvSettings {
@@ -199,6 +209,7 @@ impl Default for KvSettings {
             grace: 32,
             hh_scores: HhScores::Causal,
             candidates: local_candidates(),
+            compress_from: DEFAULT_COMPRESS_FROM,
             ..KvSettings::paper()
         }
     }
@@ -234,6 +245,7 @@ impl KvSettings {
             grace: 0,
             hh_scores: HhScores::Sum,
             budget: None,
+            compress_from: 0,
         }
     }
 
@@ -349,6 +361,16 @@ impl KvSettings {
         }
     }
 
+    /// The sequence length at which a cache of `prompt_len` prompt tokens is compressed: the
+    /// prompt's own length unless FastGen defers compression to `compress_from`.
+    pub fn compress_at(&self, prompt_len: usize) -> usize {
+        if self.is_fastgen() {
+            prompt_len.max(self.compress_from)
+        } else {
+            prompt_len
+        }
+    }
+
     /// Whether prefill must gather attention statistics: to choose (FastGen) or to seed the
     /// cumulative scores of a fixed policy with `frequent`.
     pub fn needs_profile(&self) -> bool {
@@ -389,6 +411,9 @@ impl KvSettings {
                 }
                 if self.gqa_agg != GqaAgg::Min {
                     l += &format!(" gqa:{}", self.gqa_agg);
+                }
+                if self.compress_from > 0 {
+                    l += &format!(" from:{}", self.compress_from);
                 }
                 l
             }

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 /// Counters a cache keeps as it runs.
 #[derive(Debug, Clone, Default)]
 pub struct KvStats {
-    /// Profiling, choosing and compressing after prefill (inside `prefill_ms`).
+    /// Profiling, choosing and compressing: inside `prefill_ms`, plus the decode steps'
+    /// profiling when compression is deferred past the prompt.
     pub profile_ms: f64,
     /// The whole prefill, profiling included.
     pub prefill_ms: f64,
@@ -18,6 +19,8 @@ pub struct KvStats {
     pub recovery_used: Option<f64>,
     /// Budget mode: whether the chosen policies fit the budget (false: even T = 0 did not).
     pub budget_met: Option<bool>,
+    /// The sequence length at which the policies were chosen and applied (None: not yet).
+    pub compressed_at: Option<usize>,
 }
 
 /// A snapshot of a cache's accounting.
@@ -32,6 +35,11 @@ pub struct KvReport {
     /// Budget mode: the budget, and whether the chosen policies fit it on the prompt.
     pub budget: Option<String>,
     pub budget_met: Option<bool>,
+    /// The sequence length at which the heads were compressed; None while compression is
+    /// deferred (and for `full`).
+    pub compressed_at: Option<usize>,
+    /// FastGen's deferral length (`KvSettings::compress_from`; 0 for the other methods).
+    pub compress_from: usize,
     pub seq_len: usize,
     pub kept_entries: usize,
     /// `1 - kept / (layers * kv_heads * n)` now.
@@ -113,6 +121,12 @@ impl KvReport {
             label: s.label(),
             budget: s.budget.map(|b| b.to_string()),
             budget_met: st.budget_met,
+            compressed_at: st.compressed_at,
+            compress_from: if s.kind == KvKind::FastGen {
+                s.compress_from
+            } else {
+                0
+            },
             seq_len: kv.seq_len(),
             kept_entries: kv.kept_entries(),
             pruned_ratio: pruned,
@@ -168,6 +182,14 @@ impl KvReport {
             ),
             _ => self.label.clone(),
         };
+        if self.compressed_at.is_none() && self.compress_from > self.seq_len {
+            return format!(
+                "kv {what}: not compressed: {} tokens, under the {} at which compression starts; KV {:.2} MiB",
+                self.seq_len,
+                self.compress_from,
+                self.kv_bytes_allocated as f64 / MIB,
+            );
+        }
         format!(
             "kv {what}: pruned {:.1}% (mean {:.1}%), KV {:.2} MiB full -> {:.2} MiB kept ({:.2} MiB allocated, +{:.3} MiB scores), profile {:.0} ms ({:.1}% of prefill)",
             100.0 * self.pruned_ratio,
@@ -200,6 +222,8 @@ impl KvReport {
             "label": self.label,
             "budget": self.budget,
             "budget_met": self.budget_met,
+            "compressed_at": self.compressed_at,
+            "compress_from": self.compress_from,
             "seq_len": self.seq_len,
             "kept_entries": self.kept_entries,
             "pruned_ratio": self.pruned_ratio,

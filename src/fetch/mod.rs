@@ -354,7 +354,8 @@ pub fn ensure_data(name: &str) -> Result<PathBuf> {
 
 /// The main file of a data set (for `essays`, the directory of essays):
 /// `alpaca-eval` → `alpaca_eval_gpt4_baseline.json`, `gsm8k` → `cases.jsonl`,
-/// `humaneval` → `HumanEval.jsonl` (decompressed).
+/// `humaneval` → `HumanEval.jsonl` (decompressed), `longbench-write` →
+/// `longbench_write_en.jsonl`.
 pub fn data_file(name: &str) -> Result<PathBuf> {
     data_file_in(&fastgen_home(), name)
 }

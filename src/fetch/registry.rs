@@ -201,4 +201,17 @@ pub static DATA: &[DataSpec] = &[
         primary: "HumanEval.jsonl",
         file_count: 1,
     },
+    DataSpec {
+        name: "longbench-write",
+        description:
+            "LongBench-Write English prompts, 60 items (jsonl: prompt, type, length in words)",
+        package: "evalscope",
+        version: "1.14.1",
+        wheel_sha256: "ae4bb15908862d6ae22c9ffe2af3c11e8f446a0ea798912870178f4347ef90c4",
+        root: "evalscope/third_party/longbench_write/resources/",
+        members: Members::File("longbench_write_en.jsonl"),
+        gunzip: false,
+        primary: "longbench_write_en.jsonl",
+        file_count: 1,
+    },
 ];

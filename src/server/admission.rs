@@ -179,6 +179,7 @@ impl Admission {
             kind: kv.kind,
             recovery_requested: kv.recovery,
             recovery: t,
+            compress_from: kv.compress_from,
             reserved_bytes: bytes,
         };
         let Some(budget) = self.cfg.budget else {
@@ -261,10 +262,12 @@ mod tests {
     const FULL: KvRequest = KvRequest {
         kind: KvKind::Full,
         recovery: 0.95,
+        compress_from: 0,
     };
     const FASTGEN: KvRequest = KvRequest {
         kind: KvKind::FastGen,
         recovery: 0.95,
+        compress_from: 0,
     };
     fn flat(bytes: u64) -> impl Fn(f32) -> u64 + Sync {
         move |_| bytes
@@ -381,6 +384,7 @@ mod tests {
                 KvRequest {
                     kind: KvKind::FastGen,
                     recovery: 0.5,
+                    compress_from: 0,
                 },
                 &by_t,
             )

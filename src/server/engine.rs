@@ -79,6 +79,9 @@ impl KvKind {
 pub struct KvRequest {
     pub kind: KvKind,
     pub recovery: f32,
+    /// FastGen: the cache stays full until the sequence holds this many tokens
+    /// (`kv_compress_from`; `KvSettings::compress_from`).
+    pub compress_from: usize,
 }
 
 /// What admission granted: the policy with the T it runs at and the bytes reserved for it.
@@ -88,6 +91,7 @@ pub struct KvGrant {
     pub recovery_requested: f32,
     /// Lower than requested when the KV budget did not fit the requested T (fastgen only).
     pub recovery: f32,
+    pub compress_from: usize,
     pub reserved_bytes: u64,
 }
 
@@ -107,11 +111,22 @@ impl KvShape {
     }
 }
 
-/// Bytes of KV a request of `tokens` (prompt plus generation) would hold under `kind` at
-/// recovery `t`. The KV budget admits requests by this figure.
-pub fn estimate_kv_bytes(shape: &KvShape, tokens: usize, kind: KvKind, t: f32) -> u64 {
+/// Bytes of KV a request of `tokens` (prompt plus generation) would hold at its largest
+/// under `kind` at recovery `t`. The KV budget admits requests by this figure. FastGen holds
+/// every token until `compress_from`, so its peak is the larger of that and its kept share.
+pub fn estimate_kv_bytes(
+    shape: &KvShape,
+    tokens: usize,
+    kind: KvKind,
+    t: f32,
+    compress_from: usize,
+) -> u64 {
     let full = tokens as u64 * shape.full_bytes_per_token();
-    (full as f64 * kept_fraction(kind, t)).ceil() as u64
+    let whole = match kind {
+        KvKind::FastGen if tokens > 0 => tokens.min(compress_from) as f64 / tokens as f64,
+        _ => 0.0,
+    };
+    (full as f64 * kept_fraction(kind, t).max(whole)).ceil() as u64
 }
 
 /// The fraction of the full cache a policy keeps, as a function of T: an upper estimate used
@@ -162,6 +177,10 @@ pub struct KvReport {
     pub kv_bytes_allocated: u64,
     pub kv_bytes_full: u64,
     pub profile_ms: f64,
+    /// FastGen: the length compression starts at, and where it did (None: the sequence
+    /// stayed shorter, so nothing was compressed).
+    pub compress_from: usize,
+    pub compressed_at: Option<usize>,
     /// Heads per policy (e.g. {"full": 90}).
     pub policy_histogram: BTreeMap<String, usize>,
 }
@@ -184,6 +203,8 @@ impl KvReport {
             kv_bytes_allocated: r.kv_bytes_allocated as u64,
             kv_bytes_full: r.kv_bytes_full as u64,
             profile_ms: r.profile_ms,
+            compress_from: r.compress_from,
+            compressed_at: r.compressed_at,
             policy_histogram,
         }
     }
@@ -200,6 +221,8 @@ impl KvReport {
             "kv_bytes_allocated": self.kv_bytes_allocated,
             "kv_bytes_full": self.kv_bytes_full,
             "profile_ms": self.profile_ms,
+            "kv_compress_from": adjustable.then_some(self.compress_from),
+            "compressed_at": self.compressed_at,
             "policy_histogram": self.policy_histogram,
         })
     }
@@ -383,6 +406,7 @@ impl Engine {
                 KvKind::H2o => LibKvKind::H2o,
             },
             recovery: job.kv.recovery as f64,
+            compress_from: job.kv.compress_from,
             ..KvSettings::default()
         };
         let mut cache = CompressedCache::new(
@@ -505,25 +529,42 @@ mod tests {
     fn estimates_scale_the_full_bytes_and_rise_with_t() {
         assert_eq!(SMOL.full_bytes_per_token(), 2 * 30 * 3 * 64 * 2);
         let full = 100 * 23040;
-        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::Full, 0.5), full);
+        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::Full, 0.5, 0), full);
         assert_eq!(
-            estimate_kv_bytes(&SMOL, 100, KvKind::Window, 0.9),
+            estimate_kv_bytes(&SMOL, 100, KvKind::Window, 0.9, 0),
             (full as f64 * 0.32).ceil() as u64
         );
         assert_eq!(
-            estimate_kv_bytes(&SMOL, 100, KvKind::H2o, 0.9),
+            estimate_kv_bytes(&SMOL, 100, KvKind::H2o, 0.9, 0),
             (full as f64 * 0.62).ceil() as u64
         );
         // FastGen: 87% at T = 0.90, halfway between 0.95 and 0.98 is (0.93 + 0.99) / 2.
         assert_eq!(
-            estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 0.9),
+            estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 0.9, 0),
             (full as f64 * 0.87).ceil() as u64
         );
         assert!((kept_fraction(KvKind::FastGen, 0.965) - 0.96).abs() < 1e-6);
-        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 1.0), full);
+        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 1.0, 0), full);
+        // Deferred compression: whole until `compress_from`, whatever T.
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 0.9, 512),
+            full
+        );
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 1000, KvKind::FastGen, 0.9, 950),
+            (10.0 * full as f64 * 0.95).ceil() as u64
+        );
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 1000, KvKind::FastGen, 0.9, 512),
+            (10.0 * full as f64 * 0.87).ceil() as u64
+        );
+        assert_eq!(
+            estimate_kv_bytes(&SMOL, 100, KvKind::Window, 0.9, 512),
+            (full as f64 * 0.32).ceil() as u64
+        );
         let mut last = 0;
         for i in 0..=100 {
-            let b = estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, i as f32 / 100.0);
+            let b = estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, i as f32 / 100.0, 0);
             assert!(b >= last, "estimate falls at T = {}", i as f32 / 100.0);
             last = b;
         }
@@ -557,6 +598,8 @@ mod tests {
             label: "fastgen T=0.9".into(),
             budget: None,
             budget_met: None,
+            compressed_at: Some(5),
+            compress_from: 0,
             seq_len: 5,
             kept_entries: 12,
             pruned_ratio: 0.4,
@@ -579,6 +622,7 @@ mod tests {
             kind: KvKind::FastGen,
             recovery_requested: 0.95,
             recovery: 0.9,
+            compress_from: 512,
             reserved_bytes: 0,
         };
         let j = KvReport::from_library(&lib, &grant).to_json();
@@ -597,6 +641,7 @@ mod tests {
         assert_eq!(j["policy_histogram"]["full"], 3);
         assert_eq!(j["policy_histogram"]["special+punct+frequent+local"], 1);
         assert_eq!(j["kv_recovery"], 0.9);
+        assert_eq!(j["compressed_at"], 5);
         assert_eq!(j["kv_policy"], "fastgen");
     }
 }

@@ -8,6 +8,7 @@
 use super::engine::{KvKind, KvRequest, DEFAULT_RECOVERY};
 use super::error::ApiError;
 use fastgen::chat::ChatMessage;
+use fastgen::fastgen::DEFAULT_COMPRESS_FROM;
 use serde_json::{Map, Value};
 
 /// Most stop sequences per request (OpenAI's limit).
@@ -214,7 +215,8 @@ fn common(
     })
 }
 
-/// `kv_policy` (default `fastgen`) and `kv_recovery` T, 0 < T <= 1.
+/// `kv_policy` (default `fastgen`), `kv_recovery` T, 0 < T <= 1, and `kv_compress_from`
+/// (default `DEFAULT_COMPRESS_FROM`; 0 compresses right after the prompt).
 fn parse_kv(f: &Fields) -> R<KvRequest> {
     let kind = match f.string("kv_policy")? {
         None => KvKind::FastGen,
@@ -235,7 +237,12 @@ fn parse_kv(f: &Fields) -> R<KvRequest> {
             format!("'kv_recovery' must be greater than 0 and at most 1, got {recovery}"),
         ));
     }
-    Ok(KvRequest { kind, recovery })
+    let compress_from = f.uint("kv_compress_from")?.unwrap_or(DEFAULT_COMPRESS_FROM);
+    Ok(KvRequest {
+        kind,
+        recovery,
+        compress_from,
+    })
 }
 
 fn parse_messages(v: &Value) -> R<Vec<ChatMessage>> {

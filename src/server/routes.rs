@@ -259,11 +259,13 @@ async fn generate(
     let max_tokens = req.max_tokens.unwrap_or(app.limits.max_tokens_limit);
     let tokens = (prompt_ids.len() + max_tokens).min(app.engine.n_ctx());
     let shape = app.engine.kv_shape();
-    let kind = req.kv.kind;
+    let (kind, from) = (req.kv.kind, req.kv.compress_from);
     let queued_at = Instant::now();
     let permit = app
         .admission
-        .admit(req.kv, &move |t| estimate_kv_bytes(&shape, tokens, kind, t))
+        .admit(req.kv, &move |t| {
+            estimate_kv_bytes(&shape, tokens, kind, t, from)
+        })
         .await
         .map_err(|r| refusal_error(&app, r, param))?;
     let queue_ms = queued_at.elapsed().as_secs_f64() * 1e3;
