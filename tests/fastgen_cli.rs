@@ -44,6 +44,12 @@ fn bad_kv_settings_name_the_setting_before_loading() {
             &["--kv", "window", "--window-tokens", "0"],
             "--window-tokens",
         ),
+        (&["--kv", "snapkv", "--snap-window", "0"], "--snap-window"),
+        (&["--kv", "snapkv", "--snap-kernel", "6"], "--snap-kernel"),
+        (&["--kv", "adakv", "--snap-budget", "0"], "--snap-budget"),
+        (&["--kv", "adakv", "--snap-budget", "-0.5"], "--snap-budget"),
+        (&["--kv", "snapkv", "--snap-pool", "min"], "--snap-pool"),
+        (&["--kv", "snapkv", "--kv-budget", "0.5"], "--kv-budget"),
     ];
     for cmd in ["run", "profile"] {
         for (args, want) in cases {

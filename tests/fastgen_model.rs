@@ -7,7 +7,7 @@ mod common;
 
 use fastgen::fastgen::{
     choose_policy, keep_set, Budget, CompressedCache, GqaAgg, HeadProfile, KvBudget, KvKind,
-    KvSettings, Params, ProfileRows, TokenClasses, DECODE_SPARE,
+    KvSettings, Params, Pool, ProfileRows, SnapSettings, TokenClasses, DECODE_SPARE,
 };
 use fastgen::generate::{generate, GenerateOptions, Sequence};
 use fastgen::kv_cache::{HeadCache, KvCache, KvDtype};
@@ -319,6 +319,19 @@ fn registry() -> Vec<(&'static str, KvSettings)> {
             "fixed:local",
             KvSettings::with_kind("fixed:local".parse().unwrap()),
         ),
+        ("snapkv", KvSettings::with_kind(KvKind::SnapKv)),
+        (
+            "adakv 30% W=16 k=5 avg",
+            KvSettings {
+                snap: SnapSettings {
+                    window: 16,
+                    kernel: 5,
+                    budget: 0.3,
+                    pool: Pool::Avg,
+                },
+                ..KvSettings::with_kind(KvKind::AdaKv)
+            },
+        ),
     ]
 }
 
@@ -367,7 +380,15 @@ fn every_policy_passes_the_same_generation_checks() {
         }
         let params = settings.params();
         let mut scores_needed = false;
+        let s = prompt.len();
+        let (window, decoded) = (settings.snap.window_len(s), n - s);
         for layer in 0..cfg.n_layers {
+            if settings.is_snap() {
+                // The layer keeps its budget of the prompt per head, and every decoded token.
+                let held: usize = c.kv().layer(layer).iter().map(|h| h.len()).sum();
+                let per_head = settings.snap.kept_per_head(s) + decoded;
+                assert_eq!(held, cfg.n_kv_heads * per_head, "{name} layer {layer}");
+            }
             for h in 0..cfg.n_kv_heads {
                 let head = c.kv().head(layer, h);
                 let st = c.head_state(layer, h);
@@ -390,7 +411,7 @@ fn every_policy_passes_the_same_generation_checks() {
                 } else {
                     assert!(st.scores().is_empty(), "{name}");
                 }
-                if st.policy.is_full() {
+                if st.policy.is_full() && !settings.is_snap() {
                     assert_eq!(head.len(), n, "{name}: full keeps all");
                 }
                 match settings.kind {
@@ -414,6 +435,16 @@ fn every_policy_passes_the_same_generation_checks() {
                             "{name}: {}",
                             head.len()
                         );
+                    }
+                    KvKind::SnapKv | KvKind::AdaKv => {
+                        // The observation window and everything decoded, in order, at the end.
+                        let tail: Vec<u32> = (s - window..n).map(|p| p as u32).collect();
+                        assert!(pos.ends_with(&tail), "{name} layer {layer} head {h}");
+                        if settings.kind == KvKind::SnapKv {
+                            let want = settings.snap.kept_per_head(s) + decoded;
+                            assert_eq!(head.len(), want, "{name}");
+                        }
+                        assert!(st.recovery.is_some_and(|r| r > 0.0 && r <= 1.0 + 1e-6));
                     }
                     _ => {}
                 }
@@ -603,4 +634,59 @@ fn deferred_compression_is_full_then_chooses_on_the_whole_sequence() {
     assert!(same + 2 >= heads, "{same} of {heads} heads agree");
     let (a, b) = (got.kept_entries as f64, want.kept_entries as f64);
     assert!((a - b).abs() <= 0.02 * b, "kept {a} vs {b}");
+}
+
+#[test]
+fn snapkv_and_adakv_keep_their_budget_and_never_evict() {
+    let l = load("smollm2");
+    let cfg = &l.model.cfg;
+    let entry = 2 * cfg.head_dim * KvDtype::F16.bytes();
+    let heads = cfg.n_layers * cfg.n_kv_heads;
+    let (s, budget) = (400, 0.3);
+    for kind in [KvKind::SnapKv, KvKind::AdaKv] {
+        let mut settings = KvSettings::with_kind(kind);
+        settings.snap.budget = budget;
+        let mut c = cache(&l, settings);
+        let mut ws = Workspace::default();
+        c.prefill(&l.model, &mut ws, &l.essay[..s]).unwrap();
+        // ceil(0.3 * 400) = 120 prompt tokens per head, window (32) included: every layer
+        // keeps exactly 120 / 400 of its entries, in buffers shrunk to fit.
+        let r = c.report();
+        for (layer, &k) in r.layer_kept.iter().enumerate() {
+            assert!((k - 0.3).abs() < 1e-12, "{kind} layer {layer}: {k}");
+        }
+        assert_eq!(r.kept_entries, heads * 120, "{kind}");
+        assert_eq!(r.kv_bytes_allocated, r.kept_entries * entry, "{kind}");
+        assert!(r.kv_bytes_allocated * 3 < r.kv_bytes_full, "{kind}");
+        let sizes: Vec<usize> = c.kv().heads().iter().map(|h| h.len()).collect();
+        assert!(sizes.iter().all(|&n| n >= 32), "{kind}: the window is kept");
+        // SnapKV: the same count everywhere; Ada-KV moves budget between a layer's heads.
+        assert_eq!(
+            sizes.iter().all(|&n| n == 120),
+            kind == KvKind::SnapKv,
+            "{sizes:?}"
+        );
+        // Decoding appends to every head and evicts nothing.
+        for (t, &token) in l.essay[s..s + 20].iter().enumerate() {
+            let before: Vec<Vec<u32>> = c
+                .kv()
+                .heads()
+                .iter()
+                .map(|h| h.positions().to_vec())
+                .collect();
+            c.decode(&l.model, &mut ws, token).unwrap();
+            for (h, old) in c.kv().heads().iter().zip(&before) {
+                assert_eq!(&h.positions()[..old.len()], &old[..], "{kind}");
+                assert_eq!(h.positions()[old.len()..], [(s + t) as u32], "{kind}");
+            }
+            let r = c.report();
+            assert_eq!(r.kept_entries, heads * (120 + t + 1), "{kind}");
+            let slack = r.kv_bytes_allocated - r.kv_bytes_kept;
+            assert!(
+                slack <= 2 * DECODE_SPARE * heads * entry,
+                "{kind}: slack {slack}"
+            );
+            assert_eq!(r.score_bytes, 0, "{kind}: no scores kept");
+        }
+    }
 }

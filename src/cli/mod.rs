@@ -12,7 +12,9 @@ mod tokenize;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fastgen::chat::{ChatMessage, ChatTemplate};
-use fastgen::fastgen::{parse_candidates, Budget, CompressedCache, KvSettings, TokenClasses};
+use fastgen::fastgen::{
+    parse_candidates, Budget, CompressedCache, KvSettings, SnapSettings, TokenClasses,
+};
 use fastgen::fetch as fetcher;
 use fastgen::kv_cache::KvDtype;
 use fastgen::model::Model;
@@ -162,8 +164,10 @@ impl PromptArgs {
 pub struct KvArgs {
     /// KV-cache method: fastgen (adaptive per KV head, with replay, grace and causal scores),
     /// fastgen-paper (the paper's rules), full, window (sink tokens + recent, StreamingLLM),
-    /// h2o (local + frequent on every head), or fixed:PARTS on every head (parts: special,
-    /// punct, frequent, local, sink, full; e.g. fixed:special+punct+frequent).
+    /// h2o (local + frequent on every head), snapkv (each head keeps its top prompt tokens by
+    /// the observation window's attention, then evicts nothing), adakv (snapkv with one
+    /// top-k per layer), or fixed:PARTS on every head (parts: special, punct, frequent, local,
+    /// sink, full; e.g. fixed:special+punct+frequent).
     #[arg(long, default_value = "fastgen")]
     kv: String,
     /// FastGen recovery threshold T: each KV head takes the first candidate keeping this
@@ -200,6 +204,18 @@ pub struct KvArgs {
     /// Window baseline: recent window as a token count.
     #[arg(long)]
     window_tokens: Option<usize>,
+    /// snapkv/adakv: observation window W, the last W prompt rows (default 32).
+    #[arg(long)]
+    snap_window: Option<usize>,
+    /// snapkv/adakv: pooling kernel over neighbouring positions, odd (default 7; 1: none).
+    #[arg(long)]
+    snap_kernel: Option<usize>,
+    /// snapkv/adakv: kept share of the prompt per head, window included (default 0.5).
+    #[arg(long, allow_negative_numbers = true)]
+    snap_budget: Option<f64>,
+    /// snapkv/adakv: pooling, max or avg (default max).
+    #[arg(long)]
+    snap_pool: Option<String>,
     /// Policies with frequent also keep the last N tokens (0: the paper's rule).
     #[arg(long)]
     frequent_grace: Option<usize>,
@@ -255,6 +271,12 @@ impl KvArgs {
                 None => base.candidates.clone(),
             },
             window,
+            snap: SnapSettings {
+                window: self.snap_window.unwrap_or(base.snap.window),
+                kernel: self.snap_kernel.unwrap_or(base.snap.kernel),
+                budget: self.snap_budget.unwrap_or(base.snap.budget),
+                pool: (self.snap_pool.as_deref()).map_or(Ok(base.snap.pool), str::parse)?,
+            },
             frequent_grace: self.frequent_grace.unwrap_or(base.frequent_grace),
             replay: self.replay.unwrap_or(base.replay),
             grace: self.grace.unwrap_or(base.grace),

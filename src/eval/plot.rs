@@ -1,7 +1,8 @@
-//! Quality against kept fraction: one curve per method (FastGen over T, the window and H2O
-//! baselines at FastGen's budgets), three panels: mean KLD (log scale), same-top rate and
-//! needle hits. Both SVG and PNG lay out text with a TrueType font: without one (see
-//! `fastgen::plot::FONT_PATHS`, registered once for both kinds of figure) the figure is skipped.
+//! Quality against kept fraction: one curve per method (FastGen over T, the window, H2O,
+//! SnapKV and Ada-KV baselines at FastGen's budgets), three panels: mean KLD (log scale),
+//! same-top rate and needle hits. Both SVG and PNG lay out text with a TrueType font: without
+//! one (see `fastgen::plot::FONT_PATHS`, registered once for both kinds of figure) the figure
+//! is skipped.
 
 use crate::error::{Error, Result};
 use crate::fastgen::plot::{bitmap_font, FONT};
@@ -21,11 +22,13 @@ pub struct Point {
     pub niah: Option<f64>,
 }
 
-const METHODS: [(&str, RGBColor); 5] = [
+const METHODS: [(&str, RGBColor); 7] = [
     ("fastgen", RGBColor(217, 95, 2)),
     ("fastgen-paper", RGBColor(231, 41, 138)),
     ("window", RGBColor(31, 120, 180)),
     ("h2o", RGBColor(102, 166, 30)),
+    ("snapkv", RGBColor(117, 112, 179)),
+    ("adakv", RGBColor(166, 118, 29)),
     ("full", RGBColor(0, 0, 0)),
 ];
 

@@ -1,12 +1,14 @@
-//! `fastgen eval sweep`: the full cache, FastGen at several T, and the window and H2O
-//! baselines each set to the kept budget FastGen measured at each T (matched budgets), on
-//! every yardstick; writes `results.json`, `report.md` (shaped like the paper's Table 1)
-//! and the plots.
+//! `fastgen eval sweep`: the full cache, FastGen at several T, and the window, H2O, SnapKV
+//! and Ada-KV baselines each set to the kept budget FastGen measured at each T (matched
+//! budgets), on every yardstick; writes `results.json`, `report.md` (shaped like the paper's
+//! Table 1) and the plots.
 //!
 //! Budgets are measured on the teacher-forced prose (FastGen's kept share averaged over the
 //! decode steps) and passed to the baselines as ratios of the sequence, so they scale with
 //! every other task's length. The window keeps the sink and a recent window of that share;
 //! H2O's two parts overlap, so their share is calibrated on the first window's prompt.
+//! SnapKV and Ada-KV keep that share of the prompt; they evict nothing while decoding, so
+//! the kept share they report (measured, like every arm's) is larger than FastGen's.
 
 use super::fidelity::{compare_arms, ArmFidelity, Windows};
 use super::metrics::KldSummary;
@@ -86,7 +88,7 @@ impl SweepConfig {
 /// One arm's settings and what it is called.
 #[derive(Debug, Clone)]
 pub struct Arm {
-    /// `full`, `fastgen`, `window` or `h2o`.
+    /// `full`, `fastgen`, `fastgen-paper`, `window`, `h2o`, `snapkv` or `adakv`.
     pub method: String,
     /// FastGen's T, or the T whose budget a baseline is matched to.
     pub recovery: Option<f64>,
@@ -103,6 +105,20 @@ fn window_arm(base: &KvSettings, kept: f64, t: f64) -> Arm {
             window: Budget::Ratio(kept.clamp(1e-3, 1.0)),
             ..base.clone()
         },
+    }
+}
+
+/// SnapKV or Ada-KV keeping `kept` of the prompt per head (their window included).
+fn snap_arm(base: &KvSettings, kind: KvKind, kept: f64, t: f64) -> Arm {
+    let mut settings = KvSettings {
+        kind,
+        ..base.clone()
+    };
+    settings.snap.budget = kept.clamp(1e-3, 1.0);
+    Arm {
+        method: kind.to_string(),
+        recovery: Some(t),
+        settings,
     }
 }
 
@@ -220,6 +236,9 @@ pub fn run(
         let t = a.recovery.unwrap_or(1.0);
         arms.push(window_arm(&cfg.base, f.kept_ratio(), t));
         arms.push(h2o_arm(engine, &cfg.base, first_ctx, f.kept_ratio(), t)?);
+        for kind in [KvKind::SnapKv, KvKind::AdaKv] {
+            arms.push(snap_arm(&cfg.base, kind, f.kept_ratio(), t));
+        }
         pb.inc(1);
     }
     pb.finish();
@@ -362,7 +381,8 @@ pub fn report_md(model: &str, cfg: &SweepConfig, results: &[ArmResult]) -> Strin
          Teacher-forced: {} window(s) of {} prefilled + {} fed tokens of the essays. \
          Needles: lengths {:?}, depths {:?} (2 questions each). Agreement: {} AlpacaEval \
          instructions, up to {} tokens. GSM8K: {} problems, up to {} tokens. Baselines are set to \
-         the kept share FastGen measured at the T in their row.\n\n\
+         the kept share FastGen measured at the T in their row (snapkv and adakv: of the prompt; \
+         they keep every decoded token, so their pruned share is smaller).\n\n\
          | arm | T | KV MiB | pruned % | mean KLD | same top % | NIAH hits | exact match % | ROUGE-L | first div. | GSM8K |\n\
          |---|---|---|---|---|---|---|---|---|---|---|\n",
         w.max_windows,

@@ -283,7 +283,7 @@ impl CompressedCache {
             self.group,
             self.kv.head_dim,
             len,
-            st.profile_rows.start(len),
+            st.profile_start(len),
             &self.params,
             replay,
         )
@@ -302,6 +302,12 @@ impl CompressedCache {
         let classes = &self.pos_classes;
         let n_kv = self.kv.n_kv_heads;
         let params = &self.params;
+        if let (true, Some(p)) = (settings.is_snap(), profiler) {
+            let ada = settings.kind == KvKind::AdaKv;
+            self.heads = super::snapkv::compress(&mut self.kv, p, &settings.snap, ada);
+            self.layer_wants.fill(false);
+            return;
+        }
         let budget = settings.budget.filter(|_| settings.kind == KvKind::FastGen);
         // FastGen: each head's aggregated recovery per candidate (all of them in budget
         // mode, else up to the first reaching T) and, in budget mode, their kept entries.

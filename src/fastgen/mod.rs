@@ -8,6 +8,8 @@
 //!   with `O(S)` memory per query head; `choose_policy`.
 //! - `replay`: recovery measured by replaying the last prompt rows as decode steps.
 //! - `budget`: the largest T whose choices fit a memory budget.
+//! - `snapkv`: the SnapKV and Ada-KV baselines (one-shot eviction by the observation
+//!   window's attention).
 //! - `settings`: `KvSettings` (method, T, ratios, GQA aggregation...) and their validation.
 //! - `cache`: `CompressedCache`, one sequence's per-head buffers, policies and scores:
 //!   profiling inside prefill, eviction after each decode step (Algorithm 2).
@@ -22,6 +24,7 @@ pub mod policy;
 pub mod profile;
 pub mod replay;
 pub mod settings;
+pub mod snapkv;
 pub mod stats;
 
 pub use cache::{compress_head, evict_step, CompressedCache, HeadState, DECODE_SPARE};
@@ -33,4 +36,5 @@ pub use policy::{
 pub use profile::{choose_policy, GqaAgg, HeadProfile, ProfileRows};
 pub use replay::{replay_recovery, Tail};
 pub use settings::{HhScores, KvBudget, KvKind, KvSettings, DEFAULT_COMPRESS_FROM};
+pub use snapkv::{Pool, SnapChoice, SnapSettings};
 pub use stats::{KvReport, KvStats};

@@ -214,6 +214,11 @@ impl HeadProfile {
         self.queries.len()
     }
 
+    /// The prompt length the statistics cover (keys `0..seq_len`).
+    pub fn seq_len(&self) -> usize {
+        self.len
+    }
+
     /// Column sums summed over the group's query heads: the frequent scores and the seeds
     /// of the cumulative scores (FASTGEN.md 3, 5.3).
     pub fn group_colsum(&self) -> Vec<f32> {

@@ -4,6 +4,7 @@
 
 use super::policy::{default_candidates, local_candidates, Budget, Params, Part, Policy};
 use super::profile::{GqaAgg, ProfileRows};
+use super::snapkv::SnapSettings;
 use crate::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -22,6 +23,11 @@ pub enum KvKind {
     H2o,
     /// One hybrid on every head (the paper's non-adaptive baselines).
     Fixed(Policy),
+    /// SnapKV: each head keeps its observation window and its top prompt tokens by the
+    /// window's attention; nothing is evicted while decoding.
+    SnapKv,
+    /// Ada-KV on SnapKV: the same scores, one top-k per layer over all its heads.
+    AdaKv,
 }
 
 impl FromStr for KvKind {
@@ -32,10 +38,12 @@ impl FromStr for KvKind {
             "fastgen" => Ok(KvKind::FastGen),
             "window" => Ok(KvKind::Window),
             "h2o" => Ok(KvKind::H2o),
+            "snapkv" => Ok(KvKind::SnapKv),
+            "adakv" => Ok(KvKind::AdaKv),
             _ => match s.strip_prefix("fixed:") {
                 Some(parts) => Ok(KvKind::Fixed(parts.parse()?)),
                 None => Err(Error::InvalidSetting(format!(
-                    "--kv '{s}': expected fastgen, full, window, h2o or fixed:PARTS (e.g. fixed:special+punct+frequent)"
+                    "--kv '{s}': expected fastgen, full, window, h2o, snapkv, adakv or fixed:PARTS (e.g. fixed:special+punct+frequent)"
                 ))),
             },
         }
@@ -50,6 +58,8 @@ impl fmt::Display for KvKind {
             KvKind::Window => f.write_str("window"),
             KvKind::H2o => f.write_str("h2o"),
             KvKind::Fixed(p) => write!(f, "fixed:{p}"),
+            KvKind::SnapKv => f.write_str("snapkv"),
+            KvKind::AdaKv => f.write_str("adakv"),
         }
     }
 }
@@ -166,6 +176,8 @@ pub struct KvSettings {
     pub candidates: Vec<Policy>,
     /// The `window` baseline's recent window (besides the sink tokens).
     pub window: Budget,
+    /// `snapkv` and `adakv`: observation window, pooling and kept share of the prompt.
+    pub snap: SnapSettings,
     /// Policies with `frequent` also keep the last `frequent_grace` positions (0: paper).
     pub frequent_grace: usize,
     /// FastGen: replay the last `replay` prompt rows as decode steps to measure recovery
@@ -227,6 +239,7 @@ impl KvSettings {
             profile_rows: ProfileRows::All,
             candidates: default_candidates(),
             window: Budget::Ratio(0.3),
+            snap: SnapSettings::default(),
             frequent_grace: 0,
             replay: 0,
             grace: 0,
@@ -259,6 +272,7 @@ impl KvSettings {
     }
 
     pub fn validate(&self) -> Result<()> {
+        self.snap.validate()?;
         unit_range("--recovery", self.recovery)?;
         unit_range("--r-local", self.r_local)?;
         unit_range("--r-frequent", self.r_frequent)?;
@@ -342,6 +356,8 @@ impl KvSettings {
             KvKind::Window => Some(Policy::of(&[Part::Sink, Part::Local])),
             KvKind::H2o => Some(Policy::of(&[Part::Frequent, Part::Local])),
             KvKind::Fixed(p) => Some(p),
+            // Chosen per head on the prompt, then never evicting.
+            KvKind::SnapKv | KvKind::AdaKv => Some(Policy::FULL),
         }
     }
 
@@ -358,7 +374,22 @@ impl KvSettings {
     /// Whether prefill must gather attention statistics: to choose (FastGen) or to seed the
     /// cumulative scores of a fixed policy with `frequent`.
     pub fn needs_profile(&self) -> bool {
-        self.fixed_policy().is_none_or(|p| p.needs_scores())
+        self.is_snap() || self.fixed_policy().is_none_or(|p| p.needs_scores())
+    }
+
+    /// `snapkv` or `adakv`: one-shot eviction by the observation window's attention.
+    pub fn is_snap(&self) -> bool {
+        matches!(self.kind, KvKind::SnapKv | KvKind::AdaKv)
+    }
+
+    /// First profiled position of a prompt of `s` tokens: SnapKV and Ada-KV profile only
+    /// their observation window, whose column sums are their scores.
+    pub fn profile_start(&self, s: usize) -> usize {
+        if self.is_snap() {
+            s - self.snap.window_len(s)
+        } else {
+            self.profile_rows.start(s)
+        }
     }
 
     /// A short description, e.g. `fastgen T=0.95` or `window 30%`.
@@ -390,6 +421,7 @@ impl KvSettings {
                 Budget::Ratio(r) => format!("window {}%", r * 100.0),
                 Budget::Tokens(k) => format!("window {k} tokens"),
             },
+            KvKind::SnapKv | KvKind::AdaKv => format!("{} {}", self.kind, self.snap.label()),
             k => k.to_string(),
         }
     }
@@ -406,6 +438,8 @@ mod tests {
             "fastgen",
             "window",
             "h2o",
+            "snapkv",
+            "adakv",
             "fixed:special+punct+frequent",
         ] {
             assert_eq!(s.parse::<KvKind>().unwrap().to_string(), s);
