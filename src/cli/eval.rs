@@ -1,7 +1,9 @@
 //! `fastgen eval`: what a compressed cache costs in quality, against the full cache.
 //! `ppl` (teacher-forced KL divergence), `niah` (needles asked of a compressed context),
-//! `agree` (AlpacaEval answers), `gsm8k` (accuracy) and `sweep` (all of them, every method,
-//! matched budgets).
+//! `agree` (AlpacaEval answers), `gsm8k` (accuracy), `sweep` (all of them, every method,
+//! matched budgets) and `humaneval` (pass@1, answers run in a sandbox).
+
+mod humaneval;
 
 use super::{KvArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
@@ -35,6 +37,9 @@ enum EvalCommand {
     Gsm8k(GenArgs),
     /// Every method at matched budgets on every yardstick: results.json, report.md, plots.
     Sweep(SweepArgs),
+    /// HumanEval pass@1, full against compressed: each greedy answer runs against the
+    /// problem's tests in a sandboxed Python 3 process.
+    Humaneval(humaneval::HumanevalArgs),
 }
 
 /// What every eval command shares: the model, the cache under test, where JSON goes.
@@ -137,6 +142,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         EvalCommand::Agree(a) => agree(a),
         EvalCommand::Gsm8k(a) => gsm8k(a),
         EvalCommand::Sweep(a) => sweep(a),
+        EvalCommand::Humaneval(a) => humaneval::run(a),
     }
 }
 

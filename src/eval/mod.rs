@@ -10,9 +10,11 @@
 //! - `sweep`: every method at several budgets, budgets matched to FastGen's; results,
 //!   report and plots.
 //! - `plot`: quality against kept fraction, one curve per method.
+//! - `humaneval`: HumanEval pass@1, answers run in a sandboxed Python process.
 
 pub mod data;
 pub mod fidelity;
+pub mod humaneval;
 pub mod metrics;
 pub mod needle;
 pub mod niah;

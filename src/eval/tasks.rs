@@ -30,11 +30,24 @@ pub fn continue_greedy(
     logits: &[f32],
     max_tokens: usize,
 ) -> Result<Vec<u32>> {
+    continue_greedy_until(engine, ws, cache, logits, max_tokens, |_| false)
+}
+
+/// [`continue_greedy`] that also stops as soon as `done(answer so far)` holds (tasks that
+/// know when an answer is complete save the tokens after it).
+pub fn continue_greedy_until(
+    engine: &Engine,
+    ws: &mut Workspace,
+    cache: &mut CompressedCache,
+    logits: &[f32],
+    max_tokens: usize,
+    mut done: impl FnMut(&[u32]) -> bool,
+) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     let mut id = argmax(logits);
     while out.len() < max_tokens && !engine.tokenizer.is_eog(id) {
         out.push(id);
-        if out.len() == max_tokens || cache.kv().seq_len() >= engine.model.cfg.n_ctx {
+        if out.len() == max_tokens || cache.kv().seq_len() >= engine.model.cfg.n_ctx || done(&out) {
             break;
         }
         id = argmax(cache.decode(engine.model, ws, id)?);
