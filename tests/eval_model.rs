@@ -1,6 +1,7 @@
 //! The evaluation on the real model (SmolLM2): the full cache against itself is exactly the
 //! full cache; needle haystacks land at the requested length and depth by the model's own
-//! tokenizer; and a tiny sweep runs end to end, writing its report and plots.
+//! tokenizer; and a tiny sweep runs end to end, writing its report and plots. On Qwen2.5-Coder,
+//! two HumanEval completions stop at the end of the function body and pass their tests.
 
 use fastgen::chat::ChatTemplate;
 use fastgen::eval::fidelity::{compare_arms, Windows};
@@ -179,4 +180,30 @@ fn quick_sweep_runs_end_to_end() {
     assert_eq!(md.matches("\n| fastgen |").count(), 2);
     assert_eq!(md.matches("\n| fastgen-paper |").count(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn humaneval_completions_stop_after_the_body_and_pass_their_tests() {
+    use fastgen::eval::humaneval::{self as he, sandbox};
+    let path = fastgen::fetch::ensure_model("qwen2.5-0.5b").expect("model fetch");
+    let model = Model::load(&path).expect("model loads");
+    let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
+    let e = Engine::new(&model, &tok, None, KvDtype::F16);
+    // strlen and flip_case: one-line bodies the model writes in a few tokens.
+    let all = he::problems(164).unwrap();
+    let problems = [all[23].clone(), all[27].clone()];
+    let full = KvSettings::with_kind(KvKind::Full);
+    let pb = ProgressBar::hidden();
+    let answers = he::answers(&e, &full, &problems, he::Format::Raw, 32, &pb).unwrap();
+    for a in &answers {
+        // Stopped by the first line in column 0, well before the limit.
+        assert!(a.tokens < 32, "{a:?}");
+        assert!(!a.text.trim().is_empty());
+    }
+    let sb = sandbox::Sandbox::new(sandbox::Limits::default()).unwrap();
+    let attempts = he::check(&sb, &problems, he::Format::Raw, &answers, &pb).unwrap();
+    for (p, t) in problems.iter().zip(&attempts) {
+        assert!(t.passed, "{}: {} in {:?}", p.task_id, t.reason, t.code);
+        assert!(t.code.trim_start().starts_with("return"), "{:?}", t.code);
+    }
 }

@@ -3,7 +3,11 @@
 //! problem's tests in a sandboxed Python process (`sandbox`), code taken from the answers
 //! by `code`.
 //!
-//! The default is the chat format (the comparison with plain completion follows).
+//! The default is the chat format. Qwen2.5-Coder-0.5B-Instruct (`--model qwen2.5-0.5b`),
+//! full cache, up to 512 tokens, on the first 40 problems: chat 34/40 (85.0 %, 166 tokens
+//! per answer), plain completion of the prompt 25/40 (62.5 %, 54 tokens). The completions
+//! are extracted correctly but are worse code (an instruct model continuing bare text); the
+//! first 40 problems are easier than the rest.
 
 pub mod code;
 pub mod sandbox;
