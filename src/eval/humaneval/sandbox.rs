@@ -1,8 +1,8 @@
 //! Runs one Python program in a child process that cannot hang, flood or reach the network:
 //! a wall-clock limit after which its whole process group (and, where the kernel allows, its
 //! whole PID namespace) is killed; a fresh scratch directory as its working directory and
-//! HOME; no network namespace interfaces (`unshare`) when that works here, and a guard that
-//! refuses socket creation in any case; address-space, CPU and file-size limits; stdout and
+//! HOME; a network namespace of its own, with no interface up, when `unshare` works here,
+//! and in any case a guard that refuses socket creation; address-space, CPU and file-size limits; stdout and
 //! stderr captured up to a bounded tail.
 //!
 //! The programs are a model's answers, not an attacker's: this keeps a mistaken or looping
@@ -44,8 +44,9 @@ impl Isolation {
     }
 }
 
-/// `unshare` flags to try, strongest first. Root without the capability, or a user without
-/// it, may still create the namespaces inside a user namespace that maps it to root.
+/// `unshare` flags to try, strongest first. Without CAP_SYS_ADMIN (an unprivileged user, or
+/// root in some containers) the namespaces may still be allowed inside a user namespace
+/// that maps us to root.
 const UNSHARE_FLAGS: [(Isolation, &[&str]); 4] = [
     (
         Isolation::NetPid,
