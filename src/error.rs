@@ -33,6 +33,9 @@ pub enum Error {
     Fetch(String),
     #[error("invalid setting: {0}")]
     InvalidSetting(String),
+    /// Running evaluation programs (HumanEval's answers): no Python 3, or no child process.
+    #[error("sandbox: {0}")]
+    Sandbox(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -40,3 +40,24 @@ fn eval_rejects_bad_settings() {
     fails(&["eval", "longgen", "--recovery", "2"], "--recovery");
     fails(&["bench", "--kv", "full,bogus"], "--kv 'bogus'");
 }
+
+#[test]
+fn humaneval_rejects_bad_settings_and_a_missing_python() {
+    fails(&["eval", "humaneval", "--n", "0"], "--n");
+    fails(&["eval", "humaneval", "--timeout", "0"], "--timeout");
+    fails(&["eval", "humaneval", "--recovery", "2"], "--recovery");
+    // Without Python 3 the command stops before loading a model, saying what is missing.
+    let out = Command::new(env!("CARGO_BIN_EXE_fastgen"))
+        .args(["eval", "humaneval", "--n", "1"])
+        .env("PATH", "/nonexistent")
+        .output()
+        .expect("fastgen runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("error") && l.contains("Python 3")),
+        "{stderr}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The evaluation on the real model (SmolLM2): the full cache against itself is exactly the
 //! full cache; needle haystacks land at the requested length and depth by the model's own
-//! tokenizer; a tiny sweep runs end to end, writing its report and plots; and long generation
-//! runs to its forced length with the compressed cache's accounting sampled on the way.
+//! tokenizer; a tiny sweep runs end to end, writing its report and plots; long generation
+//! runs to its forced length with the compressed cache's accounting sampled on the way; and
+//! on Qwen2.5-Coder, two HumanEval completions stop at the end of the function body and pass.
 
 use fastgen::chat::ChatTemplate;
 use fastgen::eval::fidelity::{compare_arms, Windows};
@@ -228,9 +229,40 @@ fn longgen_masks_the_end_and_samples_the_compressed_cache() {
     let full_bytes = 2 * (prompt.len() + tokens) * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2;
     assert_eq!(f.kv_bytes_allocated, full_bytes);
 
-    let k = longgen::generate(&e, &mut ws, &KvSettings::default(), &prompt, tokens, &pb).unwrap();
+    // Compression forced from the prompt on (the default keeps so short a sequence whole).
+    let forced = KvSettings {
+        compress_from: 0,
+        ..KvSettings::default()
+    };
+    let k = longgen::generate(&e, &mut ws, &forced, &prompt, tokens, &pb).unwrap();
     assert_eq!(k.ids.len(), tokens);
     assert!(k.pruned.iter().all(|s| s.pruned_ratio > 0.0));
     assert!(k.kv_bytes_allocated < f.kv_bytes_allocated);
     assert_eq!(pb.position(), 2 * tokens as u64);
+}
+
+#[test]
+fn humaneval_completions_stop_after_the_body_and_pass_their_tests() {
+    use fastgen::eval::humaneval::{self as he, sandbox};
+    let path = fastgen::fetch::ensure_model("qwen2.5-0.5b").expect("model fetch");
+    let model = Model::load(&path).expect("model loads");
+    let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
+    let e = Engine::new(&model, &tok, None, KvDtype::F16);
+    // strlen and flip_case: one-line bodies the model writes in a few tokens.
+    let all = he::problems(164).unwrap();
+    let problems = [all[23].clone(), all[27].clone()];
+    let full = KvSettings::with_kind(KvKind::Full);
+    let pb = ProgressBar::hidden();
+    let answers = he::answers(&e, &full, &problems, he::Format::Raw, 32, &pb).unwrap();
+    for a in &answers {
+        // Stopped by the first line in column 0, well before the limit.
+        assert!(a.tokens < 32, "{a:?}");
+        assert!(!a.text.trim().is_empty());
+    }
+    let sb = sandbox::Sandbox::new(sandbox::Limits::default()).unwrap();
+    let attempts = he::check(&sb, &problems, he::Format::Raw, &answers, &pb).unwrap();
+    for (p, t) in problems.iter().zip(&attempts) {
+        assert!(t.passed, "{}: {} in {:?}", p.task_id, t.reason, t.code);
+        assert!(t.code.trim_start().starts_with("return"), "{:?}", t.code);
+    }
 }

@@ -1,7 +1,10 @@
 //! `fastgen eval`: what a compressed cache costs in quality, against the full cache.
 //! `ppl` (teacher-forced KL divergence), `niah` (needles asked of a compressed context),
-//! `agree` (AlpacaEval answers), `gsm8k` (accuracy), `longgen` (long forced generation) and
-//! `sweep` (all of them but longgen, every method, matched budgets).
+//! `agree` (AlpacaEval answers), `gsm8k` (accuracy), `longgen` (long forced generation),
+//! `humaneval` (pass@1, answers run in a sandbox) and `sweep` (ppl, niah, agree and gsm8k,
+//! every method, matched budgets).
+
+mod humaneval;
 
 use super::{KvArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
@@ -39,6 +42,9 @@ enum EvalCommand {
     /// time, KV bytes, degeneration (distinct-n, longest loop), agreement. End-of-generation
     /// tokens are masked until --tokens tokens are generated, so every answer has that length.
     Longgen(LonggenArgs),
+    /// HumanEval pass@1, full against compressed: each greedy answer runs against the
+    /// problem's tests in a sandboxed Python 3 process.
+    Humaneval(humaneval::HumanevalArgs),
 }
 
 /// What every eval command shares: the model, the cache under test, where JSON goes.
@@ -154,6 +160,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         EvalCommand::Gsm8k(a) => gsm8k(a),
         EvalCommand::Sweep(a) => sweep(a),
         EvalCommand::Longgen(a) => longgen_cmd(a),
+        EvalCommand::Humaneval(a) => humaneval::run(a),
     }
 }
 

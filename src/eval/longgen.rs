@@ -72,14 +72,16 @@ pub fn generate(
     cache.reserve_full(prompt.len() + tokens);
     let logits = cache.prefill(engine.model, ws, prompt)?;
     let mut pruned = Vec::new();
-    let mut sample = |c: &CompressedCache, generated: usize| {
+    let mut sample = |c: &CompressedCache, answer: &[u32]| {
         pb.inc(1);
+        let generated = answer.len();
         if generated.is_multiple_of(SAMPLE_EVERY) {
             pruned.push(PrunedSample {
                 generated,
                 pruned_ratio: c.pruned_ratio(),
             });
         }
+        true
     };
     let ids = greedy_loop(engine, ws, &mut cache, &logits, tokens, tokens, &mut sample)?;
     let Some(&last) = ids.last().filter(|_| ids.len() == tokens) else {

@@ -13,10 +13,12 @@
 //! - `sweep`: every method at several budgets, budgets matched to FastGen's; results,
 //!   report and plots.
 //! - `plot`: quality against kept fraction, one curve per method.
+//! - `humaneval`: HumanEval pass@1, answers run in a sandboxed Python process.
 
 pub mod data;
 pub mod degeneration;
 pub mod fidelity;
+pub mod humaneval;
 pub mod longgen;
 pub mod metrics;
 pub mod needle;

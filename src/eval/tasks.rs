@@ -42,13 +42,29 @@ pub fn continue_greedy(
     logits: &[f32],
     max_tokens: usize,
 ) -> Result<Vec<u32>> {
-    greedy_loop(engine, ws, cache, logits, max_tokens, 0, &mut |_, _| {})
+    greedy_loop(engine, ws, cache, logits, max_tokens, 0, &mut |_, _| true)
+}
+
+/// [`continue_greedy`] that also stops as soon as `done(answer so far)` holds (tasks that
+/// know when an answer is complete save the tokens after it).
+pub fn continue_greedy_until(
+    engine: &Engine,
+    ws: &mut Workspace,
+    cache: &mut CompressedCache,
+    logits: &[f32],
+    max_tokens: usize,
+    mut done: impl FnMut(&[u32]) -> bool,
+) -> Result<Vec<u32>> {
+    greedy_loop(engine, ws, cache, logits, max_tokens, 0, &mut |_, ids| {
+        !done(ids)
+    })
 }
 
 /// The greedy loop behind every generation task. End-of-generation tokens are masked until
 /// `min_tokens` tokens have been generated (long-generation runs force the full length).
-/// `after_step(cache, k)` runs each time the k-th generated token has entered the cache; the
-/// last token returned is not fed (nothing would read its logits).
+/// `step(cache, answer)` runs each time the answer's last token has entered the cache and
+/// returns whether to go on; the last token returned is not fed (nothing would read its
+/// logits).
 pub fn greedy_loop(
     engine: &Engine,
     ws: &mut Workspace,
@@ -56,7 +72,7 @@ pub fn greedy_loop(
     logits: &[f32],
     max_tokens: usize,
     min_tokens: usize,
-    after_step: &mut dyn FnMut(&CompressedCache, usize),
+    step: &mut dyn FnMut(&CompressedCache, &[u32]) -> bool,
 ) -> Result<Vec<u32>> {
     let eog = engine.tokenizer.eog_ids();
     let pick = |logits: &[f32], generated: usize| {
@@ -74,7 +90,9 @@ pub fn greedy_loop(
             break;
         }
         let logits = cache.decode(engine.model, ws, id)?;
-        after_step(cache, out.len());
+        if !step(cache, &out) {
+            break;
+        }
         id = pick(logits, out.len());
     }
     Ok(out)
