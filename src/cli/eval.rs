@@ -57,6 +57,18 @@ struct Common {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    #[command(flatten)]
+    precision: Precision,
+}
+
+/// How the matrix products round.
+#[derive(Args, Clone, Copy)]
+struct Precision {
+    /// Matrix products in f32 on dequantised weights, activations not rounded to 8 bits
+    /// (several times slower): differences between caches smaller than the rounding's own
+    /// KL divergence (about 0.003 on SmolLM2) become measurable.
+    #[arg(long)]
+    exact: bool,
 }
 
 #[derive(Args)]
@@ -123,6 +135,8 @@ struct SweepArgs {
     /// Settings every arm starts from (--kv and --recovery are set per arm).
     #[command(flatten)]
     kv: KvArgs,
+    #[command(flatten)]
+    precision: Precision,
     /// Directory for results.json, report.md and the plots.
     #[arg(long, default_value = "sweep")]
     out: PathBuf,
@@ -197,15 +211,17 @@ fn text_of(path: Option<&Path>) -> Result<String> {
 fn with_engine<T>(
     model: &ModelArgs,
     kv: &KvArgs,
+    precision: Precision,
     f: impl FnOnce(&Engine) -> Result<T>,
 ) -> Result<T> {
     let loaded = model.load()?;
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         &loaded.model,
         &loaded.tokenizer,
         loaded.template.as_ref(),
         kv.dtype(),
     );
+    engine.exact = precision.exact;
     f(&engine)
 }
 
@@ -219,56 +235,67 @@ fn ppl(a: PplArgs) -> Result<()> {
     // Checked before the model loads: a bad window fails at once.
     windows.starts(usize::MAX / 2, usize::MAX / 2)?;
     let text = text_of(a.text.as_deref())?;
-    with_engine(&a.common.model, &a.common.kv, |engine| {
-        let tokens = engine.encode(&text)?;
-        let pb = bar("ppl", 0);
-        let fid = compare_arms(
-            engine,
-            &tokens,
-            windows,
-            std::slice::from_ref(&settings),
-            &pb,
-        )?;
-        pb.finish_and_clear();
-        let f = &fid[0];
-        let s = f.summary().context("no positions compared")?;
-        println!(
-            "{}: {} positions ({} per window after {} prefilled)",
-            settings.label(),
-            s.n,
-            a.eval,
-            a.ctx
-        );
-        print!("{}", s.render());
-        println!(
+    with_engine(
+        &a.common.model,
+        &a.common.kv,
+        a.common.precision,
+        |engine| {
+            let tokens = engine.encode(&text)?;
+            let pb = bar("ppl", 0);
+            let fid = compare_arms(
+                engine,
+                &tokens,
+                windows,
+                std::slice::from_ref(&settings),
+                &pb,
+            )?;
+            pb.finish_and_clear();
+            let f = &fid[0];
+            let s = f.summary().context("no positions compared")?;
+            println!(
+                "{}: {} positions ({} per window after {} prefilled){}",
+                settings.label(),
+                s.n,
+                a.eval,
+                a.ctx,
+                if engine.exact {
+                    ", exact f32 products"
+                } else {
+                    ""
+                }
+            );
+            print!("{}", s.render());
+            println!(
             "Pruned ratio     : {:7.3} %\nKV bytes         : {:.1} MiB allocated of {:.1} MiB full",
             100.0 * f.pruned_ratio,
             f.kv_bytes_allocated / (1 << 20) as f64,
             f.kv_bytes_full / (1 << 20) as f64
         );
-        write_json(
-            a.common.json.as_deref(),
-            &json!({
-                "kv": settings.label(),
-                "n": s.n,
-                "ppl_full": s.ppl_full,
-                "ppl_kv": s.ppl_kv,
-                "ln_ppl_ratio": s.ln_ppl_ratio,
-                "mean_kld": s.mean_kld,
-                "mean_kld_err": s.mean_kld_err,
-                "kld_median": s.kld_median,
-                "kld_p99": s.kld_p99,
-                "kld_p999": s.kld_p999,
-                "kld_max": s.kld_max,
-                "same_top": s.same_top,
-                "same_top_err": s.same_top_err,
-                "rms_dp": s.rms_dp,
-                "pruned_ratio": f.pruned_ratio,
-                "kv_bytes_allocated": f.kv_bytes_allocated,
-                "kv_bytes_full": f.kv_bytes_full,
-            }),
-        )
-    })
+            write_json(
+                a.common.json.as_deref(),
+                &json!({
+                    "kv": settings.label(),
+                    "exact": engine.exact,
+                    "n": s.n,
+                    "ppl_full": s.ppl_full,
+                    "ppl_kv": s.ppl_kv,
+                    "ln_ppl_ratio": s.ln_ppl_ratio,
+                    "mean_kld": s.mean_kld,
+                    "mean_kld_err": s.mean_kld_err,
+                    "kld_median": s.kld_median,
+                    "kld_p99": s.kld_p99,
+                    "kld_p999": s.kld_p999,
+                    "kld_max": s.kld_max,
+                    "same_top": s.same_top,
+                    "same_top_err": s.same_top_err,
+                    "rms_dp": s.rms_dp,
+                    "pruned_ratio": f.pruned_ratio,
+                    "kv_bytes_allocated": f.kv_bytes_allocated,
+                    "kv_bytes_full": f.kv_bytes_full,
+                }),
+            )
+        },
+    )
 }
 
 fn full() -> KvSettings {
@@ -287,36 +314,41 @@ fn niah(a: NiahArgs) -> Result<()> {
         bail!("--lengths and --max-answer must be at least 1");
     }
     let prose = data::essays()?;
-    with_engine(&a.common.model, &a.common.kv, |engine| {
-        let pb = bar(
-            "building haystacks",
-            (a.lengths.len() * a.depths.len()) as u64,
-        );
-        let mut prompts = Vec::new();
-        for &l in &a.lengths {
-            for &d in &a.depths {
-                prompts.push(needle::prompt(engine, &prose, l, d)?);
-                pb.inc(1);
+    with_engine(
+        &a.common.model,
+        &a.common.kv,
+        a.common.precision,
+        |engine| {
+            let pb = bar(
+                "building haystacks",
+                (a.lengths.len() * a.depths.len()) as u64,
+            );
+            let mut prompts = Vec::new();
+            for &l in &a.lengths {
+                for &d in &a.depths {
+                    prompts.push(needle::prompt(engine, &prose, l, d)?);
+                    pb.inc(1);
+                }
             }
-        }
-        pb.finish_and_clear();
-        let pb = bar("niah: full", prompts.len() as u64);
-        let f = needle::run(engine, &full(), &prompts, a.max_answer, &pb)?;
-        pb.finish_and_clear();
-        let pb = bar(&format!("niah: {}", settings.label()), prompts.len() as u64);
-        let k = needle::run(engine, &settings, &prompts, a.max_answer, &pb)?;
-        pb.finish_and_clear();
-        println!("full against {}", settings.label());
-        print!("{}", needle::render_grid(&f, &k));
-        let (fh, q) = needle::hits(&f);
-        let (kh, _) = needle::hits(&k);
-        println!("hits: full {fh}/{q}, {} {kh}/{q}", settings.label());
-        write_json(
-            a.common.json.as_deref(),
-            &json!({"kv": settings.label(), "questions": q, "hits_full": fh, "hits_kv": kh,
+            pb.finish_and_clear();
+            let pb = bar("niah: full", prompts.len() as u64);
+            let f = needle::run(engine, &full(), &prompts, a.max_answer, &pb)?;
+            pb.finish_and_clear();
+            let pb = bar(&format!("niah: {}", settings.label()), prompts.len() as u64);
+            let k = needle::run(engine, &settings, &prompts, a.max_answer, &pb)?;
+            pb.finish_and_clear();
+            println!("full against {}", settings.label());
+            print!("{}", needle::render_grid(&f, &k));
+            let (fh, q) = needle::hits(&f);
+            let (kh, _) = needle::hits(&k);
+            println!("hits: full {fh}/{q}, {} {kh}/{q}", settings.label());
+            write_json(
+                a.common.json.as_deref(),
+                &json!({"kv": settings.label(), "questions": q, "hits_full": fh, "hits_kv": kh,
                     "full": f, "compressed": k}),
-        )
-    })
+            )
+        },
+    )
 }
 
 /// Token ids of one answer per prompt.
@@ -352,54 +384,64 @@ fn check_gen(a: &GenArgs, default_max: usize) -> Result<(KvSettings, usize)> {
 fn agree(a: GenArgs) -> Result<()> {
     let (settings, max) = check_gen(&a, 128)?;
     let items = data::alpaca(a.n)?;
-    with_engine(&a.common.model, &a.common.kv, |engine| {
-        let prompts = tasks::alpaca_prompts(engine, &items)?;
-        let (f, k) = both_answers(engine, &settings, &prompts, max)?;
-        let g = tasks::agreement(engine, &f, &k).context("no answers")?;
-        println!(
-            "{} against full on {} AlpacaEval instructions (up to {max} tokens):\n\
+    with_engine(
+        &a.common.model,
+        &a.common.kv,
+        a.common.precision,
+        |engine| {
+            let prompts = tasks::alpaca_prompts(engine, &items)?;
+            let (f, k) = both_answers(engine, &settings, &prompts, max)?;
+            let g = tasks::agreement(engine, &f, &k).context("no answers")?;
+            println!(
+                "{} against full on {} AlpacaEval instructions (up to {max} tokens):\n\
              exact match {:.1} %, mean first divergence at token {:.1}, ROUGE-L F1 {:.3}",
-            settings.label(),
-            g.n,
-            100.0 * g.exact_match,
-            g.first_divergence,
-            g.rouge_l
-        );
-        let mut doc = serde_json::to_value(g)?;
-        doc["kv"] = json!(settings.label());
-        write_json(a.common.json.as_deref(), &doc)
-    })
+                settings.label(),
+                g.n,
+                100.0 * g.exact_match,
+                g.first_divergence,
+                g.rouge_l
+            );
+            let mut doc = serde_json::to_value(g)?;
+            doc["kv"] = json!(settings.label());
+            write_json(a.common.json.as_deref(), &doc)
+        },
+    )
 }
 
 fn gsm8k(a: GenArgs) -> Result<()> {
     let (settings, max) = check_gen(&a, 256)?;
     let cases = data::gsm8k(a.n)?;
-    with_engine(&a.common.model, &a.common.kv, |engine| {
-        let prompts = tasks::gsm8k_prompts(engine, &cases)?;
-        let (f, k) = both_answers(engine, &settings, &prompts, max)?;
-        let (cf, ck) = (
-            tasks::gsm8k_correct(engine, &cases, &f),
-            tasks::gsm8k_correct(engine, &cases, &k),
-        );
-        let count = |v: &[bool]| v.iter().filter(|&&c| c).count();
-        println!(
-            "GSM8K, {} problems (up to {max} tokens): full {}/{} ({:.1} %), {} {}/{} ({:.1} %)",
-            cases.len(),
-            count(&cf),
-            cases.len(),
-            100.0 * tasks::share(&cf),
-            settings.label(),
-            count(&ck),
-            cases.len(),
-            100.0 * tasks::share(&ck)
-        );
-        write_json(
-            a.common.json.as_deref(),
-            &json!({"kv": settings.label(), "n": cases.len(),
+    with_engine(
+        &a.common.model,
+        &a.common.kv,
+        a.common.precision,
+        |engine| {
+            let prompts = tasks::gsm8k_prompts(engine, &cases)?;
+            let (f, k) = both_answers(engine, &settings, &prompts, max)?;
+            let (cf, ck) = (
+                tasks::gsm8k_correct(engine, &cases, &f),
+                tasks::gsm8k_correct(engine, &cases, &k),
+            );
+            let count = |v: &[bool]| v.iter().filter(|&&c| c).count();
+            println!(
+                "GSM8K, {} problems (up to {max} tokens): full {}/{} ({:.1} %), {} {}/{} ({:.1} %)",
+                cases.len(),
+                count(&cf),
+                cases.len(),
+                100.0 * tasks::share(&cf),
+                settings.label(),
+                count(&ck),
+                cases.len(),
+                100.0 * tasks::share(&ck)
+            );
+            write_json(
+                a.common.json.as_deref(),
+                &json!({"kv": settings.label(), "n": cases.len(),
                     "accuracy_full": tasks::share(&cf), "accuracy_kv": tasks::share(&ck),
                     "correct_full": cf, "correct_kv": ck}),
-        )
-    })
+            )
+        },
+    )
 }
 
 fn longgen_cmd(a: LonggenArgs) -> Result<()> {
@@ -412,31 +454,36 @@ fn longgen_cmd(a: LonggenArgs) -> Result<()> {
     let settings = a.common.kv.settings()?;
     let items = data::longbench_write(a.n)?;
     let t0 = std::time::Instant::now();
-    with_engine(&a.common.model, &a.common.kv, |engine| {
-        let prompts = longgen::prompts(engine, &items)?;
-        longgen::check_context(engine, &prompts, a.tokens)?;
-        let len = (prompts.len() * a.tokens) as u64;
-        let pb = bar("longgen: full", len);
-        let f = longgen::run_arm(engine, &full(), &prompts, a.tokens, &pb)?;
-        pb.finish_and_clear();
-        let pb = bar(&format!("longgen: {}", settings.label()), len);
-        let k = longgen::run_arm(engine, &settings, &prompts, a.tokens, &pb)?;
-        pb.finish_and_clear();
-        let results = longgen::compare(engine, &items, &prompts, &f, &k)?;
-        let s = longgen::summarise(&results).context("no prompts")?;
-        print!(
-            "{}",
-            longgen::render(&settings.label(), a.tokens, &s, &results)
-        );
-        let secs = t0.elapsed().as_secs_f64();
-        println!("wall time {:.1} min", secs / 60.0);
-        write_json(
-            a.common.json.as_deref(),
-            &json!({"kv": settings.label(), "tokens": a.tokens,
+    with_engine(
+        &a.common.model,
+        &a.common.kv,
+        a.common.precision,
+        |engine| {
+            let prompts = longgen::prompts(engine, &items)?;
+            longgen::check_context(engine, &prompts, a.tokens)?;
+            let len = (prompts.len() * a.tokens) as u64;
+            let pb = bar("longgen: full", len);
+            let f = longgen::run_arm(engine, &full(), &prompts, a.tokens, &pb)?;
+            pb.finish_and_clear();
+            let pb = bar(&format!("longgen: {}", settings.label()), len);
+            let k = longgen::run_arm(engine, &settings, &prompts, a.tokens, &pb)?;
+            pb.finish_and_clear();
+            let results = longgen::compare(engine, &items, &prompts, &f, &k)?;
+            let s = longgen::summarise(&results).context("no prompts")?;
+            print!(
+                "{}",
+                longgen::render(&settings.label(), a.tokens, &s, &results)
+            );
+            let secs = t0.elapsed().as_secs_f64();
+            println!("wall time {:.1} min", secs / 60.0);
+            write_json(
+                a.common.json.as_deref(),
+                &json!({"kv": settings.label(), "tokens": a.tokens,
                     "sample_every": longgen::SAMPLE_EVERY, "eog_masked": true,
                     "wall_s": secs, "summary": s, "prompts": results}),
-        )
-    })
+            )
+        },
+    )
 }
 
 fn sweep(a: SweepArgs) -> Result<()> {
@@ -459,7 +506,7 @@ fn sweep(a: SweepArgs) -> Result<()> {
     let text = text_of(a.text.as_deref())?;
     let prose = data::essays()?;
     let t0 = std::time::Instant::now();
-    with_engine(&a.model, &a.kv, |engine| {
+    with_engine(&a.model, &a.kv, a.precision, |engine| {
         let tokens = engine.encode(&text)?;
         let results = sweep::run(engine, &cfg, &tokens, &prose, &|stage, len| bar(stage, len))?;
         let name = engine

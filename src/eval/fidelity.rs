@@ -11,7 +11,6 @@ use super::metrics::{compare, KldSummary, TokenCompare};
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::fastgen::KvSettings;
-use crate::model::Workspace;
 use indicatif::ProgressBar;
 
 /// How the text is cut.
@@ -97,7 +96,7 @@ pub fn compare_arms(
             profile_ms: 0.0,
         })
         .collect();
-    let mut ws = Workspace::default();
+    let mut ws = engine.workspace();
     let full_settings = KvSettings::with_kind(crate::fastgen::KvKind::Full);
     for &start in &starts {
         let ctx = &tokens[start..start + windows.ctx];

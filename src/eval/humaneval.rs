@@ -17,7 +17,6 @@ use super::Engine;
 use crate::error::{Error, Result};
 use crate::fastgen::KvSettings;
 use crate::fetch;
-use crate::model::Workspace;
 use indicatif::ProgressBar;
 use sandbox::{Outcome, RunResult, Sandbox};
 use std::path::Path;
@@ -126,7 +125,7 @@ pub fn answers(
     max_tokens: usize,
     pb: &ProgressBar,
 ) -> Result<Vec<Answer>> {
-    let mut ws = Workspace::default();
+    let mut ws = engine.workspace();
     let chat = format == Format::Chat;
     problems
         .iter()

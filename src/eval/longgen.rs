@@ -115,7 +115,7 @@ pub fn run_arm(
     tokens: usize,
     pb: &ProgressBar,
 ) -> Result<Vec<ArmRun>> {
-    let mut ws = Workspace::default();
+    let mut ws = engine.workspace();
     prompts
         .iter()
         .map(|p| generate(engine, &mut ws, settings, p, tokens, pb))

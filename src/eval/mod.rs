@@ -31,7 +31,7 @@ use crate::chat::{ChatMessage, ChatTemplate};
 use crate::error::Result;
 use crate::fastgen::{CompressedCache, KvSettings, TokenClasses};
 use crate::kv_cache::KvDtype;
-use crate::model::Model;
+use crate::model::{Model, Workspace};
 use crate::tokenizer::Tokenizer;
 use std::sync::Arc;
 
@@ -41,6 +41,8 @@ pub struct Engine<'a> {
     pub tokenizer: &'a Tokenizer,
     pub template: Option<&'a ChatTemplate>,
     pub dtype: KvDtype,
+    /// Matrix products in f32 (activations not quantised): see [`Engine::workspace`].
+    pub exact: bool,
     /// Token classes with and without whitespace counted as punctuation (built once: the
     /// vocabulary scan is the costly part of a new cache).
     classes: [Arc<TokenClasses>; 2],
@@ -59,8 +61,18 @@ impl<'a> Engine<'a> {
             tokenizer,
             template,
             dtype,
+            exact: false,
             classes,
         }
+    }
+
+    /// Activation buffers for this engine's forward passes, in exact mode when asked: the
+    /// 8-bit activation rounding alone puts a KL divergence floor near 0.003 (SmolLM2)
+    /// under any change of cache, which hides smaller differences between methods.
+    pub fn workspace(&self) -> Workspace {
+        let mut ws = Workspace::default();
+        ws.set_exact(self.exact);
+        ws
     }
 
     /// An empty cache with these settings.

@@ -8,7 +8,6 @@ use super::tasks::continue_greedy;
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::fastgen::KvSettings;
-use crate::model::Workspace;
 use indicatif::ProgressBar;
 
 const INTRO: &str = "Read the document below, then answer the question after it.\n\n";
@@ -137,7 +136,7 @@ pub fn run(
     max_answer: usize,
     pb: &ProgressBar,
 ) -> Result<Vec<CellResult>> {
-    let mut ws = Workspace::default();
+    let mut ws = engine.workspace();
     let model = engine.model;
     prompts
         .iter()

@@ -19,7 +19,6 @@ use super::{data, Engine};
 use crate::error::{Error, Result};
 use crate::fastgen::plot::{draw_policy_map, MapSpec};
 use crate::fastgen::{Budget, KvKind, KvSettings};
-use crate::model::Workspace;
 use indicatif::ProgressBar;
 use serde_json::{json, Value};
 use std::path::Path;
@@ -137,7 +136,7 @@ fn h2o_settings(base: &KvSettings, x: f64) -> KvSettings {
 /// `x` of each part is found by bisection on `[kept / 2, kept]` (the union keeps at least
 /// `x` and at most `2 x`).
 fn h2o_arm(engine: &Engine, base: &KvSettings, ctx: &[u32], kept: f64, t: f64) -> Result<Arm> {
-    let mut ws = Workspace::default();
+    let mut ws = engine.workspace();
     let (mut lo, mut hi) = (kept / 2.0, kept);
     for _ in 0..CALIBRATION_STEPS {
         let mid = (lo + hi) / 2.0;
@@ -485,7 +484,7 @@ pub fn write_outputs(
     };
     let ctx = &tokens[..cfg.windows.ctx.min(tokens.len())];
     let mut cache = engine.cache(&settings)?;
-    cache.prefill(engine.model, &mut Workspace::default(), ctx)?;
+    cache.prefill(engine.model, &mut engine.workspace(), ctx)?;
     let report = cache.report();
     let shortfall = cache.head_shortfalls();
     let spec = MapSpec {

@@ -119,7 +119,7 @@ pub fn answers(
     max_tokens: usize,
     pb: &ProgressBar,
 ) -> Result<Vec<Vec<u32>>> {
-    let mut ws = Workspace::default();
+    let mut ws = engine.workspace();
     prompts
         .iter()
         .map(|p| {

@@ -12,6 +12,11 @@
 //!
 //! Several matrices that read the same input (Q/K/V; gate/up) go through in one parallel
 //! step ([`matmul_many`], [`matmul_swiglu`]), which halves or thirds the steps per layer.
+//!
+//! Exact mode ([`Acts::set_exact`], for evaluation): the activations stay f32 and each
+//! weight row is dequantised and dotted in f32 ([`exact_product`]). Slower, but a change of
+//! KV cache is then not drowned by the 8-bit activation rounding, which alone moves the
+//! logits by a KL divergence of about 0.003 on SmolLM2.
 
 use super::weights::Matrix;
 use crate::pool::{self, Chunks};
@@ -33,6 +38,8 @@ pub struct Acts {
     cols: usize,
     /// (format, row bytes, bytes `[n, row bytes]`, valid for the current rows).
     formats: Vec<(GgmlType, usize, Vec<u8>, bool)>,
+    /// Products in f32 on dequantised weights, activations unquantised.
+    exact: bool,
 }
 
 /// Rows per task when activations are quantised in parallel.
@@ -44,6 +51,11 @@ impl Acts {
         self.n = n;
         self.cols = cols;
         self.formats.iter_mut().for_each(|f| f.3 = false);
+    }
+
+    /// Exact mode on or off (see the module comment).
+    pub fn set_exact(&mut self, exact: bool) {
+        self.exact = exact;
     }
 
     /// Makes sure `x` is quantised for weights of each type in `tys`.
@@ -188,6 +200,12 @@ fn matmul_group(jobs: &mut [MatJob], x: &[f32], acts: &mut Acts, _scratch: &mut 
         outs[i] = SyncPtr(j.y.as_mut_ptr());
     }
     assert_eq!(x.len(), n * acts.cols, "input size");
+    if acts.exact {
+        for j in jobs.iter_mut() {
+            exact_product(j.w, j.bytes, x, n, j.y);
+        }
+        return;
+    }
     acts.prepare(&tys[..jobs.len()], x);
     let acts = &*acts;
     let jobs = &*jobs;
@@ -292,6 +310,14 @@ pub fn matmul_swiglu(
     );
     assert_eq!(x.len(), n * acts.cols, "input size");
     assert_eq!(out.len(), n * rows, "output size");
+    if acts.exact {
+        // Evaluation only: one `[n, n_ff]` buffer per call is acceptable here.
+        let mut u = vec![0f32; n * rows];
+        exact_product(gate, gate_bytes, x, n, out);
+        exact_product(up, up_bytes, x, n, &mut u);
+        swiglu(out, &u);
+        return;
+    }
     acts.prepare(&[gate.ty, up.ty], x);
     let acts = &*acts;
     let dst = SyncPtr(out.as_mut_ptr());
@@ -351,6 +377,48 @@ fn dot_rows(ty: GgmlType, n: usize, w: &[u8], rb: usize, a: &[u8], out: &mut [f3
     for (o, wr) in out.iter_mut().zip(w.chunks_exact(rb)) {
         *o = k.vec_dot(ty, n, wr, a);
     }
+}
+
+/// Weight rows dequantised per task in exact mode (a block that stays in L2).
+const EXACT_ROWS: usize = 16;
+
+/// `y = x w^T` in f32: each task dequantises `EXACT_ROWS` weight rows, then dots them with
+/// every activation row.
+fn exact_product(w: &Matrix, bytes: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes);
+    let out = SyncPtr(y.as_mut_ptr());
+    let tasks = Chunks::new(rows, EXACT_ROWS);
+    pool::global().run(&|_| {
+        let mut wf = vec![0f32; EXACT_ROWS * cols];
+        while let Some(r) = tasks.next() {
+            for (k, dst) in wf.chunks_exact_mut(cols).take(r.len()).enumerate() {
+                let row = r.start + k;
+                quant::dequantize_row(w.ty, &bytes[row * rb..(row + 1) * rb], dst);
+            }
+            for (t, xr) in x.chunks_exact(cols).take(n).enumerate() {
+                // SAFETY: this task owns columns r of every output row.
+                let o = unsafe { out.slice(t * rows + r.start, r.len()) };
+                for (o, wr) in o.iter_mut().zip(wf.chunks_exact(cols)) {
+                    *o = dot_f32(wr, xr);
+                }
+            }
+        }
+    });
+}
+
+/// f32 dot product with eight independent sums (vectorised by the compiler).
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = (ac.remainder().iter().zip(bc.remainder()))
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `g = silu(g) * u`, as `ops::swiglu`.
@@ -515,6 +583,68 @@ mod tests {
             let mut want = reference(&g, &wg, &x, n);
             super::super::ops::swiglu(&mut want, &reference(&u, &wu, &x, n));
             close(&out, &want);
+        }
+    }
+
+    /// `y[t, r]` in f64 on the dequantised weights and unrounded activations, and the bound
+    /// on f32 summation error each element may carry: `1e-6 * sum |w x|`.
+    fn exact_reference(m: &Matrix, w: &[u8], x: &[f32], n: usize) -> (Vec<f32>, Vec<f32>) {
+        let mut wr = vec![0f32; m.cols];
+        let (mut y, mut tol) = (vec![0f32; n * m.rows], vec![0f32; n * m.rows]);
+        for r in 0..m.rows {
+            quant::dequantize_row(m.ty, &w[r * m.row_bytes..(r + 1) * m.row_bytes], &mut wr);
+            for t in 0..n {
+                let xr = &x[t * m.cols..(t + 1) * m.cols];
+                let terms = wr.iter().zip(xr).map(|(&a, &b)| a as f64 * b as f64);
+                y[t * m.rows + r] = terms.clone().sum::<f64>() as f32;
+                tol[t * m.rows + r] = 1e-6 * terms.map(f64::abs).sum::<f64>() as f32;
+            }
+        }
+        (y, tol)
+    }
+
+    fn within(got: &[f32], want: &[f32], tol: &[f32]) {
+        for (i, ((g, w), t)) in got.iter().zip(want).zip(tol).enumerate() {
+            assert!(
+                (g - w).abs() <= *t + 1e-6,
+                "{i}: {g} vs {w} (tolerance {t})"
+            );
+        }
+    }
+
+    #[test]
+    fn exact_products_use_unrounded_activations() {
+        let mut rng = Lcg(11);
+        let cols = 256;
+        let (g, wg) = random_matrix(&mut rng, GgmlType::Q4_K, 41, cols);
+        let (u, wu) = random_matrix(&mut rng, GgmlType::Q8_0, 41, cols);
+        for n in [1, 3, 70] {
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
+            let mut acts = Acts::default();
+            acts.set_exact(true);
+            acts.reset(n, cols);
+            let mut s = MatmulScratch::default();
+            let mut y = vec![0f32; n * g.rows];
+            matmul(&g, &wg, &x, &mut acts, &mut y, &mut s);
+            let (want, tol) = exact_reference(&g, &wg, &x, n);
+            within(&y, &want, &tol);
+            // The 8-bit path is off by far more than f32 summation: the mode matters.
+            let rounded = reference(&g, &wg, &x, n);
+            let off = (rounded.iter().zip(&want).zip(&tol))
+                .filter(|((a, b), t)| (*a - *b).abs() > 10.0 * *t);
+            assert!(
+                off.count() > y.len() / 2,
+                "8-bit activations as exact as f32?"
+            );
+            let mut out = vec![0f32; n * g.rows];
+            matmul_swiglu(&g, &wg, &u, &wu, &x, &mut acts, &mut out, &mut s);
+            // The gated product is the two exact products, gated: the same f32 sums.
+            let mut up = vec![0f32; n * u.rows];
+            matmul(&u, &wu, &x, &mut acts, &mut up, &mut s);
+            let (want_up, tol_up) = exact_reference(&u, &wu, &x, n);
+            within(&up, &want_up, &tol_up);
+            super::super::ops::swiglu(&mut y, &up);
+            assert_eq!(out, y);
         }
     }
 

@@ -53,6 +53,13 @@ pub struct Workspace {
     mm: MatmulScratch,
 }
 
+impl Workspace {
+    /// Matrix products in f32 on dequantised weights (evaluation; see `matmul`).
+    pub fn set_exact(&mut self, exact: bool) {
+        self.acts.set_exact(exact);
+    }
+}
+
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         let gguf = Gguf::open(path)?;

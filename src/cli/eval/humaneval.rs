@@ -79,49 +79,54 @@ pub(super) fn run(a: HumanevalArgs) -> Result<()> {
         ..Limits::default()
     })?;
     let problems = he::problems(a.n)?;
-    with_engine(&a.common.model, &a.common.kv, |engine| {
-        let f = run_arm(engine, &sandbox, &full(), &problems, &a, format)?;
-        // The full cache under test is the full arm itself: not run twice.
-        let k = if settings.kind == KvKind::Full {
-            None
-        } else {
-            Some(run_arm(engine, &sandbox, &settings, &problems, &a, format)?)
-        };
-        let k_ref = k.as_ref().unwrap_or(&f);
-        let cmp = Comparison::new(&problems, &f.solved(), &k_ref.solved());
-        let wall = t0.elapsed().as_secs_f64();
-        print!(
-            "{}",
-            report(&a, format, &settings, &sandbox, &cmp, &f, k.as_ref(), wall)
-        );
-        let pruned = mean(k_ref.answers.iter().map(|x| x.pruned_ratio));
-        let per_problem: Vec<_> = problems
-            .iter()
-            .zip(f.attempts.iter().zip(&k_ref.attempts))
-            .map(|(p, (x, y))| json!({"task_id": p.task_id, "full": x, "kv": y}))
-            .collect();
-        write_json(
-            a.common.json.as_deref(),
-            &json!({
-                "model": a.common.model.model,
-                "kv": settings.label(),
-                "format": format.label(),
-                "n": cmp.n,
-                "max_tokens": a.max_tokens,
-                "timeout_s": a.timeout,
-                "isolation": sandbox.isolation().label(),
-                "pass_at_1_full": cmp.pass_a(),
-                "pass_at_1_kv": cmp.pass_b(),
-                "solved_full": cmp.solved_a,
-                "solved_kv": cmp.solved_b,
-                "full_only": cmp.only_a,
-                "kv_only": cmp.only_b,
-                "pruned_ratio_mean": pruned,
-                "wall_s": wall,
-                "problems": per_problem,
-            }),
-        )
-    })
+    with_engine(
+        &a.common.model,
+        &a.common.kv,
+        a.common.precision,
+        |engine| {
+            let f = run_arm(engine, &sandbox, &full(), &problems, &a, format)?;
+            // The full cache under test is the full arm itself: not run twice.
+            let k = if settings.kind == KvKind::Full {
+                None
+            } else {
+                Some(run_arm(engine, &sandbox, &settings, &problems, &a, format)?)
+            };
+            let k_ref = k.as_ref().unwrap_or(&f);
+            let cmp = Comparison::new(&problems, &f.solved(), &k_ref.solved());
+            let wall = t0.elapsed().as_secs_f64();
+            print!(
+                "{}",
+                report(&a, format, &settings, &sandbox, &cmp, &f, k.as_ref(), wall)
+            );
+            let pruned = mean(k_ref.answers.iter().map(|x| x.pruned_ratio));
+            let per_problem: Vec<_> = problems
+                .iter()
+                .zip(f.attempts.iter().zip(&k_ref.attempts))
+                .map(|(p, (x, y))| json!({"task_id": p.task_id, "full": x, "kv": y}))
+                .collect();
+            write_json(
+                a.common.json.as_deref(),
+                &json!({
+                    "model": a.common.model.model,
+                    "kv": settings.label(),
+                    "format": format.label(),
+                    "n": cmp.n,
+                    "max_tokens": a.max_tokens,
+                    "timeout_s": a.timeout,
+                    "isolation": sandbox.isolation().label(),
+                    "pass_at_1_full": cmp.pass_a(),
+                    "pass_at_1_kv": cmp.pass_b(),
+                    "solved_full": cmp.solved_a,
+                    "solved_kv": cmp.solved_b,
+                    "full_only": cmp.only_a,
+                    "kv_only": cmp.only_b,
+                    "pruned_ratio_mean": pruned,
+                    "wall_s": wall,
+                    "problems": per_problem,
+                }),
+            )
+        },
+    )
 }
 
 fn mean(xs: impl Iterator<Item = f64>) -> f64 {
