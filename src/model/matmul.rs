@@ -399,26 +399,11 @@ fn exact_product(w: &Matrix, bytes: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
                 // SAFETY: this task owns columns r of every output row.
                 let o = unsafe { out.slice(t * rows + r.start, r.len()) };
                 for (o, wr) in o.iter_mut().zip(wf.chunks_exact(cols)) {
-                    *o = dot_f32(wr, xr);
+                    *o = crate::attention::dot(wr, xr);
                 }
             }
         }
     });
-}
-
-/// f32 dot product with eight independent sums (vectorised by the compiler).
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = (ac.remainder().iter().zip(bc.remainder()))
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `g = silu(g) * u`, as `ops::swiglu`.
