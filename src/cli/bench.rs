@@ -148,7 +148,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "threads": threads,
             "kernels": fastgen::quant::kernels().name,
             "kv": caches.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
-            "recovery": a.kv.recovery,
+            "kv_settings": caches.iter().map(|(_, s)| s.label()).collect::<Vec<_>>(),
             "kv_dtype": a.kv.kv_dtype,
             "weight_bytes_per_token": wbytes,
             "rows": rows.iter().map(|r| row_json(r, wbytes)).collect::<Vec<_>>(),

@@ -171,9 +171,9 @@ pub struct KvArgs {
     #[arg(long, default_value = "fastgen")]
     kv: String,
     /// FastGen recovery threshold T: each KV head takes the first candidate keeping this
-    /// share of its prompt attention.
-    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true)]
-    recovery: f64,
+    /// share of its attention (default 0.90; fastgen-paper 0.95).
+    #[arg(long, allow_negative_numbers = true)]
+    recovery: Option<f64>,
     /// r_l: the local part keeps the last ceil(r_l * n) tokens.
     #[arg(long, default_value_t = 0.3, allow_negative_numbers = true)]
     r_local: f64,
@@ -255,7 +255,7 @@ impl KvArgs {
         // The method's preset, then every flag given.
         let base = KvSettings::preset(&self.kv)?;
         let s = KvSettings {
-            recovery: self.recovery,
+            recovery: self.recovery.unwrap_or(base.recovery),
             r_local: self.r_local,
             r_frequent: self.r_frequent,
             sink_tokens: self.sink_tokens,

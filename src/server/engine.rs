@@ -32,7 +32,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// T when a request names none: the library's default.
-pub const DEFAULT_RECOVERY: f32 = 0.95;
+pub const DEFAULT_RECOVERY: f32 = fastgen::fastgen::DEFAULT_RECOVERY as f32;
 
 /// The cache policy a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
