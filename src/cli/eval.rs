@@ -38,15 +38,16 @@ enum EvalCommand {
     Gsm8k(GenArgs),
     /// Every method at matched budgets on every yardstick: results.json, report.md, plots.
     ///
-    /// Arms: the full cache; FastGen (ours and the paper's) at each T, compressed from the
-    /// first token; the window, H2O, SnapKV and Ada-KV each set to the kept share our FastGen
-    /// measured at each T. Yardsticks (--tasks, default all): ppl (teacher-forced KLD; always
+    /// Arms: the full cache; FastGen (ours and the paper's) at each T (--recoveries),
+    /// compressed from the first token; the window, H2O, SnapKV and Ada-KV each set to the
+    /// kept share our FastGen measured at each T. Yardsticks (--tasks, default all): ppl (teacher-forced KLD; always
     /// runs, since it fixes the baselines' budgets), niah, agree, gsm8k, humaneval (pass@1 of
     /// chat answers run in a sandboxed Python 3, which must be present) and longgen (forced
     /// long answers against the full cache's: pruned share at the end, distinct-4 ratio,
     /// ROUGE-L). A yardstick left out shows as "-" in report.md and null in results.json.
-    /// Without --quick each generation yardstick is hours on two cores (HumanEval: 164
-    /// problems, up to 512 tokens, per arm; longgen: 10 x 1,024 tokens per arm, 25 arms).
+    /// Without --quick each generation yardstick is hours on two cores: per arm (25 at the
+    /// default four T), HumanEval answers 164 problems in up to 512 tokens each and longgen
+    /// writes 10 x 1,024 tokens.
     Sweep(SweepArgs),
     /// Long generation on LongBench-Write prompts, full against compressed: pruned ratio over
     /// time, KV bytes, degeneration (distinct-n, longest loop), agreement. End-of-generation
