@@ -35,20 +35,34 @@ fn eval_rejects_bad_settings() {
         "context",
     );
     fails(&["eval", "sweep", "--kv-dtype", "f8"], "f8");
+    // An unknown yardstick names the valid ones; a yardstick that runs needs its sizes.
+    fails(
+        &["eval", "sweep", "--tasks", "ppl,humaneval,bogus"],
+        "'bogus': the yardsticks are ppl, niah, agree, gsm8k, humaneval, longgen",
+    );
+    fails(&["eval", "sweep", "--humaneval-n", "0"], "--humaneval-n");
+    fails(
+        &[
+            "eval",
+            "sweep",
+            "--tasks",
+            "longgen",
+            "--longgen-tokens",
+            "3",
+        ],
+        "--longgen-tokens",
+    );
+    fails(&["eval", "sweep", "--recoveries", "0.9,1.5"], "1.5");
     fails(&["eval", "longgen", "--n", "0"], "--n");
     fails(&["eval", "longgen", "--tokens", "3"], "--tokens");
     fails(&["eval", "longgen", "--recovery", "2"], "--recovery");
     fails(&["bench", "--kv", "full,bogus"], "--kv 'bogus'");
 }
 
-#[test]
-fn humaneval_rejects_bad_settings_and_a_missing_python() {
-    fails(&["eval", "humaneval", "--n", "0"], "--n");
-    fails(&["eval", "humaneval", "--timeout", "0"], "--timeout");
-    fails(&["eval", "humaneval", "--recovery", "2"], "--recovery");
-    // Without Python 3 the command stops before loading a model, saying what is missing.
+/// Runs fastgen with no Python on PATH: it must fail before loading a model, saying so.
+fn fails_without_python(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_fastgen"))
-        .args(["eval", "humaneval", "--n", "1"])
+        .args(args)
         .env("PATH", "/nonexistent")
         .output()
         .expect("fastgen runs");
@@ -58,6 +72,21 @@ fn humaneval_rejects_bad_settings_and_a_missing_python() {
         stderr
             .lines()
             .any(|l| l.starts_with("error") && l.contains("Python 3")),
-        "{stderr}"
+        "{args:?}: {stderr}"
     );
+    assert!(
+        !stderr.contains("[ppl"),
+        "{args:?} started the model work: {stderr}"
+    );
+}
+
+#[test]
+fn humaneval_rejects_bad_settings_and_a_missing_python() {
+    fails(&["eval", "humaneval", "--n", "0"], "--n");
+    fails(&["eval", "humaneval", "--timeout", "0"], "--timeout");
+    fails(&["eval", "humaneval", "--recovery", "2"], "--recovery");
+    // Without Python 3 the command stops before loading a model, saying what is missing;
+    // so does a sweep that runs HumanEval.
+    fails_without_python(&["eval", "humaneval", "--n", "1"]);
+    fails_without_python(&["eval", "sweep", "--tasks", "humaneval"]);
 }

@@ -1,13 +1,14 @@
 //! The evaluation on the real model (SmolLM2): the full cache against itself is exactly the
 //! full cache; needle haystacks land at the requested length and depth by the model's own
-//! tokenizer; a tiny sweep runs end to end, writing its report and plots; long generation
+//! tokenizer; a tiny sweep runs end to end, writing its report and plots, and another runs
+//! only HumanEval and long generation, the yardsticks left out shown as not run; long generation
 //! runs to its forced length with the compressed cache's accounting sampled on the way; and
 //! on Qwen2.5-Coder, two HumanEval completions stop at the end of the function body and pass.
 
 use fastgen::chat::ChatTemplate;
 use fastgen::eval::fidelity::{compare_arms, Windows};
 use fastgen::eval::niah::{self, FACT, NEEDLE, NEEDLE_QUESTION};
-use fastgen::eval::sweep::{self, SweepConfig};
+use fastgen::eval::sweep::{self, SweepConfig, Task};
 use fastgen::eval::{data, longgen, needle, tasks, Engine};
 use fastgen::fastgen::{KvKind, KvSettings};
 use fastgen::kv_cache::KvDtype;
@@ -133,10 +134,11 @@ fn quick_sweep_runs_end_to_end() {
         agree_max_tokens: 6,
         gsm8k_n: 1,
         gsm8k_max_tokens: 6,
+        tasks: vec![Task::Niah, Task::Agree, Task::Gsm8k],
         ..SweepConfig::quick(KvSettings::default())
     };
     let prose = data::essays().unwrap();
-    let results = sweep::run(&e, &cfg, &tokens, &prose, &|_, _| ProgressBar::hidden()).unwrap();
+    let results = sweep::run(&e, &cfg, None, &tokens, &prose, &hidden).unwrap();
     let methods: Vec<&str> = results.iter().map(|r| r.arm.method.as_str()).collect();
     assert_eq!(
         methods,
@@ -157,7 +159,11 @@ fn quick_sweep_runs_end_to_end() {
         ]
     );
     assert_eq!(results[0].kld.mean_kld, 0.0);
-    assert_eq!(results[0].agree.exact_match, 1.0);
+    assert_eq!(results[0].agree.unwrap().exact_match, 1.0);
+    for r in &results {
+        assert!(r.niah.is_some() && r.agree.is_some() && r.gsm8k.is_some());
+        assert!(r.humaneval.is_none() && r.longgen.is_none());
+    }
     // Baselines hold about FastGen's budget at their T; SnapKV and Ada-KV keep that share
     // of the prompt and every decoded token, so they keep a little more.
     for (i, fg) in [(5, &results[1]), (9, &results[2])] {
@@ -185,10 +191,139 @@ fn quick_sweep_runs_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
     assert_eq!(doc["arms"].as_array().unwrap().len(), 13);
     assert_eq!(doc["arms"][0]["ppl"]["mean_kld"], 0.0);
+    assert_eq!(doc["arms"][0]["gsm8k"]["n"], 1);
+    assert!(doc["arms"][0]["humaneval"].is_null() && doc["arms"][0]["longgen"].is_null());
+    assert!(!files
+        .iter()
+        .any(|f| f.starts_with("humaneval") || f.starts_with("longgen")));
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("| arm | T | KV MiB | pruned %"));
     assert_eq!(md.matches("\n| fastgen |").count(), 2);
     assert_eq!(md.matches("\n| fastgen-paper |").count(), 2);
+    assert!(md.contains("Not run: humaneval, longgen"), "{md}");
+    for col in ["HumanEval", "longgen ROUGE-L"] {
+        assert!(column(&md, col).iter().all(|c| c == "-"), "{col}: {md}");
+    }
+    assert!(column(&md, "NIAH hits").iter().all(|c| c.ends_with("/2")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn hidden(_: &str, _: u64) -> ProgressBar {
+    ProgressBar::hidden()
+}
+
+/// The cells of the report table's column `name`, one per arm (every row as wide as the
+/// header).
+fn column(md: &str, name: &str) -> Vec<String> {
+    let cells = |l: &str| -> Vec<String> {
+        let inner = l.trim().trim_start_matches('|').trim_end_matches('|');
+        inner.split('|').map(|c| c.trim().to_string()).collect()
+    };
+    let mut rows = md.lines().filter(|l| l.starts_with("| "));
+    let header = cells(rows.next().expect("a table"));
+    let i = header.iter().position(|h| h == name).expect("the column");
+    rows.map(|l| {
+        let c = cells(l);
+        assert_eq!(c.len(), header.len(), "{l}");
+        c[i].clone()
+    })
+    .collect()
+}
+
+#[test]
+fn sweep_of_humaneval_and_longgen_alone() {
+    let l = load();
+    let e = engine(&l);
+    let tokens = essay_tokens(&e);
+    let cfg = SweepConfig {
+        recoveries: vec![0.9],
+        with_paper: false,
+        windows: Windows {
+            ctx: 160,
+            eval: 16,
+            max_windows: 1,
+        },
+        tasks: vec![Task::Humaneval, Task::Longgen],
+        humaneval_n: 2,
+        humaneval_max_tokens: 16,
+        longgen_n: 1,
+        longgen_tokens: 32,
+        ..SweepConfig::quick(KvSettings::default())
+    };
+    let prose = data::essays().unwrap();
+    // HumanEval without a sandbox stops before any arm runs.
+    let e_none = sweep::run(&e, &cfg, None, &tokens, &prose, &hidden).unwrap_err();
+    assert!(e_none.to_string().contains("sandbox"), "{e_none}");
+    let sb = sweep::sandbox(&cfg)
+        .unwrap()
+        .expect("built when humaneval runs");
+    let results = sweep::run(&e, &cfg, Some(&sb), &tokens, &prose, &hidden).unwrap();
+    let methods: Vec<&str> = results.iter().map(|r| r.arm.method.as_str()).collect();
+    assert_eq!(
+        methods,
+        ["full", "fastgen", "window", "h2o", "snapkv", "adakv"]
+    );
+    for r in &results {
+        assert!(r.niah.is_none() && r.agree.is_none() && r.gsm8k.is_none());
+        let h = r.humaneval.as_ref().expect("humaneval ran");
+        assert_eq!(h.n, 2);
+        assert!(h.solved <= 2 && h.pass_at_1 == h.solved as f64 / 2.0);
+        assert!(h.kept_mean > 0.0 && h.kept_mean <= 1.0, "{h:?}");
+        let g = r.longgen.as_ref().expect("longgen ran");
+        assert_eq!(g.n, 1);
+        let kept = 1.0 - g.pruned_end();
+        assert!(kept > 0.0 && kept <= 1.0, "{}: {kept}", r.arm.method);
+    }
+    // The full arm is the reference: its answers are its own.
+    let (h, g) = (
+        results[0].humaneval.as_ref().unwrap(),
+        results[0].longgen.as_ref().unwrap(),
+    );
+    assert_eq!((h.identical, h.kept_mean), (2, 1.0));
+    assert!(h.full_only.is_empty() && h.arm_only.is_empty());
+    assert_eq!((g.identical, g.rouge_l, g.distinct4_ratio), (1, 1.0, 1.0));
+    assert_eq!(g.pruned_end(), 0.0);
+    // FastGen compresses from the first token, so it keeps less on both.
+    let fg = &results[1];
+    assert!(fg.humaneval.as_ref().unwrap().kept_mean < 1.0);
+    assert!(fg.longgen.as_ref().unwrap().pruned_end() > 0.0);
+
+    let dir = std::env::temp_dir().join(format!("fastgen-sweep-gen-{}", std::process::id()));
+    let files = sweep::write_outputs(&e, &dir, "smollm2", &cfg, &results, &tokens).unwrap();
+    for f in [
+        "humaneval.svg",
+        "humaneval.png",
+        "longgen.svg",
+        "longgen.png",
+    ] {
+        assert!(files.iter().any(|g| g == f), "{f} missing from {files:?}");
+    }
+    let svg = std::fs::read_to_string(dir.join("humaneval.svg")).unwrap();
+    assert!(svg.contains("HumanEval pass@1 against kept fraction"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(
+        doc["config"]["tasks"],
+        serde_json::json!(["ppl", "humaneval", "longgen"])
+    );
+    for arm in doc["arms"].as_array().unwrap() {
+        for k in ["solved", "n", "pass_at_1", "kept_mean"] {
+            assert!(arm["humaneval"][k].is_number(), "humaneval.{k}: {arm}");
+        }
+        for k in ["pruned_end", "distinct4_ratio", "rouge_l", "identical", "n"] {
+            assert!(arm["longgen"][k].is_number(), "longgen.{k}: {arm}");
+        }
+        for k in ["niah", "agree", "gsm8k"] {
+            assert!(arm[k].is_null(), "{k} should be null: {arm}");
+        }
+    }
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("Not run: niah, agree, gsm8k"), "{md}");
+    for col in ["NIAH hits", "exact match %", "GSM8K"] {
+        assert!(column(&md, col).iter().all(|c| c == "-"), "{col}: {md}");
+    }
+    assert_eq!(column(&md, "HumanEval")[0], format!("{}/2", h.solved));
+    assert_eq!(column(&md, "longgen identical")[0], "1/1");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,8 +1,8 @@
 //! `fastgen eval`: what a compressed cache costs in quality, against the full cache.
 //! `ppl` (teacher-forced KL divergence), `niah` (needles asked of a compressed context),
 //! `agree` (AlpacaEval answers), `gsm8k` (accuracy), `longgen` (long forced generation),
-//! `humaneval` (pass@1, answers run in a sandbox) and `sweep` (ppl, niah, agree and gsm8k,
-//! every method, matched budgets).
+//! `humaneval` (pass@1, answers run in a sandbox) and `sweep` (every method at matched
+//! budgets on any of these yardsticks).
 
 mod humaneval;
 
@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use fastgen::eval::fidelity::{compare_arms, Windows};
 use fastgen::eval::needle;
-use fastgen::eval::sweep::{self, SweepConfig};
+use fastgen::eval::sweep::{self, SweepConfig, Task};
 use fastgen::eval::{data, longgen, tasks, Engine};
 use fastgen::fastgen::{KvKind, KvSettings};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -37,6 +37,17 @@ enum EvalCommand {
     /// GSM8K answer accuracy, full against compressed.
     Gsm8k(GenArgs),
     /// Every method at matched budgets on every yardstick: results.json, report.md, plots.
+    ///
+    /// Arms: the full cache; FastGen (ours and the paper's) at each T (--recoveries),
+    /// compressed from the first token; the window, H2O, SnapKV and Ada-KV each set to the
+    /// kept share our FastGen measured at each T. Yardsticks (--tasks, default all): ppl (teacher-forced KLD; always
+    /// runs, since it fixes the baselines' budgets), niah, agree, gsm8k, humaneval (pass@1 of
+    /// chat answers run in a sandboxed Python 3, which must be present) and longgen (forced
+    /// long answers against the full cache's: pruned share at the end, distinct-4 ratio,
+    /// ROUGE-L). A yardstick left out shows as "-" in report.md and null in results.json.
+    /// Without --quick each generation yardstick is hours on two cores: per arm (25 at the
+    /// default four T), HumanEval answers 164 problems in up to 512 tokens each and longgen
+    /// writes 10 x 1,024 tokens.
     Sweep(SweepArgs),
     /// Long generation on LongBench-Write prompts, full against compressed: pruned ratio over
     /// time, KV bytes, degeneration (distinct-n, longest loop), agreement. End-of-generation
@@ -140,9 +151,17 @@ struct SweepArgs {
     /// Directory for results.json, report.md and the plots.
     #[arg(long, default_value = "sweep")]
     out: PathBuf,
-    /// A short sweep (minutes): one window, a 3-cell needle grid, a few generations.
+    /// A short sweep (tens of minutes): one window, a 3-cell needle grid, a few generations
+    /// (4 HumanEval problems, 2 long answers of 256 tokens).
     #[arg(long)]
     quick: bool,
+    /// Yardsticks to run, comma-separated: ppl, niah, agree, gsm8k, humaneval, longgen
+    /// (default: all; ppl runs whether listed or not).
+    #[arg(long, value_delimiter = ',')]
+    tasks: Option<Vec<Task>>,
+    /// Override: FastGen's thresholds T, one arm each (and one arm of each baseline).
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    recoveries: Option<Vec<f64>>,
     /// Teacher-forced text (default: the Paul Graham essays).
     #[arg(long)]
     text: Option<PathBuf>,
@@ -158,9 +177,21 @@ struct SweepArgs {
     /// Override: AlpacaEval instructions for agreement.
     #[arg(long)]
     agree_n: Option<usize>,
-    /// Override: GSM8K problems (0 skips GSM8K).
+    /// Override: GSM8K problems.
     #[arg(long)]
     gsm8k_n: Option<usize>,
+    /// Override: HumanEval problems (from the start of the 164).
+    #[arg(long)]
+    humaneval_n: Option<usize>,
+    /// Override: most tokens per HumanEval answer.
+    #[arg(long)]
+    humaneval_max_tokens: Option<usize>,
+    /// Override: LongBench-Write prompts for long generation (from the start of the 60).
+    #[arg(long)]
+    longgen_n: Option<usize>,
+    /// Override: tokens forced per long answer.
+    #[arg(long)]
+    longgen_tokens: Option<usize>,
     /// Also write results.json here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -486,7 +517,8 @@ fn longgen_cmd(a: LonggenArgs) -> Result<()> {
     )
 }
 
-fn sweep(a: SweepArgs) -> Result<()> {
+/// The sweep's configuration: `--quick` or the full one, with the overrides.
+fn sweep_config(a: &SweepArgs) -> Result<SweepConfig> {
     let base = a.kv.settings()?;
     let mut cfg = if a.quick {
         SweepConfig::quick(base)
@@ -495,20 +527,42 @@ fn sweep(a: SweepArgs) -> Result<()> {
     };
     cfg.windows.ctx = a.ctx.unwrap_or(cfg.windows.ctx);
     cfg.windows.eval = a.eval.unwrap_or(cfg.windows.eval);
-    cfg.niah_lengths = a.niah_lengths.unwrap_or(cfg.niah_lengths);
     cfg.agree_n = a.agree_n.unwrap_or(cfg.agree_n);
     cfg.gsm8k_n = a.gsm8k_n.unwrap_or(cfg.gsm8k_n);
-    // Checked before the model loads.
-    cfg.windows.starts(usize::MAX / 2, usize::MAX / 2)?;
-    if cfg.niah_lengths.contains(&0) || cfg.agree_n == 0 {
-        bail!("--niah-lengths and --agree-n must be at least 1");
+    cfg.humaneval_n = a.humaneval_n.unwrap_or(cfg.humaneval_n);
+    cfg.humaneval_max_tokens = a.humaneval_max_tokens.unwrap_or(cfg.humaneval_max_tokens);
+    cfg.longgen_n = a.longgen_n.unwrap_or(cfg.longgen_n);
+    cfg.longgen_tokens = a.longgen_tokens.unwrap_or(cfg.longgen_tokens);
+    if let Some(v) = &a.niah_lengths {
+        cfg.niah_lengths = v.clone();
     }
+    if let Some(v) = &a.recoveries {
+        cfg.recoveries = v.clone();
+    }
+    if let Some(v) = &a.tasks {
+        cfg.tasks = v.clone();
+    }
+    Ok(cfg)
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    let cfg = sweep_config(&a)?;
+    // Checked before the model loads, the sandbox (Python 3) included.
+    cfg.validate()?;
+    let sandbox = sweep::sandbox(&cfg)?;
     let text = text_of(a.text.as_deref())?;
     let prose = data::essays()?;
     let t0 = std::time::Instant::now();
     with_engine(&a.model, &a.kv, a.precision, |engine| {
         let tokens = engine.encode(&text)?;
-        let results = sweep::run(engine, &cfg, &tokens, &prose, &|stage, len| bar(stage, len))?;
+        let results = sweep::run(
+            engine,
+            &cfg,
+            sandbox.as_ref(),
+            &tokens,
+            &prose,
+            &|stage, len| bar(stage, len),
+        )?;
         let name = engine
             .model
             .path

@@ -49,8 +49,8 @@ pub fn check_context(engine: &Engine, prompts: &[Vec<u32>], tokens: usize) -> Re
     let ctx = engine.model.cfg.n_ctx;
     match prompts.iter().position(|p| p.len() + tokens > ctx) {
         Some(i) => Err(Error::InvalidSetting(format!(
-            "prompt {} has {} tokens: with --tokens {tokens} it exceeds the model's context \
-             of {ctx}",
+            "prompt {} has {} tokens: with an answer of {tokens} tokens it exceeds the model's \
+             context of {ctx}",
             i + 1,
             prompts[i].len()
         ))),
@@ -235,6 +235,13 @@ pub struct Summary {
     pub identical: usize,
 }
 
+impl Summary {
+    /// The mean pruned ratio with the whole answer in the cache (the last sample).
+    pub fn pruned_end(&self) -> f64 {
+        self.pruned.last().map_or(0.0, |p| p.pruned_ratio)
+    }
+}
+
 /// `None` for no prompts.
 pub fn summarise(results: &[PromptResult]) -> Option<Summary> {
     let first = results.first()?;
@@ -400,6 +407,7 @@ mod tests {
         // Identical: 8 (the length); 1 2 1.. against 1 2 3..: 2.
         assert_eq!(s.first_divergence, 5.0);
         assert!((s.pruned[1].pruned_ratio - 0.5).abs() < 1e-12);
+        assert_eq!(s.pruned_end(), s.pruned[1].pruned_ratio);
         assert_eq!(s.pruned[1].generated, 8);
         assert_eq!(s.kv_bytes_allocated, 300.0);
         assert!(summarise(&[]).is_none());

@@ -1,8 +1,10 @@
 //! Quality against kept fraction: one curve per method (FastGen over T, the window, H2O,
-//! SnapKV and Ada-KV baselines at FastGen's budgets), three panels: mean KLD (log scale),
-//! same-top rate and needle hits. Both SVG and PNG lay out text with a TrueType font: without
-//! one (see `fastgen::plot::FONT_PATHS`, registered once for both kinds of figure) the figure
-//! is skipped.
+//! SnapKV and Ada-KV baselines at FastGen's budgets) in each panel. `draw_quality` draws the
+//! teacher-forced figure (mean KLD on a log scale, same-top rate, needle hits); `draw_panels`
+//! any row of panels, each with its own kept fractions (the sweep's HumanEval and long
+//! generation figures measure them on their own answers). Both SVG and PNG lay out text with
+//! a TrueType font: without one (see `fastgen::plot::FONT_PATHS`, registered once for both
+//! kinds of figure) the figure is skipped.
 
 use crate::error::{Error, Result};
 use crate::fastgen::plot::{bitmap_font, FONT};
@@ -31,6 +33,30 @@ const METHODS: [(&str, RGBColor); 7] = [
     ("adakv", RGBColor(166, 118, 29)),
     ("full", RGBColor(0, 0, 0)),
 ];
+
+/// One panel: a value per arm against that arm's kept fraction.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub title: String,
+    /// A log y axis (values below `KLD_FLOOR` are drawn at it).
+    pub log: bool,
+    /// (method, kept fraction, value).
+    pub points: Vec<(String, f64, f64)>,
+}
+
+impl Panel {
+    /// `y` against each point's kept fraction, for the points that have it.
+    fn of(points: &[Point], title: &str, log: bool, y: impl Fn(&Point) -> Option<f64>) -> Panel {
+        Panel {
+            title: title.into(),
+            log,
+            points: points
+                .iter()
+                .filter_map(|p| y(p).map(|v| (p.method.clone(), p.kept, v)))
+                .collect(),
+        }
+    }
+}
 
 /// Smallest KLD drawn on the log axis (0 has no place on it).
 const KLD_FLOOR: f64 = 1e-5;
@@ -67,34 +93,29 @@ fn curves<'a, DB: DrawingBackend + 'a, CT: CoordTranslate<From = (f64, f64)>>(
 
 fn panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    points: &[Point],
-    title: &str,
-    log: bool,
-    y: &dyn Fn(&Point) -> Option<f64>,
+    p: &Panel,
 ) -> std::result::Result<(), String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
-    let ys: Vec<f64> = points.iter().filter_map(y).collect();
-    let top = ys.iter().copied().fold(0.0, f64::max);
+    let top = p.points.iter().map(|q| q.2).fold(0.0, f64::max);
     let mut chart = ChartBuilder::on(area);
     chart
-        .caption(title, (FONT, 16))
+        .caption(&p.title, (FONT, 16))
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(56);
     let series: Series = METHODS
         .iter()
         .map(|&(m, c)| {
-            let mut pts: Vec<(f64, f64)> = points
-                .iter()
-                .filter(|p| p.method == m)
-                .filter_map(|p| y(p).map(|v| (p.kept, if log { v.max(KLD_FLOOR) } else { v })))
+            let mut pts: Vec<(f64, f64)> = (p.points.iter())
+                .filter(|q| q.0 == m)
+                .map(|q| (q.1, if p.log { q.2.max(KLD_FLOOR) } else { q.2 }))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             (m.to_string(), c, pts)
         })
         .filter(|(_, _, pts)| !pts.is_empty())
         .collect();
-    if log {
+    if p.log {
         let mut c = chart
             .build_cartesian_2d(
                 0f64..1.02,
@@ -122,41 +143,51 @@ fn panel<DB: DrawingBackend>(
 
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    points: &[Point],
+    panels: &[Panel],
     title: &str,
 ) -> std::result::Result<(), String> {
     root.fill(&WHITE).map_err(|x| x.to_string())?;
     let root = root.titled(title, (FONT, 18)).map_err(|x| x.to_string())?;
-    let panels = root.split_evenly((1, 3));
-    panel(&panels[0], points, "mean KLD vs full (log)", true, &|p| {
-        Some(p.mean_kld)
-    })?;
-    panel(&panels[1], points, "same top token (share)", false, &|p| {
-        Some(p.same_top)
-    })?;
-    panel(&panels[2], points, "needle hits (share)", false, &|p| {
-        p.niah
-    })?;
+    for (area, p) in root.split_evenly((1, panels.len())).iter().zip(panels) {
+        panel(area, p)?;
+    }
     root.present().map_err(|x| x.to_string())
 }
 
-/// Writes the figure to `svg` and `png`; `false` (and nothing written) when no font is
-/// found.
+/// Writes the teacher-forced figure (mean KLD, same top, and needle hits when they ran) to
+/// `svg` and `png`; `false` (and nothing written) when no font is found.
 pub fn draw_quality(points: &[Point], title: &str, svg: &Path, png: &Path) -> Result<bool> {
-    let size = (1500, 480);
+    let mut panels = vec![
+        Panel::of(points, "mean KLD vs full (log)", true, |p| Some(p.mean_kld)),
+        Panel::of(points, "same top token (share)", false, |p| {
+            Some(p.same_top)
+        }),
+    ];
+    let needles = Panel::of(points, "needle hits (share)", false, |p| p.niah);
+    if !needles.points.is_empty() {
+        panels.push(needles);
+    }
+    draw_panels(&panels, title, svg, png)
+}
+
+/// Writes one row of `panels` to `svg` and `png`; `false` (and nothing written) when no font
+/// is found or there are no panels.
+pub fn draw_panels(panels: &[Panel], title: &str, svg: &Path, png: &Path) -> Result<bool> {
+    // 500 pixels a panel, and room for the figure's title over a single one.
+    let size = ((500 * panels.len() as u32).max(800), 480);
     let fail = |p: &Path, msg: String| Error::io(p, std::io::Error::other(msg));
-    if !bitmap_font() {
+    if panels.is_empty() || !bitmap_font() {
         return Ok(false);
     }
     draw(
         &SVGBackend::new(svg, size).into_drawing_area(),
-        points,
+        panels,
         title,
     )
     .map_err(|m| fail(svg, m))?;
     draw(
         &BitMapBackend::new(png, size).into_drawing_area(),
-        points,
+        panels,
         title,
     )
     .map_err(|m| fail(png, m))?;
@@ -190,6 +221,18 @@ mod tests {
             assert!(std::fs::read_to_string(&svg).unwrap().contains("fastgen"));
             assert!(png.metadata().unwrap().len() > 1000);
         }
+        // One panel of its own kept fractions; no panels, no figure.
+        let one = Panel {
+            title: "pass@1".into(),
+            log: false,
+            points: vec![("full".into(), 1.0, 0.5), ("fastgen".into(), 0.7, 0.25)],
+        };
+        let drawn = draw_panels(&[one], "one", &svg, &png).unwrap();
+        assert_eq!(drawn, bitmap_font());
+        if drawn {
+            assert!(std::fs::read_to_string(&svg).unwrap().contains("pass@1"));
+        }
+        assert!(!draw_panels(&[], "none", &svg, &png).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
