@@ -162,6 +162,9 @@ struct SweepArgs {
     /// Override: FastGen's thresholds T, one arm each (and one arm of each baseline).
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     recoveries: Option<Vec<f64>>,
+    /// Leave out the paper's FastGen arms (one per T), which have no baselines of their own.
+    #[arg(long)]
+    no_paper: bool,
     /// Teacher-forced text (default: the Paul Graham essays).
     #[arg(long)]
     text: Option<PathBuf>,
@@ -542,6 +545,7 @@ fn sweep_config(a: &SweepArgs) -> Result<SweepConfig> {
     if let Some(v) = &a.tasks {
         cfg.tasks = v.clone();
     }
+    cfg.with_paper &= !a.no_paper;
     Ok(cfg)
 }
 
