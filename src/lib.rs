@@ -8,6 +8,7 @@
 //! cache (profiling, policies, eviction, accounting).
 
 pub mod chat;
+pub mod cpu;
 pub mod error;
 pub mod fetch;
 pub mod gguf;

@@ -598,7 +598,7 @@ impl QueryTask<'_> {
     /// Computes each row's softmax over keys `0..=pos` and adds it to `stats`.
     fn run(&self, stats: &mut QueryStats, widths: &[usize]) {
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        if crate::cpu::avx2() {
             // SAFETY: the CPU has the features the function is compiled for.
             return unsafe { self.run_avx2(stats, widths) };
         }

@@ -15,9 +15,7 @@ use super::blocks::*;
 use super::dispatch::Kernels;
 
 pub fn supported() -> bool {
-    is_x86_feature_detected!("avx2")
-        && is_x86_feature_detected!("fma")
-        && is_x86_feature_detected!("f16c")
+    crate::cpu::hardware() >= crate::cpu::Level::Avx2
 }
 
 pub static KERNELS: Kernels = Kernels {

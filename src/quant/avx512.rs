@@ -21,14 +21,11 @@ use super::blocks::*;
 use super::dispatch::{Kernels, Tile, ROWS_R, TILE_A, TILE_R};
 
 pub fn supported_bw() -> bool {
-    avx2::supported()
-        && is_x86_feature_detected!("avx512f")
-        && is_x86_feature_detected!("avx512bw")
-        && is_x86_feature_detected!("avx512vl")
+    crate::cpu::hardware() >= crate::cpu::Level::Avx512
 }
 
 pub fn supported_vnni() -> bool {
-    supported_bw() && is_x86_feature_detected!("avx512vnni")
+    crate::cpu::hardware() >= crate::cpu::Level::Avx512Vnni
 }
 
 const QUANT: [super::dispatch::QuantFn; 8] = [

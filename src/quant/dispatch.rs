@@ -221,15 +221,13 @@ pub fn supported_kernels() -> Vec<&'static Kernels> {
     v
 }
 
-/// The best kernel set for this CPU, chosen on first use. `FASTGEN_KERNELS=<name>` (e.g.
-/// `scalar`, `avx2`) forces a supported set, for debugging and benchmarks.
+/// The kernel set of the level in use ([`crate::cpu::level`]: the CPU's best, or the one
+/// `FASTGEN_KERNELS` forces), chosen on first use.
 pub fn kernels() -> &'static Kernels {
     static BEST: OnceLock<&'static Kernels> = OnceLock::new();
     BEST.get_or_init(|| {
         let all = supported_kernels();
-        let forced = std::env::var("FASTGEN_KERNELS").ok();
-        forced
-            .and_then(|f| all.iter().copied().find(|k| k.name == f))
-            .unwrap_or(all[all.len() - 1])
+        let name = crate::cpu::level().name();
+        (all.iter().copied().find(|k| k.name == name)).unwrap_or(all[all.len() - 1])
     })
 }
