@@ -156,7 +156,7 @@ pub fn weight_bytes_per_token(model: &Model) -> usize {
 
 /// KV bytes a decode step at the cache's current state reads.
 fn kv_bytes(cache: &KvCache) -> usize {
-    cache.kept_entries() * cache.head_dim * 2 * cache.dtype.bytes()
+    cache.kept_entries() * cache.dtype.entry_bytes(cache.head_dim)
 }
 
 /// Runs benchmark tests on one model, reusing its workspace.

@@ -18,11 +18,18 @@ pub enum KvDtype {
 }
 
 impl KvDtype {
+    /// Bytes of one stored element.
     pub fn bytes(self) -> usize {
         match self {
             KvDtype::F16 => 2,
             KvDtype::F32 => 4,
         }
+    }
+
+    /// Bytes of one cache entry (one token of one KV head): its key and its value. Every
+    /// count of KV bytes (accounting, budgets, admission, benchmarks) goes through this.
+    pub fn entry_bytes(self, head_dim: usize) -> usize {
+        2 * head_dim * self.bytes()
     }
 }
 
@@ -315,7 +322,7 @@ impl KvCache {
     }
     /// Bytes a full cache would hold for the tokens seen so far.
     pub fn full_bytes(&self) -> usize {
-        2 * self.seq_len * self.n_layers * self.n_kv_heads * self.head_dim * self.dtype.bytes()
+        self.seq_len * self.n_layers * self.n_kv_heads * self.dtype.entry_bytes(self.head_dim)
     }
     /// Forgets everything (keeps allocations).
     pub fn clear(&mut self) {

@@ -324,7 +324,7 @@ impl CompressedCache {
                 let entries = match b {
                     KvBudget::Ratio(r) => (r * (self.heads.len() * s) as f64).floor() as usize,
                     KvBudget::Bytes(bytes) => {
-                        bytes / (2 * self.kv.head_dim * self.kv.dtype.bytes())
+                        bytes / self.kv.dtype.entry_bytes(self.kv.head_dim)
                     }
                 };
                 let opts: Vec<HeadOptions> = options.iter().flatten().cloned().collect();

@@ -70,7 +70,7 @@ impl KvReport {
     pub fn of(c: &CompressedCache) -> KvReport {
         let kv = c.kv();
         let s = c.settings();
-        let entry = 2 * kv.head_dim * kv.dtype.bytes();
+        let entry = kv.dtype.entry_bytes(kv.head_dim);
         let n_kv = kv.n_kv_heads;
         let layers: Vec<Vec<_>> = (0..kv.n_layers)
             .map(|l| (0..n_kv).map(|h| c.head_state(l, h)).collect())

@@ -101,13 +101,13 @@ pub struct KvShape {
     pub n_layers: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
-    pub dtype_bytes: usize,
+    pub dtype: KvDtype,
 }
 
 impl KvShape {
     /// Keys and values of one token over all layers and KV heads.
     pub fn full_bytes_per_token(&self) -> u64 {
-        2 * (self.n_layers * self.n_kv_heads * self.head_dim * self.dtype_bytes) as u64
+        (self.n_layers * self.n_kv_heads * self.dtype.entry_bytes(self.head_dim)) as u64
     }
 }
 
@@ -329,7 +329,7 @@ impl Engine {
             n_layers: c.n_layers,
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
-            dtype_bytes: self.kv_dtype.bytes(),
+            dtype: self.kv_dtype,
         }
     }
 
@@ -522,7 +522,7 @@ mod tests {
         n_layers: 30,
         n_kv_heads: 3,
         head_dim: 64,
-        dtype_bytes: 2,
+        dtype: KvDtype::F16,
     };
 
     #[test]
