@@ -13,8 +13,7 @@ pub struct HeadOptions {
 impl HeadOptions {
     /// The index FastGen chooses at threshold `t`.
     pub fn choice(&self, t: f64) -> usize {
-        let last = self.recovery.len().saturating_sub(1);
-        self.recovery.iter().position(|&r| r >= t).unwrap_or(last)
+        super::choice::choice(&self.recovery, t)
     }
 
     fn kept_at(&self, t: f64) -> usize {

@@ -15,6 +15,7 @@
 //! - `--kv full` goes straight to the model: no observer, no per-token work.
 
 use super::budget::{fit_threshold, HeadOptions};
+use super::choice::recoveries_until;
 use super::classes::TokenClasses;
 use super::policy::{keep_set, Params, Policy};
 use super::profile::{aggregate, HeadProfile, Profiler, ReplayPlan};
@@ -323,9 +324,7 @@ impl CompressedCache {
             Some(b) => {
                 let entries = match b {
                     KvBudget::Ratio(r) => (r * (self.heads.len() * s) as f64).floor() as usize,
-                    KvBudget::Bytes(bytes) => {
-                        bytes / self.kv.dtype.entry_bytes(self.kv.head_dim)
-                    }
+                    KvBudget::Bytes(bytes) => bytes / self.kv.dtype.entry_bytes(self.kv.head_dim),
                 };
                 let opts: Vec<HeadOptions> = options.iter().flatten().cloned().collect();
                 let fit = fit_threshold(&opts, entries);
@@ -509,24 +508,19 @@ fn head_options(
     } else {
         Vec::new()
     };
-    let mut o = HeadOptions {
-        recovery: Vec::new(),
-        kept: Vec::new(),
-    };
-    for (index, &policy) in settings.candidates.iter().enumerate() {
-        let r = aggregate(
-            &prof.candidate_recovery(index, policy, classes),
-            settings.gqa_agg,
-        );
-        o.recovery.push(r);
+    let cands = &settings.candidates;
+    let mut kept = Vec::new();
+    let recovery = recoveries_until(cands.len(), settings.recovery, all, |i| {
         if all {
-            let keep = keep_set(policy, &positions, classes, &seeds, s, params);
-            o.kept.push(keep.iter().filter(|&&k| k).count());
-        } else if r >= settings.recovery {
-            break;
+            let keep = keep_set(cands[i], &positions, classes, &seeds, s, params);
+            kept.push(keep.iter().filter(|&&k| k).count());
         }
-    }
-    o
+        aggregate(
+            &prof.candidate_recovery(i, cands[i], classes),
+            settings.gqa_agg,
+        )
+    });
+    HeadOptions { recovery, kept }
 }
 
 /// Prefill, and decode while compression is deferred: feeds each layer's rows to the

@@ -7,6 +7,7 @@
 //! - `profile`: recovery of every candidate per KV head from prefill attention, in one pass
 //!   with `O(S)` memory per query head; `choose_policy`.
 //! - `replay`: recovery measured by replaying the last prompt rows as decode steps.
+//! - `choice`: the decision rule, written once: the first candidate reaching T.
 //! - `budget`: the largest T whose choices fit a memory budget.
 //! - `snapkv`: the SnapKV and Ada-KV baselines (one-shot eviction by the observation
 //!   window's attention).
@@ -18,6 +19,7 @@
 
 pub mod budget;
 pub mod cache;
+pub mod choice;
 pub mod classes;
 pub mod plot;
 pub mod policy;

@@ -16,6 +16,7 @@
 //! recovery of every candidate: no second pass, whatever the frequent set turns out to be.
 //! Recovery is that sum divided by the number of profiled rows (no renormalisation).
 
+use super::choice::{choice, recoveries_until};
 use super::policy::{keep_set, Params, Policy};
 use super::replay::{replay_recovery, Tail};
 use crate::error::{Error, Result};
@@ -265,15 +266,14 @@ impl HeadProfile {
             from,
             len: self.len,
         };
-        self.replayed.clear();
-        for &policy in candidates {
-            let r = replay_recovery(policy, tail, &seeds, pos_classes, &self.params);
-            let done = aggregate(&r, agg) >= threshold;
-            self.replayed.push(r);
-            if done && !all {
-                break;
-            }
-        }
+        let mut replayed = Vec::new();
+        recoveries_until(candidates.len(), threshold, all, |i| {
+            let r = replay_recovery(candidates[i], tail, &seeds, pos_classes, &self.params);
+            let a = aggregate(&r, agg);
+            replayed.push(r);
+            a
+        });
+        self.replayed = replayed;
     }
 
     /// Recovery of candidate `index` (`policy`): replayed when [`HeadProfile::replay`]
@@ -394,23 +394,25 @@ pub fn choose_policy(
     threshold: f64,
     agg: GqaAgg,
 ) -> Choice {
-    let mut tried = Vec::new();
-    for (index, &policy) in candidates.iter().enumerate() {
-        let r = aggregate(&profile.candidate_recovery(index, policy, pos_classes), agg);
-        tried.push(r);
-        if r >= threshold || index + 1 == candidates.len() {
-            return Choice {
-                index,
-                policy,
-                recovery: r,
-                tried,
-            };
-        }
+    if candidates.is_empty() {
+        return Choice {
+            index: 0,
+            policy: Policy::FULL,
+            recovery: 1.0,
+            tried: Vec::new(),
+        };
     }
+    let tried = recoveries_until(candidates.len(), threshold, false, |i| {
+        aggregate(
+            &profile.candidate_recovery(i, candidates[i], pos_classes),
+            agg,
+        )
+    });
+    let index = choice(&tried, threshold);
     Choice {
-        index: 0,
-        policy: Policy::FULL,
-        recovery: 1.0,
+        index,
+        policy: candidates[index],
+        recovery: tried[index],
         tried,
     }
 }
