@@ -320,6 +320,14 @@ impl KvCache {
     pub fn allocated_bytes(&self) -> usize {
         self.heads.iter().map(|h| h.allocated_bytes()).sum()
     }
+    /// Fraction of (layer, KV head, position) entries evicted: `1 - kept / (L * H * n)`.
+    pub fn pruned_ratio(&self) -> f64 {
+        let all = self.n_layers * self.n_kv_heads * self.seq_len;
+        if all == 0 {
+            return 0.0;
+        }
+        1.0 - self.kept_entries() as f64 / all as f64
+    }
     /// Bytes a full cache would hold for the tokens seen so far.
     pub fn full_bytes(&self) -> usize {
         self.seq_len * self.n_layers * self.n_kv_heads * self.dtype.entry_bytes(self.head_dim)

@@ -12,8 +12,10 @@
 //! - `snapkv`: the SnapKV and Ada-KV baselines (one-shot eviction by the observation
 //!   window's attention).
 //! - `settings`: `KvSettings` (method, T, ratios, GQA aggregation...) and their validation.
-//! - `cache`: `CompressedCache`, one sequence's per-head buffers, policies and scores:
-//!   profiling inside prefill, eviction after each decode step (Algorithm 2).
+//! - `head`: one KV head's policy and scores, its compression and its eviction step
+//!   (Algorithm 2).
+//! - `cache`: `CompressedCache`, one sequence's heads: profiling inside prefill (or until
+//!   the deferred length), choosing, then evicting after each decode step.
 //! - `stats`: `KvReport`, the accounting of every run.
 //! - `plot`: the layer x KV-head policy map (the paper's Figure 3 for our models).
 
@@ -21,6 +23,7 @@ pub mod budget;
 pub mod cache;
 pub mod choice;
 pub mod classes;
+pub mod head;
 pub mod plot;
 pub mod policy;
 pub mod profile;
@@ -29,8 +32,9 @@ pub mod settings;
 pub mod snapkv;
 pub mod stats;
 
-pub use cache::{compress_head, evict_step, CompressedCache, HeadState, DECODE_SPARE};
+pub use cache::CompressedCache;
 pub use classes::TokenClasses;
+pub use head::{compress_head, evict_step, HeadState, DECODE_SPARE};
 pub use policy::{
     default_candidates, keep_set, local_candidates, parse_candidates, parse_candidates_or_default,
     Budget, Params, Part, Policy,

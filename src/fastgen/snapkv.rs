@@ -20,7 +20,7 @@
 //!   peak to it, so a kept token brings its neighbours (words span several tokens). `avg`,
 //!   the SnapKV reference's default, is the alternative (over the positions in range).
 
-use super::cache::HeadState;
+use super::head::HeadState;
 use super::policy::{Budget, Policy};
 use super::profile::{HeadProfile, Profiler};
 use crate::error::{Error, Result};

@@ -1,8 +1,16 @@
 //! Accounting (FASTGEN.md 6): pruned ratio, bytes, policies, recovery, profiling time.
 
-use super::cache::CompressedCache;
-use super::settings::KvKind;
+use super::head::HeadState;
+use super::settings::{KvKind, KvSettings};
+use crate::kv_cache::KvCache;
 use serde_json::{json, Value};
+
+/// Bytes of the heads' cumulative-score state.
+pub fn score_bytes(heads: &[HeadState]) -> usize {
+    (heads.iter())
+        .map(|h| h.scores.capacity() * std::mem::size_of::<f32>())
+        .sum()
+}
 
 /// Counters a cache keeps as it runs.
 #[derive(Debug, Clone, Default)]
@@ -67,14 +75,12 @@ pub struct KvReport {
 }
 
 impl KvReport {
-    pub fn of(c: &CompressedCache) -> KvReport {
-        let kv = c.kv();
-        let s = c.settings();
+    /// The report of a cache's buffers `kv`, its `settings`, its heads' states (layer-major)
+    /// and counters.
+    pub fn of(kv: &KvCache, s: &KvSettings, heads: &[HeadState], st: &KvStats) -> KvReport {
         let entry = kv.dtype.entry_bytes(kv.head_dim);
         let n_kv = kv.n_kv_heads;
-        let layers: Vec<Vec<_>> = (0..kv.n_layers)
-            .map(|l| (0..n_kv).map(|h| c.head_state(l, h)).collect())
-            .collect();
+        let layers: Vec<&[HeadState]> = heads.chunks(n_kv.max(1)).collect();
         let policies = layers
             .iter()
             .map(|hs| hs.iter().map(|h| h.policy.to_string()).collect())
@@ -93,7 +99,7 @@ impl KvReport {
             .iter()
             .map(|hs| {
                 let mut counts: Vec<(String, usize)> = Vec::new();
-                for h in hs {
+                for h in hs.iter() {
                     let name = h.policy.to_string();
                     match counts.iter_mut().find(|(n, _)| *n == name) {
                         Some((_, k)) => *k += 1,
@@ -111,8 +117,7 @@ impl KvReport {
                 ratio(kept, n_kv * kv.seq_len())
             })
             .collect();
-        let st = c.stats();
-        let pruned = c.pruned_ratio();
+        let pruned = kv.pruned_ratio();
         KvReport {
             policy: s.kind.to_string(),
             recovery: st
@@ -138,7 +143,7 @@ impl KvReport {
             kv_bytes_full: kv.full_bytes(),
             kv_bytes_kept: kv.kept_entries() * entry,
             kv_bytes_allocated: kv.allocated_bytes(),
-            score_bytes: c.score_bytes(),
+            score_bytes: score_bytes(heads),
             profile_ms: st.profile_ms,
             prefill_ms: st.prefill_ms,
             policies,

@@ -452,7 +452,7 @@ impl Engine {
                 !(receiver_gone || stops.stopped() || cancel())
             },
         );
-        let report = KvReport::from_library(&LibKvReport::of(&cache), &job.kv);
+        let report = KvReport::from_library(&cache.report(), &job.kv);
         // Free the KV at once, whatever happens next.
         drop(cache);
         on_kv_bytes(-held);
