@@ -28,7 +28,7 @@ pub struct ServeArgs {
     kv_budget_mib: Option<f64>,
     /// Lowest FastGen recovery T a request may be lowered to so that it fits the KV budget.
     #[arg(long, default_value_t = 0.8)]
-    kv_recovery_floor: f32,
+    kv_recovery_floor: f64,
     /// Largest max_tokens a request may ask for; also the default.
     #[arg(long, default_value_t = 2048)]
     max_tokens_limit: usize,

@@ -8,13 +8,13 @@
 //! or was cancelled) gives both back and wakes the queue. A waiting request that is dropped
 //! (its client went away) leaves the queue.
 
-use super::engine::{KvGrant, KvRequest};
+use super::kv::{KvGrant, KvRequest};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 /// Step between the recovery values tried when lowering T.
-pub const RECOVERY_STEP: f32 = 0.01;
+pub const RECOVERY_STEP: f64 = 0.01;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -23,7 +23,7 @@ pub struct Config {
     /// Bytes all running requests may reserve together (None: no limit).
     pub budget: Option<u64>,
     /// Lowest T a fastgen request may be lowered to.
-    pub recovery_floor: f32,
+    pub recovery_floor: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +99,7 @@ impl Admission {
     pub async fn admit(
         self: &Arc<Self>,
         kv: KvRequest,
-        estimate: &(dyn Fn(f32) -> u64 + Sync),
+        estimate: &(dyn Fn(f64) -> u64 + Sync),
     ) -> Result<Permit, Refusal> {
         let ticket = {
             let mut s = self.lock();
@@ -156,7 +156,7 @@ impl Admission {
         }
     }
 
-    fn lowest_recovery(&self, kv: KvRequest) -> f32 {
+    fn lowest_recovery(&self, kv: KvRequest) -> f64 {
         if kv.kind.recovery_adjustable() {
             kv.recovery.min(self.cfg.recovery_floor)
         } else {
@@ -170,12 +170,12 @@ impl Admission {
         &self,
         s: &State,
         kv: KvRequest,
-        estimate: &(dyn Fn(f32) -> u64 + Sync),
+        estimate: &(dyn Fn(f64) -> u64 + Sync),
     ) -> Option<KvGrant> {
         if s.active >= self.cfg.slots {
             return None;
         }
-        let grant = |t: f32, bytes: u64| KvGrant {
+        let grant = |t: f64, bytes: u64| KvGrant {
             kind: kv.kind,
             recovery_requested: kv.recovery,
             recovery: t,
@@ -247,7 +247,7 @@ impl Drop for Waiting<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::engine::KvKind;
+    use crate::server::kv::KvKind;
     use std::time::Duration;
     use tokio::time::timeout;
 
@@ -269,11 +269,11 @@ mod tests {
         recovery: 0.95,
         compress_from: 0,
     };
-    fn flat(bytes: u64) -> impl Fn(f32) -> u64 + Sync {
+    fn flat(bytes: u64) -> impl Fn(f64) -> u64 + Sync {
         move |_| bytes
     }
     /// A stand-in for FastGen's estimate: 1000 bytes at T = 1, 10 fewer per 0.01 of T.
-    fn by_t(t: f32) -> u64 {
+    fn by_t(t: f64) -> u64 {
         (t * 1000.0).round() as u64
     }
     const SHORT: Duration = Duration::from_millis(50);

@@ -3,10 +3,10 @@
 //!
 //! # The KV-policy seam
 //!
-//! A request's `kv_policy` and `kv_recovery` arrive here as a [`KvRequest`], are granted a
-//! recovery T by admission ([`KvGrant`]), and reach the library in exactly one function,
+//! A request's `kv_policy` and `kv_recovery` arrive as a `kv::KvRequest`, are granted a
+//! recovery T by admission (`kv::KvGrant`), and reach the library in exactly one function,
 //! [`Engine::run_request`], which returns the request's [`KvReport`]. The KV budget asks
-//! one function, [`estimate_kv_bytes`], what a request would hold at a given T.
+//! one function, `kv::estimate_kv_bytes`, what a request would hold at a given T.
 //!
 //! `run_request` builds the library's `KvSettings` from (kind, recovery), runs generation over
 //! a `CompressedCache` (which profiles the heads on the prompt and compresses for `fastgen`,
@@ -14,6 +14,7 @@
 //! Admission reserves `estimate_kv_bytes` for the request while it runs.
 
 use super::error::ApiError;
+use super::kv::{KvGrant, KvKind, KvShape};
 use super::request::Prompt;
 use super::stop::StopMatcher;
 use fastgen::chat::ChatTemplate;
@@ -31,148 +32,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-/// T when a request names none: the library's default.
-pub const DEFAULT_RECOVERY: f32 = fastgen::fastgen::DEFAULT_RECOVERY as f32;
-
-/// The cache policy a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvKind {
-    /// FastGen: profile each head on the prompt, keep what recovers T of its attention.
-    FastGen,
-    Full,
-    /// Recent tokens only.
-    Window,
-    /// Heavy hitters (accumulated attention) plus recent tokens.
-    H2o,
-}
-
-impl KvKind {
-    pub const NAMES: [&'static str; 4] = ["fastgen", "full", "window", "h2o"];
-
-    pub fn parse(s: &str) -> Option<KvKind> {
-        match s {
-            "fastgen" => Some(KvKind::FastGen),
-            "full" => Some(KvKind::Full),
-            "window" => Some(KvKind::Window),
-            "h2o" => Some(KvKind::H2o),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KvKind::FastGen => "fastgen",
-            KvKind::Full => "full",
-            KvKind::Window => "window",
-            KvKind::H2o => "h2o",
-        }
-    }
-
-    /// Whether admission may lower T to fit the KV budget.
-    pub fn recovery_adjustable(self) -> bool {
-        self == KvKind::FastGen
-    }
-}
-
-/// What the request asked for (checked: 0 < recovery <= 1).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KvRequest {
-    pub kind: KvKind,
-    pub recovery: f32,
-    /// FastGen: the cache stays full until the sequence holds this many tokens
-    /// (`kv_compress_from`; `KvSettings::compress_from`).
-    pub compress_from: usize,
-}
-
-/// What admission granted: the policy with the T it runs at and the bytes reserved for it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KvGrant {
-    pub kind: KvKind,
-    pub recovery_requested: f32,
-    /// Lower than requested when the KV budget did not fit the requested T (fastgen only).
-    pub recovery: f32,
-    pub compress_from: usize,
-    pub reserved_bytes: u64,
-}
-
-/// The cache geometry the estimate works from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KvShape {
-    pub n_layers: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    pub dtype: KvDtype,
-}
-
-impl KvShape {
-    /// Keys and values of one token over all layers and KV heads.
-    pub fn full_bytes_per_token(&self) -> u64 {
-        (self.n_layers * self.n_kv_heads * self.dtype.entry_bytes(self.head_dim)) as u64
-    }
-}
-
-/// Bytes of KV a request of `tokens` (prompt plus generation) would hold at its largest
-/// under `kind` at recovery `t`. The KV budget admits requests by this figure. FastGen holds
-/// every token until `compress_from`, so its peak is the larger of that and its kept share.
-pub fn estimate_kv_bytes(
-    shape: &KvShape,
-    tokens: usize,
-    kind: KvKind,
-    t: f32,
-    compress_from: usize,
-) -> u64 {
-    let full = tokens as u64 * shape.full_bytes_per_token();
-    let whole = match kind {
-        KvKind::FastGen if tokens > 0 => tokens.min(compress_from) as f64 / tokens as f64,
-        _ => 0.0,
-    };
-    (full as f64 * kept_fraction(kind, t).max(whole)).ceil() as u64
-}
-
-/// The fraction of the full cache a policy keeps, as a function of T: an upper estimate used
-/// only for admission (the real figure depends on the prompt and is reported afterwards).
-///
-/// For FastGen it interpolates kept fractions measured with the default `--kv fastgen` on
-/// 1,000 tokens of essay prose (`fastgen profile --recovery T`: SmolLM2 and Qwen2.5 at
-/// T = 0.90 / 0.95 / 0.98 / 0.99 kept at most 87% / 93% / 99% / 100%; the default prunes less
-/// than the paper's rules at a given T), rising to 1 at T = 1; it never decreases as T rises, which admission relies on. The
-/// baselines keep their configured budgets: window 30% plus the sink, h2o 30% + 30%.
-fn kept_fraction(kind: KvKind, t: f32) -> f64 {
-    const FASTGEN: [(f64, f64); 5] = [
-        (0.90, 0.87),
-        (0.95, 0.93),
-        (0.98, 0.99),
-        (0.99, 1.0),
-        (1.0, 1.0),
-    ];
-    match kind {
-        KvKind::Full => 1.0,
-        KvKind::Window => 0.32,
-        KvKind::H2o => 0.62,
-        KvKind::FastGen => {
-            let t = t as f64;
-            if t <= FASTGEN[0].0 {
-                return FASTGEN[0].1;
-            }
-            for w in FASTGEN.windows(2) {
-                let ((t0, k0), (t1, k1)) = (w[0], w[1]);
-                if t <= t1 {
-                    return k0 + (k1 - k0) * (t - t0) / (t1 - t0);
-                }
-            }
-            1.0
-        }
-    }
-}
-
 /// The `kv_stats` of a finished request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvReport {
     pub requested: KvKind,
     /// The policy that actually ran.
     pub applied: &'static str,
-    pub recovery_requested: f32,
-    pub recovery: f32,
+    pub recovery_requested: f64,
+    pub recovery: f64,
     pub pruned_ratio: f64,
     pub kv_bytes_allocated: u64,
     pub kv_bytes_full: u64,
@@ -210,7 +77,7 @@ impl KvReport {
     }
 
     pub fn to_json(&self) -> Value {
-        let t = |x: f32| (x as f64 * 1e4).round() / 1e4;
+        let t = |x: f64| (x * 1e4).round() / 1e4;
         let adjustable = self.requested.recovery_adjustable();
         json!({
             "kv_policy": self.requested.as_str(),
@@ -405,7 +272,7 @@ impl Engine {
                 KvKind::Window => LibKvKind::Window,
                 KvKind::H2o => LibKvKind::H2o,
             },
-            recovery: job.kv.recovery as f64,
+            recovery: job.kv.recovery,
             compress_from: job.kv.compress_from,
             ..KvSettings::default()
         };
@@ -517,66 +384,6 @@ fn model_names(path: &Path) -> (String, Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SMOL: KvShape = KvShape {
-        n_layers: 30,
-        n_kv_heads: 3,
-        head_dim: 64,
-        dtype: KvDtype::F16,
-    };
-
-    #[test]
-    fn estimates_scale_the_full_bytes_and_rise_with_t() {
-        assert_eq!(SMOL.full_bytes_per_token(), 2 * 30 * 3 * 64 * 2);
-        let full = 100 * 23040;
-        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::Full, 0.5, 0), full);
-        assert_eq!(
-            estimate_kv_bytes(&SMOL, 100, KvKind::Window, 0.9, 0),
-            (full as f64 * 0.32).ceil() as u64
-        );
-        assert_eq!(
-            estimate_kv_bytes(&SMOL, 100, KvKind::H2o, 0.9, 0),
-            (full as f64 * 0.62).ceil() as u64
-        );
-        // FastGen: 87% at T = 0.90, halfway between 0.95 and 0.98 is (0.93 + 0.99) / 2.
-        assert_eq!(
-            estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 0.9, 0),
-            (full as f64 * 0.87).ceil() as u64
-        );
-        assert!((kept_fraction(KvKind::FastGen, 0.965) - 0.96).abs() < 1e-6);
-        assert_eq!(estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 1.0, 0), full);
-        // Deferred compression: whole until `compress_from`, whatever T.
-        assert_eq!(
-            estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, 0.9, 512),
-            full
-        );
-        assert_eq!(
-            estimate_kv_bytes(&SMOL, 1000, KvKind::FastGen, 0.9, 950),
-            (10.0 * full as f64 * 0.95).ceil() as u64
-        );
-        assert_eq!(
-            estimate_kv_bytes(&SMOL, 1000, KvKind::FastGen, 0.9, 512),
-            (10.0 * full as f64 * 0.87).ceil() as u64
-        );
-        assert_eq!(
-            estimate_kv_bytes(&SMOL, 100, KvKind::Window, 0.9, 512),
-            (full as f64 * 0.32).ceil() as u64
-        );
-        let mut last = 0;
-        for i in 0..=100 {
-            let b = estimate_kv_bytes(&SMOL, 100, KvKind::FastGen, i as f32 / 100.0, 0);
-            assert!(b >= last, "estimate falls at T = {}", i as f32 / 100.0);
-            last = b;
-        }
-    }
-
-    #[test]
-    fn kind_names_round_trip() {
-        for name in KvKind::NAMES {
-            assert_eq!(KvKind::parse(name).unwrap().as_str(), name);
-        }
-        assert_eq!(KvKind::parse("FastGen"), None);
-    }
 
     #[test]
     fn pinned_files_are_named_by_short_name() {

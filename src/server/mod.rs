@@ -13,6 +13,7 @@
 mod admission;
 pub mod engine;
 mod error;
+pub mod kv;
 mod metrics;
 mod request;
 mod routes;
@@ -33,7 +34,7 @@ pub struct ServeConfig {
     pub slots: usize,
     pub queue: usize,
     pub kv_budget_bytes: Option<u64>,
-    pub recovery_floor: f32,
+    pub recovery_floor: f64,
     pub max_tokens_limit: usize,
     pub max_body_bytes: usize,
     /// How long in-flight requests may run on after SIGTERM / Ctrl-C.

@@ -5,8 +5,8 @@
 //! ask for something fastgen cannot do (`n` > 1, penalties, logprobs, tools, ...) are refused
 //! rather than silently ignored; fields it has no use for (`user`, `metadata`, ...) are ignored.
 
-use super::engine::{KvKind, KvRequest, DEFAULT_RECOVERY};
 use super::error::ApiError;
+use super::kv::{KvKind, KvRequest, DEFAULT_RECOVERY};
 use fastgen::chat::ChatMessage;
 use fastgen::fastgen::DEFAULT_COMPRESS_FROM;
 use serde_json::{Map, Value};
@@ -230,7 +230,7 @@ fn parse_kv(f: &Fields) -> R<KvRequest> {
             )
         })?,
     };
-    let recovery = f.number("kv_recovery")?.unwrap_or(DEFAULT_RECOVERY);
+    let recovery = f.number_f64("kv_recovery")?.unwrap_or(DEFAULT_RECOVERY);
     if !(recovery > 0.0 && recovery <= 1.0) {
         return Err(ApiError::invalid_param(
             "kv_recovery",
@@ -471,9 +471,13 @@ impl<'a> Fields<'a> {
     }
 
     fn number(&self, name: &str) -> R<Option<f32>> {
+        Ok(self.number_f64(name)?.map(|x| x as f32))
+    }
+
+    fn number_f64(&self, name: &str) -> R<Option<f64>> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::Number(n)) => Ok(n.as_f64().map(|x| x as f32)),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
             Some(v) => Err(wrong_type(name, "a number", v)),
         }
     }

@@ -2,8 +2,9 @@
 //! SSE stream out.
 
 use super::admission::Refusal;
-use super::engine::{estimate_kv_bytes, Finish, Job, Outcome};
+use super::engine::{Finish, Job, Outcome};
 use super::error::ApiError;
+use super::kv::estimate_kv_bytes;
 use super::request::{self, GenRequest};
 use super::App;
 use axum::body::{Body, Bytes};
