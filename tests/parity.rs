@@ -9,8 +9,8 @@
 
 mod common;
 
-use fastgen::kv_cache::KvDtype;
-use fastgen::model::{Model, Workspace};
+use fastgen::kv_cache::{KvCache, KvDtype};
+use fastgen::model::{Model, SeqRows, Workspace};
 use fastgen::sampling::log_softmax_top;
 
 struct Tally {
@@ -57,16 +57,36 @@ fn check_step(ours: &[f32], step: &serde_json::Value, t: &mut Tally, ctx: &str) 
     }
 }
 
-fn parity(model_name: &str, suffix: &str) {
-    let path = fastgen::fetch::ensure_model(model_name).expect("model fetch");
-    let model = Model::load(&path).expect("model loads");
-    let mut ws = Workspace::default();
-    let mut t = Tally {
+fn tally() -> Tally {
+    Tally {
         steps: 0,
         exact: 0,
         swaps: 0,
         diffs: Vec::new(),
-    };
+    }
+}
+
+/// Passes when the differences from llama.cpp's log-probabilities stay within the bounds.
+fn assert_close(model_name: &str, mut t: Tally) {
+    t.diffs.sort_by(|a, b| a.total_cmp(b));
+    let mean = t.diffs.iter().sum::<f32>() / t.diffs.len() as f32;
+    let p99 = t.diffs[(t.diffs.len() as f64 * 0.99) as usize - 1];
+    eprintln!(
+        "{model_name}: {} steps, {} exact argmax, {} top-two swaps; top-10 |dlogprob| mean {mean:.4}, p99 {p99:.4}, max {:.4}",
+        t.steps,
+        t.exact,
+        t.swaps,
+        t.diffs.last().unwrap()
+    );
+    assert!(mean <= 0.12, "{model_name}: mean |dlogprob| {mean} > 0.12");
+    assert!(p99 <= 0.5, "{model_name}: p99 |dlogprob| {p99} > 0.5");
+}
+
+fn parity(model_name: &str, suffix: &str) {
+    let path = fastgen::fetch::ensure_model(model_name).expect("model fetch");
+    let model = Model::load(&path).expect("model loads");
+    let mut ws = Workspace::default();
+    let mut t = tally();
     for (n, case) in common::read_jsonl(&format!("greedy-{suffix}.jsonl"))
         .iter()
         .enumerate()
@@ -92,18 +112,75 @@ fn parity(model_name: &str, suffix: &str) {
             }
         }
     }
-    t.diffs.sort_by(|a, b| a.total_cmp(b));
-    let mean = t.diffs.iter().sum::<f32>() / t.diffs.len() as f32;
-    let p99 = t.diffs[(t.diffs.len() as f64 * 0.99) as usize - 1];
-    eprintln!(
-        "{model_name}: {} steps, {} exact argmax, {} top-two swaps; top-10 |dlogprob| mean {mean:.4}, p99 {p99:.4}, max {:.4}",
-        t.steps,
-        t.exact,
-        t.swaps,
-        t.diffs.last().unwrap()
-    );
-    assert!(mean <= 0.12, "{model_name}: mean |dlogprob| {mean} > 0.12");
-    assert!(p99 <= 0.5, "{model_name}: p99 |dlogprob| {p99} > 0.5");
+    assert_close(model_name, t);
+}
+
+/// Every reference case as one sequence of a batch: the prompts prefilled together (mixed
+/// lengths, the longest spanning several ubatches shared with the others), then one
+/// teacher-forced token per sequence per step, all running sequences in one forward pass.
+/// Each step must meet the same bounds as the one-sequence run.
+fn parity_batched(model_name: &str, suffix: &str) {
+    let path = fastgen::fetch::ensure_model(model_name).expect("model fetch");
+    let model = Model::load(&path).expect("model loads");
+    let cases = common::read_jsonl(&format!("greedy-{suffix}.jsonl"));
+    let prompts: Vec<Vec<u32>> = cases
+        .iter()
+        .map(|c| common::ids(&c["prompt_ids"]))
+        .collect();
+    let greedy: Vec<Vec<u32>> = cases
+        .iter()
+        .map(|c| common::ids(&c["greedy_ids"]))
+        .collect();
+    let steps: Vec<&Vec<serde_json::Value>> = cases
+        .iter()
+        .map(|c| c["steps"].as_array().unwrap())
+        .collect();
+    let mut caches: Vec<KvCache> = cases
+        .iter()
+        .map(|_| model.new_cache(KvDtype::F16))
+        .collect();
+    let mut ws = Workspace::default();
+    let mut t = tally();
+    let mut check = |n: usize, i: usize, logits: &[f32]| {
+        let ctx = format!("{model_name} batched case {n} step {i}");
+        check_step(logits, &steps[n][i], &mut t, &ctx);
+    };
+    // Step 0: the prompts, logits of each prompt's last token.
+    let mut seqs: Vec<SeqRows> = caches
+        .iter_mut()
+        .zip(&prompts)
+        .map(|(cache, p)| SeqRows {
+            tokens: p,
+            cache,
+            observer: None,
+            logits_from: p.len() - 1,
+        })
+        .collect();
+    model
+        .forward_batch(&mut seqs, &mut ws, &mut |n, _, l| check(n, 0, l))
+        .unwrap();
+    let longest = steps.iter().map(|s| s.len()).max().unwrap();
+    for i in 1..longest {
+        // The cases still running feed llama.cpp's greedy token of the step before.
+        let running: Vec<usize> = (0..cases.len()).filter(|&n| i < steps[n].len()).collect();
+        let mut seqs: Vec<SeqRows> = caches
+            .iter_mut()
+            .enumerate()
+            .filter(|(n, _)| running.contains(n))
+            .map(|(n, cache)| SeqRows {
+                tokens: std::slice::from_ref(&greedy[n][i - 1]),
+                cache,
+                observer: None,
+                logits_from: 0,
+            })
+            .collect();
+        model
+            .forward_batch(&mut seqs, &mut ws, &mut |k, _, l| check(running[k], i, l))
+            .unwrap();
+    }
+    let expected: usize = steps.iter().map(|s| s.len()).sum();
+    assert_eq!(t.steps, expected, "every step of every case checked once");
+    assert_close(&format!("{model_name} batched"), t);
 }
 
 #[test]
@@ -114,4 +191,14 @@ fn smollm2_matches_llama_cpp() {
 #[test]
 fn qwen25_matches_llama_cpp() {
     parity("qwen2.5-0.5b", "qwen2.5-0.5b");
+}
+
+#[test]
+fn smollm2_batched_matches_llama_cpp() {
+    parity_batched("smollm2", "smollm2");
+}
+
+#[test]
+fn qwen25_batched_matches_llama_cpp() {
+    parity_batched("qwen2.5-0.5b", "qwen2.5-0.5b");
 }

@@ -60,6 +60,23 @@ impl Workspace {
     }
 }
 
+/// One sequence's part in [`Model::forward_batch`]: its new tokens, the cache they are
+/// appended to, an optional observer (KV policies), and from which of its new tokens on the
+/// logits are wanted.
+pub struct SeqRows<'a> {
+    pub tokens: &'a [u32],
+    pub cache: &'a mut KvCache,
+    pub observer: Option<&'a mut dyn LayerObserver>,
+    pub logits_from: usize,
+}
+
+/// A run of one sequence's tokens inside a ubatch: `tokens[start..start + len]`.
+struct Part {
+    seq: usize,
+    start: usize,
+    len: usize,
+}
+
 impl Model {
     pub fn load(path: &Path) -> Result<Model> {
         let gguf = Gguf::open(path)?;
@@ -136,21 +153,70 @@ impl Model {
         on_logits: &mut dyn FnMut(usize, &[f32]),
         mut observer: Option<&mut dyn LayerObserver>,
     ) -> Result<()> {
-        self.check_tokens(tokens, cache)?;
-        cache.reserve(tokens.len());
-        for (b, chunk) in tokens.chunks(UBATCH).enumerate() {
-            let first = b * UBATCH;
-            let from = logits_from.saturating_sub(first).min(chunk.len());
-            let obs = observer
+        let mut seq = [SeqRows {
+            tokens,
+            cache,
+            observer: observer
                 .as_mut()
-                .map(|o| &mut **o as &mut dyn LayerObserver);
-            self.forward_ubatch(chunk, cache, ws, from, obs);
+                .map(|o| &mut **o as &mut dyn LayerObserver),
+            logits_from,
+        }];
+        self.forward_batch(&mut seq, ws, &mut |_, i, l| on_logits(i, l))
+    }
+
+    /// One forward pass over the new tokens of several sequences: the matrix products run
+    /// once over all their rows (the weights are read once per step, whatever the number
+    /// of sequences); attention runs per sequence over its own cache. Calls
+    /// `on_logits(sequence, token index, logits)` for each wanted row, in order within a
+    /// sequence. Every sequence is checked before any runs, so an error changes no cache.
+    pub fn forward_batch(
+        &self,
+        seqs: &mut [SeqRows<'_>],
+        ws: &mut Workspace,
+        on_logits: &mut dyn FnMut(usize, usize, &[f32]),
+    ) -> Result<()> {
+        for s in seqs.iter() {
+            self.check_tokens(s.tokens, s.cache)?;
+        }
+        for s in seqs.iter_mut() {
+            s.cache.reserve(s.tokens.len());
+        }
+        // Ubatches of at most UBATCH rows, each taking the next rows of every sequence in
+        // turn (a sequence's rows stay contiguous and in order within a ubatch).
+        let mut done = vec![0usize; seqs.len()];
+        let mut parts = Vec::with_capacity(seqs.len());
+        loop {
+            parts.clear();
+            let mut room = UBATCH;
+            for (i, s) in seqs.iter().enumerate() {
+                let take = (s.tokens.len() - done[i]).min(room);
+                if take > 0 {
+                    parts.push(Part {
+                        seq: i,
+                        start: done[i],
+                        len: take,
+                    });
+                    done[i] += take;
+                    room -= take;
+                }
+            }
+            if parts.is_empty() {
+                return Ok(());
+            }
+            self.forward_ubatch(seqs, &parts, ws);
             let vocab = self.cfg.vocab_size;
-            for (i, row) in ws.logits.chunks_exact(vocab).enumerate() {
-                on_logits(first + from + i, row);
+            let mut rows = ws.logits.chunks_exact(vocab);
+            for p in &parts {
+                let from = seqs[p.seq].logits_from.max(p.start);
+                for i in from..p.start + p.len {
+                    on_logits(
+                        p.seq,
+                        i,
+                        rows.next().expect("a logits row per wanted token"),
+                    );
+                }
             }
         }
-        Ok(())
     }
 
     /// Prefill: runs the prompt and returns the logits of its last token.
@@ -192,23 +258,20 @@ impl Model {
         Ok(&ws.logits)
     }
 
-    /// One batch of at most `UBATCH` tokens; leaves the logits of rows `from..` in `ws.logits`.
-    fn forward_ubatch(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        ws: &mut Workspace,
-        from: usize,
-        mut observer: Option<&mut dyn LayerObserver>,
-    ) {
+    /// One batch of at most `UBATCH` rows: `parts[k]` is a run of one sequence's tokens.
+    /// Leaves the logits of the wanted rows in `ws.logits`, in the order of `parts`.
+    fn forward_ubatch(&self, seqs: &mut [SeqRows<'_>], parts: &[Part], ws: &mut Workspace) {
         let c = &self.cfg;
         let w = &self.weights;
-        let n = tokens.len();
-        let p0 = cache.seq_len();
+        let n: usize = parts.iter().map(|p| p.len).sum();
+        // Row r of the batch: its sequence's position, and where each part's rows begin.
         let mut positions = std::mem::take(&mut ws.positions);
         positions.clear();
-        positions.extend((p0..p0 + n).map(|p| p as u32));
-        let (d, qd, kvd, hd) = (c.n_embd, c.q_dim(), c.kv_dim(), c.head_dim);
+        for p in parts {
+            let p0 = seqs[p.seq].cache.seq_len();
+            positions.extend((p0..p0 + p.len).map(|q| q as u32));
+        }
+        let (d, qd, kvd) = (c.n_embd, c.q_dim(), c.kv_dim());
         ws.x.resize(n * d, 0.0);
         ws.xn.resize(n * d, 0.0);
         ws.q.resize(n * qd, 0.0);
@@ -220,6 +283,9 @@ impl Model {
 
         let embd = self.bytes(&w.token_embd);
         let erb = w.token_embd.row_bytes;
+        let tokens = parts
+            .iter()
+            .flat_map(|p| &seqs[p.seq].tokens[p.start..p.start + p.len]);
         for (row, &t) in ws.x.chunks_exact_mut(d).zip(tokens) {
             let t = t as usize;
             quant::dequantize_row(w.token_embd.ty, &embd[t * erb..(t + 1) * erb], row);
@@ -255,26 +321,12 @@ impl Model {
                 self.rope
                     .apply(&mut ws.k[i * kvd..(i + 1) * kvd], pos as usize);
             }
-            let heads = cache.layer_mut(l);
-            for (i, &pos) in positions.iter().enumerate() {
-                for (h, head) in heads.iter_mut().enumerate() {
-                    let r = i * kvd + h * hd..i * kvd + (h + 1) * hd;
-                    head.push(pos, &ws.k[r.clone()], &ws.v[r]);
-                }
-            }
-            let heads = cache.layer(l);
-            // KV policy hook: probabilities only for decode steps whose observer asks.
-            let want_probs = n == 1 && observer.as_ref().is_some_and(|o| o.wants_probs(l));
-            let mut probs: Vec<Vec<f32>> = Vec::new(); // [n_kv_heads][group * len]
-            if n == 1 {
-                let probs_out = want_probs.then_some(&mut probs);
-                attention::attend_one(heads, &ws.q, positions[0], hd, &mut ws.attn, probs_out);
-            } else {
-                attention::attend_batch(heads, &ws.q, &positions, c.n_heads, hd, &mut ws.attn);
-            }
-            if let Some(o) = observer.as_mut() {
-                let probs = want_probs.then_some(&probs[..]);
-                o.after_attention(l, &ws.q, &positions, cache.layer_mut(l), probs);
+            let mut r0 = 0;
+            for p in parts {
+                let rows = r0..r0 + p.len;
+                r0 += p.len;
+                let seq = &mut seqs[p.seq];
+                self.attend_part(l, seq, &positions[rows.clone()], rows, ws);
             }
             ws.acts.reset(n, qd);
             matmul(
@@ -312,17 +364,30 @@ impl Model {
             );
             ops::add_in_place(&mut ws.x, &ws.proj);
         }
-        cache.advance(n);
+        for p in parts {
+            seqs[p.seq].cache.advance(p.len);
+        }
         ws.positions = positions;
 
-        // Output: only the rows whose logits are wanted.
-        let m = n - from;
+        // Output: only the wanted rows, gathered (for one sequence, a suffix of its rows).
+        let mut m = 0;
+        let mut r0 = 0;
+        for p in parts {
+            let from = seqs[p.seq].logits_from.clamp(p.start, p.start + p.len) - p.start;
+            for r in r0 + from..r0 + p.len {
+                if r != m {
+                    ws.x.copy_within(r * d..(r + 1) * d, m * d);
+                }
+                m += 1;
+            }
+            r0 += p.len;
+        }
         ws.logits.resize(m * c.vocab_size, 0.0);
         if m == 0 {
             return;
         }
         ops::rms_norm(
-            &ws.x[from * d..],
+            &ws.x[..m * d],
             &w.output_norm,
             c.rms_eps,
             &mut ws.xn[..m * d],
@@ -336,5 +401,43 @@ impl Model {
             &mut ws.logits,
             &mut ws.mm,
         );
+    }
+
+    /// Layer `l`'s attention for one sequence's batch rows `rows` (at `positions`): appends
+    /// their keys and values to its cache, attends, and hands the rows to its observer.
+    fn attend_part(
+        &self,
+        l: usize,
+        seq: &mut SeqRows<'_>,
+        positions: &[u32],
+        rows: std::ops::Range<usize>,
+        ws: &mut Workspace,
+    ) {
+        let c = &self.cfg;
+        let (qd, kvd, hd) = (c.q_dim(), c.kv_dim(), c.head_dim);
+        let heads = seq.cache.layer_mut(l);
+        for (i, &pos) in rows.clone().zip(positions) {
+            for (h, head) in heads.iter_mut().enumerate() {
+                let r = i * kvd + h * hd..i * kvd + (h + 1) * hd;
+                head.push(pos, &ws.k[r.clone()], &ws.v[r]);
+            }
+        }
+        let heads = seq.cache.layer(l);
+        let q = &ws.q[rows.start * qd..rows.end * qd];
+        let out = &mut ws.attn[rows.start * qd..rows.end * qd];
+        // KV policy hook: probabilities only for decode steps whose observer asks.
+        let one = positions.len() == 1;
+        let want_probs = one && seq.observer.as_ref().is_some_and(|o| o.wants_probs(l));
+        let mut probs: Vec<Vec<f32>> = Vec::new(); // [n_kv_heads][group * len]
+        if one {
+            let probs_out = want_probs.then_some(&mut probs);
+            attention::attend_one(heads, q, positions[0], hd, out, probs_out);
+        } else {
+            attention::attend_batch(heads, q, positions, c.n_heads, hd, out);
+        }
+        if let Some(o) = seq.observer.as_mut() {
+            let probs = want_probs.then_some(&probs[..]);
+            o.after_attention(l, q, positions, seq.cache.layer_mut(l), probs);
+        }
     }
 }
