@@ -7,11 +7,15 @@
 //! engine (the compressed cache passes straight through to the model); FastGen and the
 //! baselines profile and compress when the depth is prefilled, and evict after every
 //! decoded token, so their rows show what compression does to speed.
+//!
+//! A decode test with `seqs` above 1 decodes that many sequences together, one forward pass
+//! per step over one row of each (`Model::forward_batch`), and reports the aggregate
+//! tokens/s: what a server gains by reading the weights once for all running requests.
 
 use crate::error::{Error, Result};
 use crate::fastgen::{CompressedCache, KvKind, KvSettings, TokenClasses};
 use crate::kv_cache::{KvCache, KvDtype};
-use crate::model::{Model, Workspace};
+use crate::model::{Model, SeqRows, Workspace};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,16 +24,37 @@ use std::time::Instant;
 pub enum Test {
     /// `tokens` prompt tokens in one forward pass, from an empty cache.
     Prompt { tokens: usize },
-    /// `tokens` decode steps after `depth` tokens of context.
-    Gen { tokens: usize, depth: usize },
+    /// `tokens` decode steps after `depth` tokens of context, for `seqs` sequences at once.
+    Gen {
+        tokens: usize,
+        depth: usize,
+        seqs: usize,
+    },
 }
 
 impl Test {
-    /// The name llama-bench gives the test: `pp512`, `tg64 @ d2048`.
+    /// The name llama-bench gives the test: `pp512`, `tg64 @ d2048`; a batch of 8
+    /// sequences adds ` x8`.
     pub fn name(&self) -> String {
         match *self {
             Test::Prompt { tokens } => format!("pp{tokens}"),
-            Test::Gen { tokens, depth } => format!("tg{tokens} @ d{depth}"),
+            Test::Gen {
+                tokens,
+                depth,
+                seqs: 1,
+            } => format!("tg{tokens} @ d{depth}"),
+            Test::Gen {
+                tokens,
+                depth,
+                seqs,
+            } => format!("tg{tokens} @ d{depth} x{seqs}"),
+        }
+    }
+    /// Sequences the test runs together.
+    pub fn seqs(&self) -> usize {
+        match *self {
+            Test::Prompt { .. } => 1,
+            Test::Gen { seqs, .. } => seqs,
         }
     }
     /// Prose tokens the test needs (a compressing cache at depth 0 is given one token of
@@ -37,7 +62,7 @@ impl Test {
     fn tokens_needed(&self) -> usize {
         match *self {
             Test::Prompt { tokens } => tokens,
-            Test::Gen { tokens, depth } => depth.max(1) + tokens,
+            Test::Gen { tokens, depth, .. } => depth.max(1) + tokens,
         }
     }
 }
@@ -45,9 +70,10 @@ impl Test {
 /// One run of a test.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
+    /// Tokens/s over all the test's sequences.
     pub tok_s: f64,
     /// Decode tests: mean KV-cache bytes read per decoded token (keys and values of every
-    /// slot each step attends over). 0 for prompt tests.
+    /// slot its sequence's step attends over). 0 for prompt tests.
     pub kv_bytes_per_token: f64,
     /// Tokens per second of CPU time of the calling thread (time it was not running does
     /// not count), where the OS reports it; 0 otherwise. With one thread this measures the
@@ -200,6 +226,14 @@ impl<'m> Bench<'m> {
 
     /// One run of `test` under the cache method `kv`.
     pub fn run(&mut self, test: Test, kv: &KvSettings, dtype: KvDtype) -> Result<Sample> {
+        if let Test::Gen {
+            tokens,
+            depth,
+            seqs: 2..,
+        } = test
+        {
+            return self.run_batch(tokens, depth, test.seqs(), kv, dtype);
+        }
         let model = self.model;
         let mut cache = self.cache(kv, dtype)?;
         let (prose, ws) = (&self.prose, &mut self.ws);
@@ -210,7 +244,7 @@ impl<'m> Bench<'m> {
                 })?;
                 (t, c, 0.0)
             }
-            Test::Gen { tokens, depth } => {
+            Test::Gen { tokens, depth, .. } => {
                 // Full decodes from an empty cache; a compressing one needs a prompt.
                 let depth = if kv.kind == KvKind::Full {
                     depth
@@ -243,6 +277,61 @@ impl<'m> Bench<'m> {
     }
 }
 
+impl Bench<'_> {
+    /// `seqs` sequences, each prefilled with the same `depth` tokens, then decoding `tokens`
+    /// steps together: one forward pass per step over one row of each.
+    fn run_batch(
+        &mut self,
+        tokens: usize,
+        depth: usize,
+        seqs: usize,
+        kv: &KvSettings,
+        dtype: KvDtype,
+    ) -> Result<Sample> {
+        if kv.kind != KvKind::Full {
+            return Err(Error::InvalidSetting(format!(
+                "a batch of {seqs} sequences runs with the full cache only for now \
+                 (compressed caches drive the model one sequence at a time); use --kv full"
+            )));
+        }
+        let model = self.model;
+        let (prose, ws) = (&self.prose, &mut self.ws);
+        let mut caches: Vec<KvCache> = (0..seqs).map(|_| model.new_cache(dtype)).collect();
+        for c in &mut caches {
+            c.reserve_total(depth + tokens);
+            if depth > 0 {
+                model.forward(&prose[..depth], c, ws, depth, &mut |_, _| {})?;
+            }
+        }
+        let mut read = 0usize;
+        let (tok_s, cpu_tok_s) = timed(seqs * tokens, || {
+            for t in &prose[depth..depth + tokens] {
+                let mut rows: Vec<SeqRows> = caches
+                    .iter_mut()
+                    .map(|cache| SeqRows {
+                        tokens: std::slice::from_ref(t),
+                        cache,
+                        observer: None,
+                        logits_from: 0,
+                    })
+                    .collect();
+                model.forward_batch(&mut rows, ws, &mut |_, _, _| {})?;
+                read += caches.iter().map(kv_bytes).sum::<usize>();
+            }
+            Ok(())
+        })?;
+        let allocated = caches.iter().map(|c| c.allocated_bytes()).sum();
+        Ok(Sample {
+            tok_s,
+            kv_bytes_per_token: read as f64 / (seqs * tokens).max(1) as f64,
+            cpu_tok_s,
+            pruned_ratio: 0.0,
+            kv_bytes_allocated: allocated,
+            profile_ms: 0.0,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,10 +360,17 @@ mod tests {
         assert_eq!(
             Test::Gen {
                 tokens: 64,
-                depth: 2048
+                depth: 2048,
+                seqs: 1
             }
             .name(),
             "tg64 @ d2048"
         );
+        let batch = Test::Gen {
+            tokens: 64,
+            depth: 0,
+            seqs: 8,
+        };
+        assert_eq!((batch.name().as_str(), batch.seqs()), ("tg64 @ d0 x8", 8));
     }
 }

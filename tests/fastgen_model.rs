@@ -690,3 +690,70 @@ fn snapkv_and_adakv_keep_their_budget_and_never_evict() {
         }
     }
 }
+
+/// Every method of the registry as one sequence of a batch (prompts of different lengths,
+/// one crossing its deferred compression point during the steps): decoding them together
+/// gives each exactly the logits and the kept entries it has when decoded alone.
+#[test]
+fn decoding_together_equals_decoding_alone() {
+    let l = load("smollm2");
+    let methods = registry();
+    let lens: Vec<usize> = (0..methods.len()).map(|i| 190 + 5 * i).collect();
+    let mut ws = Workspace::default();
+    let mut alone: Vec<CompressedCache> = Vec::new();
+    for ((_, s), &n) in methods.iter().zip(&lens) {
+        let mut c = cache(&l, s.clone());
+        c.prefill(&l.model, &mut ws, &l.essay[..n]).unwrap();
+        alone.push(c);
+    }
+    let mut together = alone.clone();
+    for step in 0..24 {
+        let tokens: Vec<u32> = lens.iter().map(|&n| l.essay[n + step]).collect();
+        let mut want = Vec::new();
+        for (c, &t) in alone.iter_mut().zip(&tokens) {
+            want.push(c.decode(&l.model, &mut ws, t).unwrap().to_vec());
+        }
+        let mut refs: Vec<&mut CompressedCache> = together.iter_mut().collect();
+        let mut seen = vec![false; methods.len()];
+        CompressedCache::decode_batch(&l.model, &mut ws, &mut refs, &tokens, &mut |i, got| {
+            let diff = got
+                .iter()
+                .zip(&want[i])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            // Each row's activations are quantised on their own, so a row's products do not
+            // depend on the other rows of the batch: equal to the bit.
+            assert!(
+                diff == 0.0,
+                "{} step {step}: logits differ by {diff}",
+                methods[i].0
+            );
+            seen[i] = true;
+        })
+        .unwrap();
+        assert!(seen.iter().all(|&s| s), "every sequence's logits delivered");
+        for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+            for (ha, hb) in a.kv().heads().iter().zip(b.kv().heads()) {
+                assert_eq!(
+                    ha.positions(),
+                    hb.positions(),
+                    "{} step {step}: kept entries differ",
+                    methods[i].0
+                );
+            }
+            assert_eq!(a.compressed(), b.compressed(), "{}", methods[i].0);
+        }
+    }
+    assert!(together
+        .iter()
+        .any(|c| c.stats().compressed_at == Some(210)));
+
+    // A cache without its prompt refuses the whole batch and leaves the others unchanged.
+    let before = together[1].kv().seq_len();
+    let mut empty = cache(&l, forced());
+    let mut refs: Vec<&mut CompressedCache> = vec![&mut together[1], &mut empty];
+    let err = CompressedCache::decode_batch(&l.model, &mut ws, &mut refs, &[1, 2], &mut |_, _| {})
+        .unwrap_err();
+    assert!(err.to_string().contains("before prefill"), "{err}");
+    assert_eq!(together[1].kv().seq_len(), before);
+}

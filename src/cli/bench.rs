@@ -29,6 +29,11 @@ pub struct BenchArgs {
     /// Tokens decoded per decode test (0 skips them).
     #[arg(long, default_value_t = 64)]
     gen: usize,
+    /// Sequences decoding together in the decode tests (comma-separated, e.g. 1,4,8): one
+    /// forward pass per step over one token of each; tokens/s counts all of them. Above 1,
+    /// full cache only.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    batch: Vec<usize>,
     /// Measured runs per test (after one warm-up run).
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -87,12 +92,18 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.prompt > 0 {
         tests.push(Test::Prompt { tokens: a.prompt });
     }
+    if let Some(0) = a.batch.iter().min() {
+        bail!("--batch: every batch needs at least 1 sequence");
+    }
     if a.gen > 0 {
         for &depth in &a.depths {
-            tests.push(Test::Gen {
-                tokens: a.gen,
-                depth,
-            });
+            for &seqs in &a.batch {
+                tests.push(Test::Gen {
+                    tokens: a.gen,
+                    depth,
+                    seqs,
+                });
+            }
         }
     }
     if tests.is_empty() {
@@ -126,18 +137,36 @@ pub fn run(a: BenchArgs) -> Result<()> {
             };
             for _ in 0..a.reps {
                 row.ours.push(b.run(test, kv, dtype)?);
-                // llama.cpp has no compressed cache: it runs beside the full rows only.
-                if let (Some(lb), KvKind::Full) = (&llama_bench, kv.kind) {
+                // llama.cpp has no compressed cache (and llama-bench no batch of
+                // sequences): it runs beside the full one-sequence rows only.
+                if let (Some(lb), KvKind::Full, 1) = (&llama_bench, kv.kind, test.seqs()) {
                     row.llama
                         .push(run_llama_bench(lb, &model.path, threads, test, dtype)?);
                 }
             }
             row.peak_rss = bench::peak_rss_bytes();
-            let full = rows
-                .iter()
-                .find(|r| r.test == test && r.kv == "full")
-                .map(|r| bench::summary(&tok_s(r)).0);
-            print_row(&model_name, threads, &row, wbytes, full, a.cpu_time);
+            let median_of = |want: Test, kv: &str| {
+                rows.iter()
+                    .find(|r| r.test == want && r.kv == kv)
+                    .map(|r| bench::summary(&tok_s(r)).0)
+            };
+            let full = median_of(test, "full");
+            let one = match test {
+                Test::Gen {
+                    tokens,
+                    depth,
+                    seqs: 2..,
+                } => median_of(
+                    Test::Gen {
+                        tokens,
+                        depth,
+                        seqs: 1,
+                    },
+                    name,
+                ),
+                _ => None,
+            };
+            print_row(&model_name, threads, &row, wbytes, [full, one], a.cpu_time);
             rows.push(row);
         }
     }
@@ -165,11 +194,12 @@ fn tok_s(r: &Row) -> Vec<f64> {
 }
 
 /// Achieved read bandwidth of a decode test (weights + KV per token, times tokens/s), GB/s.
+/// A batch reads the weights once per step for all its sequences.
 fn gb_s(r: &Row, wbytes: usize) -> Option<f64> {
     match r.test {
-        Test::Gen { .. } => {
+        Test::Gen { seqs, .. } => {
             let (med, _, _) = bench::summary(&tok_s(r));
-            Some((wbytes as f64 + kv_per_token(r)) * med / 1e9)
+            Some((wbytes as f64 / seqs as f64 + kv_per_token(r)) * med / 1e9)
         }
         Test::Prompt { .. } => None,
     }
@@ -184,7 +214,7 @@ fn print_row(
     threads: usize,
     r: &Row,
     wbytes: usize,
-    full_tok_s: Option<f64>,
+    [full_tok_s, one_seq_tok_s]: [Option<f64>; 2],
     cpu_time: bool,
 ) {
     let (med, min, max) = bench::summary(&tok_s(r));
@@ -216,6 +246,9 @@ fn print_row(
     );
     if let (Some(f), false) = (full_tok_s, r.kv == "full") {
         line += &format!(" | x{:.2} vs full", med / f);
+    }
+    if let Some(one) = one_seq_tok_s {
+        line += &format!(" | x{:.2} vs one sequence", med / one);
     }
     if cpu_time {
         let cpu: Vec<f64> = r.ours.iter().map(|s| s.cpu_tok_s).collect();
@@ -283,7 +316,7 @@ fn run_llama_bench(
 ) -> Result<f64> {
     let (p, n, d) = match test {
         Test::Prompt { tokens } => (tokens, 0, 0),
-        Test::Gen { tokens, depth } => (0, tokens, depth),
+        Test::Gen { tokens, depth, .. } => (0, tokens, depth),
     };
     let ct = if dtype == KvDtype::F32 { "f32" } else { "f16" };
     let out = Command::new(exe)

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::generate::Sequence;
 use crate::kv_cache::{HeadCache, KvCache, KvDtype};
 use crate::model::hook::LayerObserver;
-use crate::model::{Model, ModelConfig, Workspace};
+use crate::model::{Model, ModelConfig, SeqRows, Workspace};
 use rayon::prelude::*;
 use std::sync::Arc;
 use std::time::Instant;
@@ -327,74 +327,163 @@ impl CompressedCache {
         ws: &'w mut Workspace,
         token: u32,
     ) -> Result<&'w [f32]> {
-        if self.settings.kind == KvKind::Full {
-            return model.decode(token, &mut self.kv, ws);
+        let tokens = [token];
+        let mut step = self.begin_decode(token)?;
+        let ran = model.forward_batch(&mut [step.rows(&tokens)], ws, &mut |_, _, _| {});
+        let done = step.finish();
+        self.end_decode(done, ran.is_ok());
+        ran?;
+        Ok(ws.logits())
+    }
+
+    /// One decode step of several sequences together, one forward pass over one token of
+    /// each (`tokens[i]` for `caches[i]`); calls `on_logits(i, logits)` for each. Each cache
+    /// profiles or evicts as its own settings say, exactly as [`CompressedCache::decode`].
+    pub fn decode_batch(
+        model: &Model,
+        ws: &mut Workspace,
+        caches: &mut [&mut CompressedCache],
+        tokens: &[u32],
+        on_logits: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        if caches.len() != tokens.len() {
+            return Err(Error::InvalidSetting(format!(
+                "decode_batch: {} caches but {} tokens",
+                caches.len(),
+                tokens.len()
+            )));
         }
-        if self.kv.seq_len() == 0 {
-            return Err(Error::InvalidSetting(
-                "decode before prefill: give the compressed cache a prompt first".into(),
-            ));
+        // The one way a step cannot begin, checked for all before any begins.
+        if caches.iter().any(|c| c.needs_prefill()) {
+            return Err(decode_before_prefill());
+        }
+        let mut steps: Vec<DecodeStep> = caches
+            .iter_mut()
+            .zip(tokens)
+            .map(|(c, &t)| c.begin_decode(t))
+            .collect::<Result<_>>()?;
+        let mut rows: Vec<SeqRows> = steps
+            .iter_mut()
+            .zip(tokens)
+            .map(|(s, t)| s.rows(std::slice::from_ref(t)))
+            .collect();
+        let ran = model.forward_batch(&mut rows, ws, &mut |i, _, l| on_logits(i, l));
+        drop(rows);
+        let done: Vec<StepDone> = steps.into_iter().map(DecodeStep::finish).collect();
+        for (c, d) in caches.iter_mut().zip(done) {
+            c.end_decode(d, ran.is_ok());
+        }
+        ran
+    }
+
+    /// A compressing cache decodes only after its prompt.
+    fn needs_prefill(&self) -> bool {
+        self.settings.kind != KvKind::Full && self.kv.seq_len() == 0
+    }
+
+    /// Starts a decode step of `token`: makes room, records its class, and lends the cache
+    /// and the step's observer (profiling while compression is deferred, eviction after)
+    /// to the forward pass. [`CompressedCache::end_decode`] completes it.
+    fn begin_decode(&mut self, token: u32) -> Result<DecodeStep<'_>> {
+        if self.settings.kind == KvKind::Full {
+            return Ok(DecodeStep {
+                kv: &mut self.kv,
+                observer: StepObserver::None,
+            });
+        }
+        if self.needs_prefill() {
+            return Err(decode_before_prefill());
         }
         let pos = self.kv.seq_len();
         make_room(&mut self.kv);
         self.pos_classes
             .push(self.vocab.at(token, pos, self.settings.sink_tokens));
-        if let Some(profiler) = self.pending.take() {
-            return self.decode_deferred(model, ws, token, profiler);
-        }
-        let mut observer = DecodeObserver {
-            heads: &mut self.heads,
-            layer_wants: &self.layer_wants,
-            pos_classes: &self.pos_classes,
-            params: &self.params,
-            n_kv: self.kv.n_kv_heads,
+        let observer = match self.pending.as_mut() {
+            Some(profiler) => StepObserver::Profile(ProfileObserver {
+                profiler,
+                pos_classes: &self.pos_classes,
+                ms: 0.0,
+            }),
+            None => StepObserver::Decode(DecodeObserver {
+                heads: &mut self.heads,
+                layer_wants: &self.layer_wants,
+                pos_classes: &self.pos_classes,
+                params: &self.params,
+                n_kv: self.kv.n_kv_heads,
+            }),
         };
-        let logits = match model.decode_observed(token, &mut self.kv, ws, Some(&mut observer)) {
-            Ok(l) => l,
-            Err(e) => {
-                self.pos_classes.pop();
-                return Err(e);
-            }
-        };
-        self.stats.pruned_sum += self.pruned_ratio();
-        self.stats.decode_steps += 1;
-        Ok(logits)
+        Ok(DecodeStep {
+            kv: &mut self.kv,
+            observer,
+        })
     }
 
-    /// A decode step while compression is deferred: full attention, the row profiled; the
-    /// step that brings the sequence to the profiler's length compresses it.
-    fn decode_deferred<'w>(
-        &mut self,
-        model: &Model,
-        ws: &'w mut Workspace,
-        token: u32,
-        mut profiler: Profiler,
-    ) -> Result<&'w [f32]> {
-        let mut observer = ProfileObserver {
-            profiler: &mut profiler,
-            pos_classes: &self.pos_classes,
-            ms: 0.0,
-        };
-        let run = model.decode_observed(token, &mut self.kv, ws, Some(&mut observer));
-        self.stats.profile_ms += observer.ms;
-        let logits = match run {
-            Ok(l) => l,
-            Err(e) => {
-                self.pos_classes.pop();
-                self.pending = Some(profiler);
-                return Err(e);
-            }
-        };
-        if self.kv.seq_len() >= profiler.seq_len() {
+    /// Completes a decode step after the forward pass (which `ran` or failed and changed
+    /// no cache): on failure forgets the token's class; while deferred, compresses once the
+    /// sequence reaches the profiler's length; counts the step.
+    fn end_decode(&mut self, done: StepDone, ran: bool) {
+        if self.settings.kind == KvKind::Full {
+            return;
+        }
+        self.stats.profile_ms += done.profile_ms;
+        if !ran {
+            self.pos_classes.pop();
+            return;
+        }
+        if let Some(p) = self.pending.take_if(|p| self.kv.seq_len() >= p.seq_len()) {
             let t = Instant::now();
-            self.compress(Some(&profiler));
+            self.compress(Some(&p));
             self.stats.profile_ms += ms(t);
-        } else {
-            self.pending = Some(profiler);
         }
         self.stats.pruned_sum += self.pruned_ratio();
         self.stats.decode_steps += 1;
-        Ok(logits)
+    }
+}
+
+fn decode_before_prefill() -> Error {
+    Error::InvalidSetting("decode before prefill: give the compressed cache a prompt first".into())
+}
+
+/// A decode step in flight: the sequence's cache and observer, lent to the forward pass.
+struct DecodeStep<'c> {
+    kv: &'c mut KvCache,
+    observer: StepObserver<'c>,
+}
+
+enum StepObserver<'c> {
+    /// `--kv full`: the plain engine.
+    None,
+    /// Compression deferred: the row is profiled.
+    Profile(ProfileObserver<'c>),
+    /// Compressed: eviction after attention.
+    Decode(DecodeObserver<'c>),
+}
+
+/// What a finished step hands back to its cache.
+struct StepDone {
+    profile_ms: f64,
+}
+
+impl<'c> DecodeStep<'c> {
+    fn rows<'s>(&'s mut self, tokens: &'s [u32]) -> SeqRows<'s> {
+        let observer: Option<&mut dyn LayerObserver> = match &mut self.observer {
+            StepObserver::None => None,
+            StepObserver::Profile(o) => Some(o),
+            StepObserver::Decode(o) => Some(o),
+        };
+        SeqRows {
+            tokens,
+            cache: self.kv,
+            observer,
+            logits_from: 0,
+        }
+    }
+    fn finish(self) -> StepDone {
+        let profile_ms = match &self.observer {
+            StepObserver::Profile(o) => o.ms,
+            _ => 0.0,
+        };
+        StepDone { profile_ms }
     }
 }
 

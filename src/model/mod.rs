@@ -58,6 +58,11 @@ impl Workspace {
     pub fn set_exact(&mut self, exact: bool) {
         self.acts.set_exact(exact);
     }
+
+    /// The logits of the last forward pass's wanted rows, `[rows, vocab]`.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
 }
 
 /// One sequence's part in [`Model::forward_batch`]: its new tokens, the cache they are
