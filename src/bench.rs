@@ -15,7 +15,7 @@
 use crate::error::{Error, Result};
 use crate::fastgen::{CompressedCache, KvKind, KvSettings, TokenClasses};
 use crate::kv_cache::{KvCache, KvDtype};
-use crate::model::{Model, SeqRows, Workspace};
+use crate::model::{Model, Workspace};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -279,7 +279,8 @@ impl<'m> Bench<'m> {
 
 impl Bench<'_> {
     /// `seqs` sequences, each prefilled with the same `depth` tokens, then decoding `tokens`
-    /// steps together: one forward pass per step over one row of each.
+    /// steps together: one forward pass per step over one row of each, each sequence
+    /// profiling and evicting under `kv` as it would alone.
     fn run_batch(
         &mut self,
         tokens: usize,
@@ -288,46 +289,42 @@ impl Bench<'_> {
         kv: &KvSettings,
         dtype: KvDtype,
     ) -> Result<Sample> {
-        if kv.kind != KvKind::Full {
-            return Err(Error::InvalidSetting(format!(
-                "a batch of {seqs} sequences runs with the full cache only for now \
-                 (compressed caches drive the model one sequence at a time); use --kv full"
-            )));
-        }
         let model = self.model;
-        let (prose, ws) = (&self.prose, &mut self.ws);
-        let mut caches: Vec<KvCache> = (0..seqs).map(|_| model.new_cache(dtype)).collect();
-        for c in &mut caches {
-            c.reserve_total(depth + tokens);
+        // Full decodes from an empty cache; a compressing one needs a prompt.
+        let depth = if kv.kind == KvKind::Full {
+            depth
+        } else {
+            depth.max(1)
+        };
+        let mut caches = Vec::with_capacity(seqs);
+        for _ in 0..seqs {
+            let mut c = self.cache(kv, dtype)?;
+            c.reserve_full(depth + tokens);
             if depth > 0 {
-                model.forward(&prose[..depth], c, ws, depth, &mut |_, _| {})?;
+                c.prefill(model, &mut self.ws, &self.prose[..depth])?;
             }
+            caches.push(c);
         }
+        let (prose, ws) = (&self.prose, &mut self.ws);
         let mut read = 0usize;
         let (tok_s, cpu_tok_s) = timed(seqs * tokens, || {
-            for t in &prose[depth..depth + tokens] {
-                let mut rows: Vec<SeqRows> = caches
-                    .iter_mut()
-                    .map(|cache| SeqRows {
-                        tokens: std::slice::from_ref(t),
-                        cache,
-                        observer: None,
-                        logits_from: 0,
-                    })
-                    .collect();
-                model.forward_batch(&mut rows, ws, &mut |_, _, _| {})?;
-                read += caches.iter().map(kv_bytes).sum::<usize>();
+            for &t in &prose[depth..depth + tokens] {
+                let mut refs: Vec<&mut CompressedCache> = caches.iter_mut().collect();
+                let step = vec![t; seqs];
+                CompressedCache::decode_batch(model, ws, &mut refs, &step, &mut |_, _| {})?;
+                read += caches.iter().map(|c| kv_bytes(c.kv())).sum::<usize>();
             }
             Ok(())
         })?;
-        let allocated = caches.iter().map(|c| c.allocated_bytes()).sum();
+        let reports: Vec<_> = caches.iter().map(|c| c.report()).collect();
+        let n = seqs as f64;
         Ok(Sample {
             tok_s,
             kv_bytes_per_token: read as f64 / (seqs * tokens).max(1) as f64,
             cpu_tok_s,
-            pruned_ratio: 0.0,
-            kv_bytes_allocated: allocated,
-            profile_ms: 0.0,
+            pruned_ratio: reports.iter().map(|r| r.pruned_ratio_mean).sum::<f64>() / n,
+            kv_bytes_allocated: reports.iter().map(|r| r.kv_bytes_allocated).sum(),
+            profile_ms: reports.iter().map(|r| r.profile_ms).sum(),
         })
     }
 }

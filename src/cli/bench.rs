@@ -30,8 +30,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     gen: usize,
     /// Sequences decoding together in the decode tests (comma-separated, e.g. 1,4,8): one
-    /// forward pass per step over one token of each; tokens/s counts all of them. Above 1,
-    /// full cache only.
+    /// forward pass per step over one token of each; tokens/s counts all of them.
     #[arg(long, default_value = "1", value_delimiter = ',')]
     batch: Vec<usize>,
     /// Measured runs per test (after one warm-up run).

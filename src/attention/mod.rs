@@ -1,0 +1,132 @@
+//! Scaled dot-product attention over the per-(layer, KV head) cache buffers.
+//!
+//! Grouped-query attention: the `group` query heads that share a KV head are handled in one
+//! pass over that head's keys and values. Any head may hold any subset of positions (slots
+//! are in increasing position order), so the causal mask is "slots up to `visible(pos)`".
+//!
+//! Decode ([`attend_one`]) splits each head's slots into chunks that the threads of the pool
+//! take in parallel (split-K, as flash-decoding): a chunk yields its scores, their local
+//! maximum and exp-sum, and its part of the output; the parts are merged with the global
+//! maximum. On AVX-512 the keys and values are read as stored (f16 or f32) and converted in
+//! registers; on AVX2 the portable chunk is compiled for AVX2; elsewhere it runs as plain
+//! Rust.
+//!
+//! Files: `decode.rs` (split-K decode), `prefill.rs` (tiled prefill), `reference.rs` (the
+//! portable reference the others are tested against), `x86.rs` (AVX-512 kernels).
+//!
+//! Prefill ([`attend_batch`]) works in tiles: a block of query rows against a block of keys
+//! (converted to f32 once per tile, keys transposed so scores are plain vector FMAs), with an
+//! online softmax carried across key blocks (flash attention).
+
+use crate::kv_cache::{HeadCache, RowsRef};
+use crate::model::ops::softmax;
+use crate::pool::{self, Chunks};
+use std::cell::RefCell;
+
+mod decode;
+mod prefill;
+mod reference;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+pub use decode::attend_one;
+use decode::*;
+pub use prefill::attend_batch;
+use prefill::*;
+use reference::*;
+
+/// Dot product written with eight independent lanes so that it vectorises.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `acc += w * v`.
+#[inline]
+fn axpy(acc: &mut [f32], w: f32, v: &[f32]) {
+    for (a, &x) in acc.iter_mut().zip(v) {
+        *a += w * x;
+    }
+}
+
+/// A raw pointer that threads of one pool step share to write disjoint parts of a buffer.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: only used to write disjoint ranges from the threads of one pool step.
+unsafe impl Sync for SyncPtr {}
+unsafe impl Send for SyncPtr {}
+
+impl SyncPtr {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    fn ptr(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Rows `start .. start + n` of a `[len, hd]` buffer as f32 into `dst`.
+fn rows_f32(r: RowsRef, hd: usize, start: usize, n: usize, dst: &mut [f32]) {
+    let (a, b) = (start * hd, (start + n) * hd);
+    match r {
+        RowsRef::F32(v) => dst[..b - a].copy_from_slice(&v[a..b]),
+        RowsRef::F16(v) => {
+            half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[a..b], &mut dst[..b - a])
+        }
+    }
+}
+
+/// `e^x` to about 2 ulp for `x` in [-87, 88] (clamped outside), written so that a loop over
+/// it vectorises: 2^n by exponent bits, `e^r` by a degree-6 polynomial on |r| <= ln2 / 2.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + 0.5).floor();
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.0 / 720.0;
+    let p = p * r + 1.0 / 120.0;
+    let p = p * r + 1.0 / 24.0;
+    let p = p * r + 1.0 / 6.0;
+    let p = p * r + 0.5;
+    let p = p * r + 1.0;
+    let p = p * r + 1.0;
+    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub use crate::cpu::{avx2 as has_avx2, avx512 as has_avx512};
+    use crate::kv_cache::HeadCache;
+    pub fn usable(_: usize) -> bool {
+        false
+    }
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn decode_chunk(
+        _: &HeadCache,
+        _: &[f32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: *mut f32,
+        _: usize,
+        _: &mut [f32],
+    ) {
+        unreachable!()
+    }
+}
