@@ -17,7 +17,7 @@ pub enum Error {
     /// The file claims to be GGUF but its contents are inconsistent or truncated.
     #[error("malformed GGUF: {0}")]
     Gguf(String),
-    #[error("unsupported architecture '{0}' (supported: llama, qwen2)")]
+    #[error("unsupported architecture '{0}' (supported: {known})", known = crate::model::arch::names().join(", "))]
     UnsupportedArch(String),
     #[error("unsupported tensor type {0}")]
     UnsupportedTensorType(String),

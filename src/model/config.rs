@@ -1,38 +1,12 @@
 //! Hyperparameters of a decoder-only transformer, read from GGUF metadata.
 //!
-//! Architectures differ in a handful of facts; each is a field here, filled from the file's
-//! own keys (`{arch}.block_count`, `{arch}.rope.freq_base`, ...) or, where GGUF does not
-//! record it, from the small per-architecture table below (rope pairing).
+//! Each number is filled from the file's own keys (`{arch}.block_count`,
+//! `{arch}.rope.freq_base`, ...); what GGUF does not record comes from the architecture's
+//! spec (`arch`).
 
+use super::arch::{self, ArchSpec};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
-
-/// How RoPE pairs the dimensions of a head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RopeStyle {
-    /// Adjacent pairs `(x[2i], x[2i+1])` (llama; GGUF converters permute Q/K for this).
-    Interleaved,
-    /// Halves `(x[i], x[i + d/2])` (GPT-NeoX, Qwen2).
-    Neox,
-}
-
-/// Facts about an architecture that GGUF metadata does not carry.
-struct ArchTraits {
-    name: &'static str,
-    rope: RopeStyle,
-}
-
-/// The architectures fastgen runs. Anything else is refused by name.
-const ARCHITECTURES: &[ArchTraits] = &[
-    ArchTraits {
-        name: "llama",
-        rope: RopeStyle::Interleaved,
-    },
-    ArchTraits {
-        name: "qwen2",
-        rope: RopeStyle::Neox,
-    },
-];
 
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
@@ -49,17 +23,15 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     /// Dimensions of each head that RoPE rotates (the rest pass through).
     pub rope_dims: usize,
-    pub rope_style: RopeStyle,
     pub rms_eps: f32,
+    /// What the architecture does that the file does not say.
+    pub spec: ArchSpec,
 }
 
 impl ModelConfig {
     pub fn from_gguf(g: &Gguf) -> Result<ModelConfig> {
         let arch = g.arch()?.to_string();
-        let traits = ARCHITECTURES
-            .iter()
-            .find(|a| a.name == arch)
-            .ok_or_else(|| Error::UnsupportedArch(arch.clone()))?;
+        let spec = arch::spec(&arch)?;
         let key = |k: &str| format!("{arch}.{k}");
         let get = |k: &str| -> Result<usize> { to_usize(g.get_u64(&key(k))?, &key(k)) };
 
@@ -104,8 +76,8 @@ impl ModelConfig {
             vocab_size,
             rope_theta,
             rope_dims,
-            rope_style: traits.rope,
             rms_eps,
+            spec,
         };
         cfg.validate()?;
         Ok(cfg)

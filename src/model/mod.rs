@@ -1,4 +1,4 @@
-//! The decoder-only transformer forward pass (llama and qwen2 families).
+//! The decoder-only transformer forward pass (the architectures of `arch`).
 //!
 //! Per layer: RMS norm, Q/K/V projections (+ bias for qwen2), RoPE, append K/V to the
 //! per-head cache, grouped-query attention, output projection and residual; RMS norm,
@@ -6,6 +6,7 @@
 //! the token embedding when the file has no `output.weight`). Prompt tokens go through in
 //! batches (`UBATCH`); decoding is a batch of one.
 
+pub mod arch;
 pub mod config;
 pub mod hook;
 pub mod matmul;
@@ -87,7 +88,7 @@ impl Model {
         let gguf = Gguf::open(path)?;
         let cfg = ModelConfig::from_gguf(&gguf)?;
         let weights = Weights::load(&gguf, &cfg)?;
-        let rope = Rope::new(cfg.rope_style, cfg.head_dim, cfg.rope_dims, cfg.rope_theta);
+        let rope = Rope::new(cfg.spec.rope, cfg.head_dim, cfg.rope_dims, cfg.rope_theta);
         Ok(Model {
             cfg,
             weights,

@@ -1,6 +1,6 @@
 //! Element-wise and row-wise operations of the forward pass. Rows are `[n, dim]` row-major.
 
-use super::config::RopeStyle;
+use super::arch::RopeStyle;
 
 /// `out = x / rms(x) * w` for each row; the mean square is accumulated in f64 as llama.cpp does.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {

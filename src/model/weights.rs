@@ -3,6 +3,7 @@
 //! Matrices stay in the memory-mapped file, quantised; only the small vectors (norms,
 //! biases) are copied out as f32.
 
+use super::arch::Presence;
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo};
@@ -60,9 +61,9 @@ impl Weights {
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}");
             let bias = |s: &str, len: usize| -> Result<Option<Vec<f32>>> {
-                match g.tensor(&n(s)) {
-                    Some(_) => vector(g, &n(s), len).map(Some),
-                    None => Ok(None),
+                match (g.tensor(&n(s)), cfg.spec.qkv_bias) {
+                    (Some(_), _) | (None, Presence::Required) => vector(g, &n(s), len).map(Some),
+                    (None, Presence::Optional) => Ok(None),
                 }
             };
             layers.push(LayerWeights {

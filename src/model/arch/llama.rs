@@ -1,0 +1,15 @@
+//! `llama`: Llama 1/2, SmolLM2 and the many files that declare this architecture.
+//!
+//! - RoPE on adjacent pairs: the GGUF converter permutes the Q and K rows so that llama.cpp's
+//!   interleaved rotation gives the original model's (LLM_ARCH_LLAMA uses LLAMA_ROPE_TYPE_NORM).
+//! - Pre-norm blocks (RMS norm before attention and before the feed-forward), SwiGLU MLP.
+//! - No Q/K/V biases in the original models; llama.cpp loads them when a file has them.
+//! - The output projection may be tied to the token embedding (no `output.weight`).
+
+use super::{ArchSpec, Presence, RopeStyle};
+
+pub const SPEC: ArchSpec = ArchSpec {
+    name: "llama",
+    rope: RopeStyle::Interleaved,
+    qkv_bias: Presence::Optional,
+};
