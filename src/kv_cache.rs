@@ -41,6 +41,44 @@ pub enum RowsRef<'a> {
     F32(&'a [f32]),
 }
 
+impl RowsRef<'_> {
+    /// Rows `start .. start + n` of `[len, head_dim]` as f32 into `dst` (the storage
+    /// format's one row load that kernels without their own conversion use).
+    pub fn rows_f32(self, head_dim: usize, start: usize, n: usize, dst: &mut [f32]) {
+        let (a, b) = (start * head_dim, (start + n) * head_dim);
+        match self {
+            RowsRef::F32(v) => dst[..b - a].copy_from_slice(&v[a..b]),
+            RowsRef::F16(v) => {
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[a..b], &mut dst[..b - a])
+            }
+        }
+    }
+}
+
+/// What attention reads of one (layer, KV head): its keys and values in their storage
+/// format and the position of every slot. Kernels take this view, never the cache itself,
+/// so a new storage format is a new `RowsRef` variant with its loads, not kernel edits.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadView<'a> {
+    pub keys: RowsRef<'a>,   // [len, head_dim]
+    pub values: RowsRef<'a>, // [len, head_dim]
+    pub positions: &'a [u32],
+    pub head_dim: usize,
+}
+
+impl HeadView<'_> {
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+    /// Number of slots visible to a query at `pos` (causal mask: slots at positions <= pos).
+    pub fn visible(&self, pos: u32) -> usize {
+        self.positions.partition_point(|&p| p <= pos)
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Rows {
     F16(Vec<f16>),
@@ -206,17 +244,18 @@ impl HeadCache {
     pub fn head_dim(&self) -> usize {
         self.head_dim
     }
-    /// All keys as stored, `[len, head_dim]`.
-    pub fn keys_raw(&self) -> RowsRef<'_> {
-        self.keys.view()
-    }
-    /// All values as stored, `[len, head_dim]`.
-    pub fn values_raw(&self) -> RowsRef<'_> {
-        self.values.view()
+    /// The head as attention reads it.
+    pub fn view(&self) -> HeadView<'_> {
+        HeadView {
+            keys: self.keys.view(),
+            values: self.values.view(),
+            positions: &self.pos,
+            head_dim: self.head_dim,
+        }
     }
     /// Number of slots visible to a query at `pos` (causal mask: slots at positions <= pos).
     pub fn visible(&self, pos: u32) -> usize {
-        self.pos.partition_point(|&p| p <= pos)
+        self.view().visible(pos)
     }
     /// Keeps the slots whose flag is set (`keep.len() == len()`), preserving their order.
     pub fn retain(&mut self, keep: &[bool]) {

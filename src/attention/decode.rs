@@ -140,7 +140,16 @@ pub(super) fn attend_one_fast(
                     part.ptr().add(t.start * group * pstride),
                     group * pstride,
                 );
-                kernel(&heads[h], &qs[..span], group, j0, j1, dst[h].ptr(), n, p);
+                kernel(
+                    heads[h].view(),
+                    &qs[..span],
+                    group,
+                    j0,
+                    j1,
+                    dst[h].ptr(),
+                    n,
+                    p,
+                );
             }
         }
     };
@@ -228,10 +237,10 @@ pub(super) const MAX_HD: usize = 256;
 ///
 /// # Safety
 /// `probs` rows hold `stride >= j1` floats, no other thread touches their columns
-/// `j0..j1`; `j0 < j1 <= head.len()`; `head.head_dim() <= MAX_HD`; the CPU runs the kernel
+/// `j0..j1`; `j0 < j1 <= head.len()`; `head.head_dim <= MAX_HD`; the CPU runs the kernel
 /// (as [`chunk_kernels`] checks).
 pub(super) type ChunkFn =
-    unsafe fn(&HeadCache, &[f32], usize, usize, usize, *mut f32, usize, &mut [f32]);
+    unsafe fn(HeadView, &[f32], usize, usize, usize, *mut f32, usize, &mut [f32]);
 
 /// The decode kernels this CPU runs for head dimension `hd`, best first (for tests).
 #[cfg(test)]
@@ -262,7 +271,7 @@ pub(super) fn chunk_kernel(hd: usize) -> ChunkFn {
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn decode_chunk_avx2(
-    head: &HeadCache,
+    head: HeadView,
     q: &[f32],
     group: usize,
     j0: usize,
@@ -277,7 +286,7 @@ pub(super) unsafe fn decode_chunk_avx2(
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn decode_chunk_avx2(
-    head: &HeadCache,
+    head: HeadView,
     q: &[f32],
     group: usize,
     j0: usize,
@@ -295,7 +304,7 @@ pub(super) unsafe fn decode_chunk_avx2(
 #[allow(clippy::too_many_arguments)]
 #[allow(clippy::missing_safety_doc)]
 pub(super) unsafe fn decode_chunk_portable(
-    head: &HeadCache,
+    head: HeadView,
     q: &[f32],
     group: usize,
     j0: usize,
@@ -305,13 +314,13 @@ pub(super) unsafe fn decode_chunk_portable(
     part: &mut [f32],
 ) {
     const B: usize = 16;
-    let hd = head.head_dim();
+    let hd = head.head_dim;
     let mut buf = [0f32; B * MAX_HD];
     let n = j1 - j0;
     let row = |g: usize| std::slice::from_raw_parts_mut(probs.add(g * stride + j0), n);
     for b0 in (0..n).step_by(B) {
         let nk = B.min(n - b0);
-        rows_f32(head.keys_raw(), hd, j0 + b0, nk, &mut buf);
+        head.keys.rows_f32(hd, j0 + b0, nk, &mut buf);
         for g in 0..group {
             let qg = &q[g * hd..(g + 1) * hd];
             let r = row(g);
@@ -335,7 +344,7 @@ pub(super) unsafe fn decode_chunk_portable(
     }
     for b0 in (0..n).step_by(B) {
         let nk = B.min(n - b0);
-        rows_f32(head.values_raw(), hd, j0 + b0, nk, &mut buf);
+        head.values.rows_f32(hd, j0 + b0, nk, &mut buf);
         for g in 0..group {
             let r = row(g);
             let o = &mut part[g * (2 + hd) + 2..(g + 1) * (2 + hd)];

@@ -18,7 +18,7 @@
 //! (converted to f32 once per tile, keys transposed so scores are plain vector FMAs), with an
 //! online softmax carried across key blocks (flash attention).
 
-use crate::kv_cache::{HeadCache, RowsRef};
+use crate::kv_cache::{HeadCache, HeadView};
 use crate::model::ops::softmax;
 use crate::pool::{self, Chunks};
 use std::cell::RefCell;
@@ -78,17 +78,6 @@ impl SyncPtr {
     }
 }
 
-/// Rows `start .. start + n` of a `[len, hd]` buffer as f32 into `dst`.
-fn rows_f32(r: RowsRef, hd: usize, start: usize, n: usize, dst: &mut [f32]) {
-    let (a, b) = (start * hd, (start + n) * hd);
-    match r {
-        RowsRef::F32(v) => dst[..b - a].copy_from_slice(&v[a..b]),
-        RowsRef::F16(v) => {
-            half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[a..b], &mut dst[..b - a])
-        }
-    }
-}
-
 /// `e^x` to about 2 ulp for `x` in [-87, 88] (clamped outside), written so that a loop over
 /// it vectorises: 2^n by exponent bits, `e^r` by a degree-6 polynomial on |r| <= ln2 / 2.
 #[inline(always)]
@@ -112,7 +101,7 @@ pub fn exp_fast(x: f32) -> f32 {
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
     pub use crate::cpu::{avx2 as has_avx2, avx512 as has_avx512};
-    use crate::kv_cache::HeadCache;
+    use crate::kv_cache::HeadView;
     pub fn usable(_: usize) -> bool {
         false
     }

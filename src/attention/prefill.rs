@@ -57,7 +57,7 @@ pub(super) fn attend_batch_with(
             let (h, qb) = (t % heads.len(), t / heads.len());
             let r0 = qb * Q_BLOCK;
             let r1 = (r0 + Q_BLOCK).min(n_tok);
-            let head = &heads[h];
+            let head = heads[h].view();
             let vis: Vec<usize> = positions[r0..r1].iter().map(|&p| head.visible(p)).collect();
             if avx512 {
                 // SAFETY: `avx512` only when the CPU has it.
@@ -119,7 +119,7 @@ impl Tile {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     pub(super) unsafe fn run_avx512(
         &mut self,
-        head: &HeadCache,
+        head: HeadView,
         q: &[f32],
         q_dim: usize,
         col: usize,
@@ -158,7 +158,7 @@ impl Tile {
     #[cfg(not(target_arch = "x86_64"))]
     pub(super) unsafe fn run_avx512(
         &mut self,
-        head: &HeadCache,
+        head: HeadView,
         q: &[f32],
         q_dim: usize,
         col: usize,
@@ -173,7 +173,7 @@ impl Tile {
     #[inline(always)]
     pub(super) fn run_body(
         &mut self,
-        head: &HeadCache,
+        head: HeadView,
         q: &[f32],
         q_dim: usize,
         col: usize,
@@ -253,9 +253,9 @@ impl Tile {
 
     /// Keys `k0 .. k0 + nk` transposed into `kt[d][j]` (zero past `nk`), values into `v`.
     #[inline(always)]
-    pub(super) fn load_block(&mut self, head: &HeadCache, k0: usize, nk: usize) {
+    pub(super) fn load_block(&mut self, head: HeadView, k0: usize, nk: usize) {
         let hd = self.hd;
-        rows_f32(head.keys_raw(), hd, k0, nk, &mut self.tmp);
+        head.keys.rows_f32(hd, k0, nk, &mut self.tmp);
         for (j, row) in self.tmp[..nk * hd].chunks_exact(hd).enumerate() {
             for (d, &x) in row.iter().enumerate() {
                 self.kt[d * K_BLOCK + j] = x;
@@ -264,7 +264,7 @@ impl Tile {
         for d in 0..hd {
             self.kt[d * K_BLOCK + nk..(d + 1) * K_BLOCK].fill(0.0);
         }
-        rows_f32(head.values_raw(), hd, k0, nk, &mut self.v);
+        head.values.rows_f32(hd, k0, nk, &mut self.v);
     }
 
     /// Divides each output by its softmax sum.

@@ -3,7 +3,7 @@
 
 #![allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
 
-use crate::kv_cache::{HeadCache, RowsRef};
+use crate::kv_cache::{HeadView, RowsRef};
 use std::arch::x86_64::*;
 
 use super::MAX_HD;
@@ -40,7 +40,7 @@ impl Load for f32 {
 /// `usable(hd)`; `probs` rows hold `stride >= j1` floats; `j1 <= head.len()`.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn decode_chunk(
-    head: &HeadCache,
+    head: HeadView,
     q: &[f32],
     group: usize,
     j0: usize,
@@ -49,11 +49,11 @@ pub unsafe fn decode_chunk(
     stride: usize,
     part: &mut [f32],
 ) {
-    match (head.keys_raw(), head.values_raw()) {
+    match (head.keys, head.values) {
         (RowsRef::F16(k), RowsRef::F16(v)) => chunk::<half::f16>(
             k.as_ptr(),
             v.as_ptr(),
-            head.head_dim(),
+            head.head_dim,
             q,
             group,
             j0,
@@ -65,7 +65,7 @@ pub unsafe fn decode_chunk(
         (RowsRef::F32(k), RowsRef::F32(v)) => chunk::<f32>(
             k.as_ptr(),
             v.as_ptr(),
-            head.head_dim(),
+            head.head_dim,
             q,
             group,
             j0,
