@@ -18,7 +18,7 @@
 //! Each arm prints one line, and one JSON line on stdout prefixed with `JSON `.
 
 use fastgen::chat::{ChatMessage, ChatTemplate};
-use fastgen::fastgen::{
+use fastgen::compress::{
     Budget, CompressedCache, GqaAgg, HhScores, KvKind, KvSettings, TokenClasses,
 };
 use fastgen::kv_cache::KvDtype;

@@ -3,7 +3,7 @@
 //! tokens of context, tokens/s). The context is real prose (the essays), not random ids,
 //! because what FastGen keeps depends on content.
 //!
-//! Every test runs under a KV cache method (`fastgen::KvSettings`): `full` is the plain
+//! Every test runs under a KV cache method (`compress::KvSettings`): `full` is the plain
 //! engine (the compressed cache passes straight through to the model); FastGen and the
 //! baselines profile and compress when the depth is prefilled, and evict after every
 //! decoded token, so their rows show what compression does to speed.
@@ -12,8 +12,8 @@
 //! per step over one row of each (`Model::forward_batch`), and reports the aggregate
 //! tokens/s: what a server gains by reading the weights once for all running requests.
 
+use crate::compress::{CompressedCache, KvKind, KvSettings, TokenClasses};
 use crate::error::{Error, Result};
-use crate::fastgen::{CompressedCache, KvKind, KvSettings, TokenClasses};
 use crate::kv_cache::{KvCache, KvDtype};
 use crate::model::{Model, Workspace};
 use std::sync::Arc;

@@ -67,7 +67,7 @@ pub struct Generation {
 }
 
 /// A sequence's cache as the generation loop drives it: the plain full cache, or a
-/// compressed one (`fastgen::CompressedCache`), which profiles in prefill and evicts after
+/// compressed one (`compress::CompressedCache`), which profiles in prefill and evicts after
 /// each decode step.
 pub trait Sequence {
     /// Runs the prompt; returns its last token's logits.

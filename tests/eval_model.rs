@@ -6,11 +6,11 @@
 //! on Qwen2.5-Coder, two HumanEval completions stop at the end of the function body and pass.
 
 use fastgen::chat::ChatTemplate;
+use fastgen::compress::{KvKind, KvSettings};
 use fastgen::eval::fidelity::{compare_arms, Windows};
 use fastgen::eval::niah::{self, FACT, NEEDLE, NEEDLE_QUESTION};
 use fastgen::eval::sweep::{self, SweepConfig, Task};
 use fastgen::eval::{data, longgen, needle, tasks, Engine};
-use fastgen::fastgen::{KvKind, KvSettings};
 use fastgen::kv_cache::KvDtype;
 use fastgen::model::{Model, Workspace};
 use fastgen::tokenizer::Tokenizer;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use fastgen::fastgen::{
+use fastgen::compress::{
     choose_policy, keep_set, Budget, CompressedCache, GqaAgg, HeadProfile, KvBudget, KvKind,
     KvSettings, Params, Pool, ProfileRows, SnapSettings, TokenClasses, DECODE_SPARE,
 };
@@ -282,7 +282,7 @@ fn registry() -> Vec<(&'static str, KvSettings)> {
         (
             "fastgen custom candidates, punct whitespace",
             KvSettings {
-                candidates: fastgen::fastgen::parse_candidates(
+                candidates: fastgen::compress::parse_candidates(
                     "special+punct+local,frequent+local,full",
                 )
                 .unwrap(),

@@ -3,8 +3,8 @@
 //! attention maps (min versus mean over a group), and decode eviction step by step
 //! (slot -> position after every step, for each policy).
 
-use fastgen::fastgen::classes::{CONTROL, PUNCT, SINK};
-use fastgen::fastgen::{
+use fastgen::compress::classes::{CONTROL, PUNCT, SINK};
+use fastgen::compress::{
     choose_policy, compress_head, default_candidates, evict_step, keep_set, replay_recovery,
     Budget, GqaAgg, HeadProfile, HeadState, Params, Policy, Tail,
 };
@@ -445,14 +445,14 @@ fn decode_capacity_stays_near_kept() {
     let mut st = HeadState::new(policy, scores);
     for q in 50..250u32 {
         if head.capacity() == head.len() {
-            head.reserve_exact(fastgen::fastgen::DECODE_SPARE);
+            head.reserve_exact(fastgen::compress::DECODE_SPARE);
         }
         head.push(q, &[0.0; 4], &[0.0; 4]);
         evict_step(&mut head, &mut st, None, &classes, q as usize + 1, &params);
         assert_eq!(head.len(), params.local.of(q as usize + 1));
         let spare = head.capacity() - head.len();
         assert!(
-            spare <= 2 * fastgen::fastgen::DECODE_SPARE,
+            spare <= 2 * fastgen::compress::DECODE_SPARE,
             "step {q}: {spare}"
         );
         assert_eq!(head.allocated_bytes(), head.capacity() * 2 * 4 * 2);

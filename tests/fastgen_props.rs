@@ -2,9 +2,9 @@
 //! adding parts never drops a token, the default candidate list is nested, and the one-pass
 //! recovery equals a row-by-row brute force.
 
-use fastgen::fastgen::classes::{CONTROL, PUNCT, SINK};
-use fastgen::fastgen::policy::part_keep;
-use fastgen::fastgen::{
+use fastgen::compress::classes::{CONTROL, PUNCT, SINK};
+use fastgen::compress::policy::part_keep;
+use fastgen::compress::{
     compress_head, default_candidates, evict_step, keep_set, replay_recovery, Budget, HeadProfile,
     HeadState, Params, Part, Policy, Tail,
 };

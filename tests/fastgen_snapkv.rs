@@ -2,8 +2,8 @@
 //! pooling, the window kept whatever the budget, the exact top-k, and Ada-KV's per-layer
 //! allocation moving budget from a focused head to a diffuse one.
 
-use fastgen::fastgen::snapkv::{choose_layer, pool, window_scores};
-use fastgen::fastgen::{HeadProfile, Params, Pool, SnapSettings};
+use fastgen::compress::snapkv::{choose_layer, pool, window_scores};
+use fastgen::compress::{HeadProfile, Params, Pool, SnapSettings};
 
 /// A head of one query head whose rows `from..s` are `row(i)` (each a distribution over
 /// keys `0..=i`), profiled over those rows only, as the engine profiles the window.
@@ -140,7 +140,7 @@ fn adakv_moves_budget_from_a_focused_head_to_a_diffuse_one() {
     let focused = head(20, 16, |i| row_with(&[(0, 0.9)], 16, i));
     let diffuse = head(20, 16, |i| vec![1.0 / (i + 1) as f32; i + 1]);
     let layer = [focused, diffuse];
-    let count = |c: &[fastgen::fastgen::SnapChoice]| {
+    let count = |c: &[fastgen::compress::SnapChoice]| {
         c.iter()
             .map(|c| c.keep.iter().filter(|&&k| k).count())
             .collect::<Vec<_>>()

@@ -5,7 +5,7 @@ use super::{KvArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fastgen::bench::{self, Bench, Sample, Test};
-use fastgen::fastgen::{KvKind, KvSettings};
+use fastgen::compress::{KvKind, KvSettings};
 use fastgen::kv_cache::KvDtype;
 use serde_json::json;
 use std::path::{Path, PathBuf};

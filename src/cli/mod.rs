@@ -12,7 +12,7 @@ mod tokenize;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fastgen::chat::{ChatMessage, ChatTemplate};
-use fastgen::fastgen::{
+use fastgen::compress::{
     parse_candidates, Budget, CompressedCache, KvSettings, SnapSettings, TokenClasses,
 };
 use fastgen::fetch as fetcher;

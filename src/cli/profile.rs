@@ -4,8 +4,8 @@
 use super::{KvArgs, ModelArgs, PromptArgs};
 use anyhow::{Context, Result};
 use clap::Args;
-use fastgen::fastgen::plot::{draw_policy_map, MapSpec};
-use fastgen::fastgen::KvKind;
+use fastgen::compress::plot::{draw_policy_map, MapSpec};
+use fastgen::compress::KvKind;
 use fastgen::model::Workspace;
 use std::path::PathBuf;
 

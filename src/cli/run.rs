@@ -3,7 +3,7 @@
 use super::{KvArgs, Loaded, ModelArgs, PromptArgs};
 use anyhow::{Context, Result};
 use clap::Args;
-use fastgen::fastgen::{CompressedCache, KvReport};
+use fastgen::compress::{CompressedCache, KvReport};
 use fastgen::generate::{generate, GenerateOptions, Generation};
 use fastgen::model::Workspace;
 use fastgen::sampling::SamplerConfig;

@@ -9,8 +9,8 @@
 
 use super::metrics::{compare, KldSummary, TokenCompare};
 use super::Engine;
+use crate::compress::KvSettings;
 use crate::error::{Error, Result};
-use crate::fastgen::KvSettings;
 use indicatif::ProgressBar;
 
 /// How the text is cut.
@@ -97,7 +97,7 @@ pub fn compare_arms(
         })
         .collect();
     let mut ws = engine.workspace();
-    let full_settings = KvSettings::with_kind(crate::fastgen::KvKind::Full);
+    let full_settings = KvSettings::with_kind(crate::compress::KvKind::Full);
     for &start in &starts {
         let ctx = &tokens[start..start + windows.ctx];
         let next = &tokens[start + windows.ctx..start + windows.ctx + windows.eval];

@@ -14,8 +14,8 @@ pub mod sandbox;
 
 use super::tasks::continue_greedy_until;
 use super::Engine;
+use crate::compress::KvSettings;
 use crate::error::{Error, Result};
-use crate::fastgen::KvSettings;
 use crate::fetch;
 use indicatif::ProgressBar;
 use sandbox::{Outcome, RunResult, Sandbox};

@@ -28,8 +28,8 @@ pub mod sweep;
 pub mod tasks;
 
 use crate::chat::{ChatMessage, ChatTemplate};
+use crate::compress::{CompressedCache, KvSettings, TokenClasses};
 use crate::error::Result;
-use crate::fastgen::{CompressedCache, KvSettings, TokenClasses};
 use crate::kv_cache::KvDtype;
 use crate::model::{Model, Workspace};
 use crate::tokenizer::Tokenizer;

@@ -6,8 +6,8 @@
 use super::niah::{self, FACT, FACT_ANSWER, FACT_QUESTION, NEEDLE, NEEDLE_ANSWER, NEEDLE_QUESTION};
 use super::tasks::continue_greedy;
 use super::Engine;
+use crate::compress::KvSettings;
 use crate::error::{Error, Result};
-use crate::fastgen::KvSettings;
 use indicatif::ProgressBar;
 
 const INTRO: &str = "Read the document below, then answer the question after it.\n\n";

@@ -6,8 +6,8 @@
 //! a TrueType font: without one (see `fastgen::plot::FONT_PATHS`, registered once for both
 //! kinds of figure) the figure is skipped.
 
+use crate::compress::plot::{bitmap_font, FONT};
 use crate::error::{Error, Result};
-use crate::fastgen::plot::{bitmap_font, FONT};
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use std::path::Path;

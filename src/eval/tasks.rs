@@ -5,8 +5,8 @@
 use super::data::{AlpacaItem, GsmCase};
 use super::metrics::{last_number, rouge_l_f1, words};
 use super::Engine;
+use crate::compress::{CompressedCache, KvSettings};
 use crate::error::Result;
-use crate::fastgen::{CompressedCache, KvSettings};
 use crate::model::Workspace;
 use indicatif::ProgressBar;
 

@@ -18,7 +18,7 @@ use super::kv::{KvGrant, KvKind, KvShape};
 use super::request::Prompt;
 use super::stop::StopMatcher;
 use fastgen::chat::ChatTemplate;
-use fastgen::fastgen::{
+use fastgen::compress::{
     CompressedCache, KvKind as LibKvKind, KvReport as LibKvReport, KvSettings, TokenClasses,
 };
 use fastgen::fetch;

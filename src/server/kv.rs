@@ -6,7 +6,7 @@
 use fastgen::kv_cache::KvDtype;
 
 /// T when a request names none: the library's default.
-pub const DEFAULT_RECOVERY: f64 = fastgen::fastgen::DEFAULT_RECOVERY;
+pub const DEFAULT_RECOVERY: f64 = fastgen::compress::DEFAULT_RECOVERY;
 
 /// The cache policy a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 use super::error::ApiError;
 use super::kv::{KvKind, KvRequest, DEFAULT_RECOVERY};
 use fastgen::chat::ChatMessage;
-use fastgen::fastgen::DEFAULT_COMPRESS_FROM;
+use fastgen::compress::DEFAULT_COMPRESS_FROM;
 use serde_json::{Map, Value};
 
 /// Most stop sequences per request (OpenAI's limit).

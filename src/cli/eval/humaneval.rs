@@ -4,10 +4,10 @@
 use super::{bar, full, with_engine, write_json, Common};
 use anyhow::{bail, Result};
 use clap::Args;
+use fastgen::compress::{KvKind, KvSettings};
 use fastgen::eval::humaneval::sandbox::{Limits, Sandbox};
 use fastgen::eval::humaneval::{self as he, Answer, Attempt, Comparison, Format, Problem};
 use fastgen::eval::Engine;
-use fastgen::fastgen::{KvKind, KvSettings};
 use serde_json::json;
 use std::time::{Duration, Instant};
 

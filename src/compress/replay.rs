@@ -7,7 +7,7 @@
 //! its attention to itself). Replay instead treats the last `W` prompt rows as decode steps:
 //! compress to the policy at `n = S - W`, then for each row `i` append position `i`, measure
 //! the row's attention on the kept slots, add the row to the scores and evict with
-//! [`keep_set`] at `n = i + 1`, exactly as [`crate::fastgen::evict_step`] does. Memory is the
+//! [`keep_set`] at `n = i + 1`, exactly as [`crate::compress::evict_step`] does. Memory is the
 //! `W x S` tail rows per query head, never `S x S`.
 
 use super::policy::{keep_set, Params, Part, Policy};

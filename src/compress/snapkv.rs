@@ -273,7 +273,7 @@ pub fn compress(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fastgen::{KvKind, KvSettings};
+    use crate::compress::{KvKind, KvSettings};
 
     #[test]
     fn settings_parse_validate_and_name_themselves() {

@@ -1,5 +1,5 @@
-//! FastGen (Ge et al., ICLR 2024): adaptive per-KV-head cache compression, and the paper's
-//! baselines in the same engine. The method and this project's choices: `docs/FASTGEN.md`.
+//! KV-cache compression: FastGen (Ge et al., ICLR 2024), adaptive per KV head, and the
+//! baselines in the same engine (`fastgen::compress::CompressedCache`, ...). The method and this project's choices: `docs/FASTGEN.md`.
 //!
 //! - `classes`: token classes from the vocabulary (special, punctuation, sink positions).
 //! - `policy`: parts and hybrids as data; `keep_set`, a pure function deciding what a head
