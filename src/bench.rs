@@ -180,6 +180,16 @@ pub fn weight_bytes_per_token(model: &Model) -> usize {
     layers + m(&w.output)
 }
 
+/// Context a decode test prefills: full decodes from an empty cache, a compressing one
+/// needs a prompt (one token at depth 0).
+fn context_depth(kv: &KvSettings, depth: usize) -> usize {
+    if kv.kind == KvKind::Full {
+        depth
+    } else {
+        depth.max(1)
+    }
+}
+
 /// KV bytes a decode step at the cache's current state reads.
 fn kv_bytes(cache: &KvCache) -> usize {
     cache.kept_entries() * cache.dtype.entry_bytes(cache.head_dim)
@@ -245,12 +255,7 @@ impl<'m> Bench<'m> {
                 (t, c, 0.0)
             }
             Test::Gen { tokens, depth, .. } => {
-                // Full decodes from an empty cache; a compressing one needs a prompt.
-                let depth = if kv.kind == KvKind::Full {
-                    depth
-                } else {
-                    depth.max(1)
-                };
+                let depth = context_depth(kv, depth);
                 if depth > 0 {
                     cache.prefill(model, ws, &prose[..depth])?;
                 }
@@ -275,9 +280,7 @@ impl<'m> Bench<'m> {
             profile_ms: report.profile_ms,
         })
     }
-}
 
-impl Bench<'_> {
     /// `seqs` sequences, each prefilled with the same `depth` tokens, then decoding `tokens`
     /// steps together: one forward pass per step over one row of each, each sequence
     /// profiling and evicting under `kv` as it would alone.
@@ -290,12 +293,7 @@ impl Bench<'_> {
         dtype: KvDtype,
     ) -> Result<Sample> {
         let model = self.model;
-        // Full decodes from an empty cache; a compressing one needs a prompt.
-        let depth = if kv.kind == KvKind::Full {
-            depth
-        } else {
-            depth.max(1)
-        };
+        let depth = context_depth(kv, depth);
         let mut caches = Vec::with_capacity(seqs);
         for _ in 0..seqs {
             let mut c = self.cache(kv, dtype)?;
@@ -307,10 +305,11 @@ impl Bench<'_> {
         }
         let (prose, ws) = (&self.prose, &mut self.ws);
         let mut read = 0usize;
+        let mut step = vec![0; seqs];
         let (tok_s, cpu_tok_s) = timed(seqs * tokens, || {
             for &t in &prose[depth..depth + tokens] {
                 let mut refs: Vec<&mut CompressedCache> = caches.iter_mut().collect();
-                let step = vec![t; seqs];
+                step.fill(t);
                 CompressedCache::decode_batch(model, ws, &mut refs, &step, &mut |_, _| {})?;
                 read += caches.iter().map(|c| kv_bytes(c.kv())).sum::<usize>();
             }

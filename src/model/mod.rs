@@ -3,8 +3,9 @@
 //! Per layer: RMS norm, Q/K/V projections (+ bias for qwen2), RoPE, append K/V to the
 //! per-head cache, grouped-query attention, output projection and residual; RMS norm,
 //! SwiGLU feed-forward and residual. Then the final norm and the output projection (tied to
-//! the token embedding when the file has no `output.weight`). Prompt tokens go through in
-//! batches (`UBATCH`); decoding is a batch of one.
+//! the token embedding when the file has no `output.weight`). Rows go through in ubatches of
+//! at most `UBATCH`: a prompt's tokens, or the new tokens of several sequences together
+//! (`forward_batch`), each sequence attending over its own cache.
 
 pub mod arch;
 pub mod config;
@@ -22,6 +23,7 @@ pub use config::ModelConfig;
 use hook::LayerObserver;
 use matmul::{matmul, matmul_many, matmul_swiglu, Acts, MatJob, MatmulScratch};
 use ops::Rope;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use weights::{Matrix, Weights};
 
@@ -76,11 +78,24 @@ pub struct SeqRows<'a> {
     pub logits_from: usize,
 }
 
-/// A run of one sequence's tokens inside a ubatch: `tokens[start..start + len]`.
+/// A run of one sequence's tokens inside a ubatch: `tokens[start..start + len]`, at batch
+/// rows `row..row + len`.
 struct Part {
     seq: usize,
     start: usize,
     len: usize,
+    row: usize,
+}
+
+impl Part {
+    fn rows(&self) -> Range<usize> {
+        self.row..self.row + self.len
+    }
+    /// Token indices of this part whose logits are wanted (those from `logits_from` on).
+    fn wanted(&self, logits_from: usize) -> Range<usize> {
+        let end = self.start + self.len;
+        logits_from.clamp(self.start, end)..end
+    }
 }
 
 impl Model {
@@ -193,17 +208,18 @@ impl Model {
         let mut parts = Vec::with_capacity(seqs.len());
         loop {
             parts.clear();
-            let mut room = UBATCH;
+            let mut row = 0;
             for (i, s) in seqs.iter().enumerate() {
-                let take = (s.tokens.len() - done[i]).min(room);
+                let take = (s.tokens.len() - done[i]).min(UBATCH - row);
                 if take > 0 {
                     parts.push(Part {
                         seq: i,
                         start: done[i],
                         len: take,
+                        row,
                     });
                     done[i] += take;
-                    room -= take;
+                    row += take;
                 }
             }
             if parts.is_empty() {
@@ -213,8 +229,7 @@ impl Model {
             let vocab = self.cfg.vocab_size;
             let mut rows = ws.logits.chunks_exact(vocab);
             for p in &parts {
-                let from = seqs[p.seq].logits_from.max(p.start);
-                for i in from..p.start + p.len {
+                for i in p.wanted(seqs[p.seq].logits_from) {
                     on_logits(
                         p.seq,
                         i,
@@ -270,7 +285,7 @@ impl Model {
         let c = &self.cfg;
         let w = &self.weights;
         let n: usize = parts.iter().map(|p| p.len).sum();
-        // Row r of the batch: its sequence's position, and where each part's rows begin.
+        // The position of every batch row in its sequence.
         let mut positions = std::mem::take(&mut ws.positions);
         positions.clear();
         for p in parts {
@@ -327,12 +342,8 @@ impl Model {
                 self.rope
                     .apply(&mut ws.k[i * kvd..(i + 1) * kvd], pos as usize);
             }
-            let mut r0 = 0;
             for p in parts {
-                let rows = r0..r0 + p.len;
-                r0 += p.len;
-                let seq = &mut seqs[p.seq];
-                self.attend_part(l, seq, &positions[rows.clone()], rows, ws);
+                self.attend_part(l, &mut seqs[p.seq], &positions[p.rows()], p.rows(), ws);
             }
             ws.acts.reset(n, qd);
             matmul(
@@ -377,16 +388,14 @@ impl Model {
 
         // Output: only the wanted rows, gathered (for one sequence, a suffix of its rows).
         let mut m = 0;
-        let mut r0 = 0;
         for p in parts {
-            let from = seqs[p.seq].logits_from.clamp(p.start, p.start + p.len) - p.start;
-            for r in r0 + from..r0 + p.len {
+            for i in p.wanted(seqs[p.seq].logits_from) {
+                let r = p.row + i - p.start;
                 if r != m {
                     ws.x.copy_within(r * d..(r + 1) * d, m * d);
                 }
                 m += 1;
             }
-            r0 += p.len;
         }
         ws.logits.resize(m * c.vocab_size, 0.0);
         if m == 0 {
@@ -416,7 +425,7 @@ impl Model {
         l: usize,
         seq: &mut SeqRows<'_>,
         positions: &[u32],
-        rows: std::ops::Range<usize>,
+        rows: Range<usize>,
         ws: &mut Workspace,
     ) {
         let c = &self.cfg;
