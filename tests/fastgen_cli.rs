@@ -94,7 +94,9 @@ fn run_json_has_the_kv_accounting() {
     // The default defers compression: so short a sequence stays whole, and says so.
     let (stderr, doc) = run(&[]);
     assert!(
-        stderr.contains("kv fastgen T=0.9 replay:128 grace:32 hh:causal from:512: not compressed"),
+        stderr.contains(
+            "kv fastgen T=0.92 replay:128 grace:32 hh:causal gqa:mean from:512: not compressed"
+        ),
         "{stderr}"
     );
     assert_eq!(doc["kv"]["pruned_ratio"], 0.0);
@@ -104,7 +106,7 @@ fn run_json_has_the_kv_accounting() {
     // Compression from the prompt on: the accounting of the chosen policies.
     let (stderr, doc) = run(&["--compress-from", "0"]);
     assert!(
-        stderr.contains("kv fastgen T=0.9 replay:128 grace:32 hh:causal: pruned"),
+        stderr.contains("kv fastgen T=0.92 replay:128 grace:32 hh:causal gqa:mean: pruned"),
         "{stderr}"
     );
     let kv = &doc["kv"];
@@ -127,7 +129,7 @@ fn run_json_has_the_kv_accounting() {
         assert!(!kv[key].is_null(), "kv.{key} missing: {kv}");
     }
     assert_eq!(kv["policy"], "fastgen");
-    assert_eq!(kv["recovery"], 0.9);
+    assert_eq!(kv["recovery"], 0.92);
     let policies = kv["policies"].as_array().unwrap();
     assert_eq!(policies.len(), 30);
     assert_eq!(policies[0].as_array().unwrap().len(), 3);
@@ -140,7 +142,7 @@ fn run_json_has_the_kv_accounting() {
     // window would keep the whole of so short a prompt.)
     let (stderr, doc) = run(&["--kv-budget", "70%", "--grace", "0", "--compress-from", "0"]);
     assert!(
-        stderr.contains("kv fastgen budget 70% kept replay:128 hh:causal (picked T="),
+        stderr.contains("kv fastgen budget 70% kept replay:128 hh:causal gqa:mean (picked T="),
         "{stderr}"
     );
     let t = doc["kv"]["recovery"].as_f64().unwrap();

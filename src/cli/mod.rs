@@ -171,7 +171,7 @@ pub struct KvArgs {
     #[arg(long, default_value = "fastgen")]
     kv: String,
     /// FastGen recovery threshold T: each KV head takes the first candidate keeping this
-    /// share of its attention (default 0.90; fastgen-paper 0.95).
+    /// share of its attention (default 0.92; fastgen-paper 0.95).
     #[arg(long, allow_negative_numbers = true)]
     recovery: Option<f64>,
     /// r_l: the local part keeps the last ceil(r_l * n) tokens.
@@ -184,7 +184,7 @@ pub struct KvArgs {
     #[arg(long, default_value_t = 1)]
     sink_tokens: usize,
     /// How a grouped-query KV head aggregates its query heads' recoveries: min or mean
-    /// (default: min).
+    /// (default: mean; fastgen-paper min).
     #[arg(long)]
     gqa_agg: Option<String>,
     /// Count whitespace-only tokens as punctuation.

@@ -42,7 +42,8 @@ pub use policy::{
 pub use profile::{choose_policy, GqaAgg, HeadProfile, ProfileRows};
 pub use replay::{replay_recovery, Tail};
 pub use settings::{
-    HhScores, KvBudget, KvKind, KvSettings, DEFAULT_COMPRESS_FROM, DEFAULT_RECOVERY,
+    HhScores, KvBudget, KvKind, KvSettings, DEFAULT_COMPRESS_FROM, DEFAULT_GQA_AGG,
+    DEFAULT_RECOVERY,
 };
 pub use snapkv::{Pool, SnapChoice, SnapSettings};
 pub use stats::{KvReport, KvStats};

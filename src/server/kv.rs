@@ -106,10 +106,11 @@ pub fn estimate_kv_bytes(
 /// The fraction of the full cache a policy keeps, as a function of T: an upper estimate used
 /// only for admission (the real figure depends on the prompt and is reported afterwards).
 ///
-/// For FastGen it interpolates kept fractions measured with the default `--kv fastgen` on
+/// For FastGen it interpolates kept fractions measured with `--kv fastgen --gqa-agg min` on
 /// 1,000 tokens of essay prose (`fastgen profile --recovery T`: SmolLM2 and Qwen2.5 at
-/// T = 0.90 / 0.95 / 0.98 / 0.99 kept at most 87% / 93% / 99% / 100%; the default prunes less
-/// than the paper's rules at a given T), rising to 1 at T = 1; it never decreases as T rises, which admission relies on. The
+/// T = 0.90 / 0.95 / 0.98 / 0.99 kept at most 87% / 93% / 99% / 100%; the default `mean`
+/// aggregation keeps less, so these stay upper estimates), rising to 1 at T = 1; it never
+/// decreases as T rises, which admission relies on. The
 /// baselines keep their configured budgets: window 30% plus the sink, h2o 30% + 30%.
 fn kept_fraction(kind: KvKind, t: f64) -> f64 {
     const FASTGEN: [(f64, f64); 5] = [
