@@ -12,11 +12,10 @@
 //! per step over one row of each (`Model::forward_batch`), and reports the aggregate
 //! tokens/s: what a server gains by reading the weights once for all running requests.
 
-use crate::compress::{CompressedCache, KvKind, KvSettings, TokenClasses};
+use crate::compress::{CacheFactory, CompressedCache, KvKind, KvSettings};
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvDtype};
 use crate::model::{Model, Workspace};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// What a test measures.
@@ -200,13 +199,12 @@ pub struct Bench<'m> {
     pub model: &'m Model,
     prose: Vec<u32>,
     ws: Workspace,
-    /// Token classes with and without whitespace as punctuation.
-    classes: [Arc<TokenClasses>; 2],
+    caches: CacheFactory,
 }
 
 impl<'m> Bench<'m> {
     /// Prepares prose for the largest of `tests`.
-    pub fn new(model: &'m Model, tests: &[Test]) -> Result<Bench<'m>> {
+    pub fn new(model: &'m Model, tests: &[Test], dtype: KvDtype) -> Result<Bench<'m>> {
         let need = tests.iter().map(|t| t.tokens_needed()).max().unwrap_or(0);
         if need > model.cfg.n_ctx {
             return Err(Error::ContextOverflow {
@@ -216,36 +214,27 @@ impl<'m> Bench<'m> {
         }
         let prose = prose_tokens(model, need)?;
         let tok = crate::tokenizer::Tokenizer::from_gguf(model.gguf())?;
-        let classes = [false, true].map(|w| Arc::new(TokenClasses::from_tokenizer(&tok, w)));
+        let caches = CacheFactory::new(&model.cfg, &tok, dtype);
         Ok(Bench {
             model,
             prose,
             ws: Workspace::default(),
-            classes,
+            caches,
         })
     }
 
-    fn cache(&self, kv: &KvSettings, dtype: KvDtype) -> Result<CompressedCache> {
-        CompressedCache::new(
-            &self.model.cfg,
-            dtype,
-            Arc::new(kv.clone()),
-            self.classes[usize::from(kv.punct_whitespace)].clone(),
-        )
-    }
-
     /// One run of `test` under the cache method `kv`.
-    pub fn run(&mut self, test: Test, kv: &KvSettings, dtype: KvDtype) -> Result<Sample> {
+    pub fn run(&mut self, test: Test, kv: &KvSettings) -> Result<Sample> {
         if let Test::Gen {
             tokens,
             depth,
             seqs: 2..,
         } = test
         {
-            return self.run_batch(tokens, depth, test.seqs(), kv, dtype);
+            return self.run_batch(tokens, depth, test.seqs(), kv);
         }
         let model = self.model;
-        let mut cache = self.cache(kv, dtype)?;
+        let mut cache = self.caches.cache(kv)?;
         let (prose, ws) = (&self.prose, &mut self.ws);
         let (tok_s, cpu_tok_s, kv_bytes_per_token) = match test {
             Test::Prompt { tokens } => {
@@ -290,13 +279,12 @@ impl<'m> Bench<'m> {
         depth: usize,
         seqs: usize,
         kv: &KvSettings,
-        dtype: KvDtype,
     ) -> Result<Sample> {
         let model = self.model;
         let depth = context_depth(kv, depth);
         let mut caches = Vec::with_capacity(seqs);
         for _ in 0..seqs {
-            let mut c = self.cache(kv, dtype)?;
+            let mut c = self.caches.cache(kv)?;
             c.reserve_full(depth + tokens);
             if depth > 0 {
                 c.prefill(model, &mut self.ws, &self.prose[..depth])?;

@@ -18,6 +18,16 @@ pub enum KvDtype {
 }
 
 impl KvDtype {
+    /// The names `--kv-dtype` and the server accept.
+    pub const NAMES: [&'static str; 2] = ["f16", "f32"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F16 => "f16",
+            KvDtype::F32 => "f32",
+        }
+    }
+
     /// Bytes of one stored element.
     pub fn bytes(self) -> usize {
         match self {
@@ -30,6 +40,28 @@ impl KvDtype {
     /// count of KV bytes (accounting, budgets, admission, benchmarks) goes through this.
     pub fn entry_bytes(self, head_dim: usize) -> usize {
         2 * head_dim * self.bytes()
+    }
+}
+
+impl std::str::FromStr for KvDtype {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> crate::error::Result<KvDtype> {
+        match s {
+            "f16" => Ok(KvDtype::F16),
+            "f32" => Ok(KvDtype::F32),
+            _ => Err(crate::error::Error::InvalidSetting(format!(
+                "unknown KV element type '{}' (known: {})",
+                s.escape_debug(),
+                KvDtype::NAMES.join(", ")
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for KvDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

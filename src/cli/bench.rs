@@ -109,7 +109,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("nothing to run: --prompt and --gen are both 0");
     }
     let dtype = a.kv.dtype();
-    let mut b = Bench::new(model, &tests)?;
+    let mut b = Bench::new(model, &tests, dtype)?;
     let wbytes = bench::weight_bytes_per_token(model);
     let model_name = model
         .path
@@ -126,7 +126,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         for (name, kv) in &caches {
             bench::reset_peak_rss();
             // Warm-up: page in the weights, size the buffers, wake the threads.
-            b.run(test, kv, dtype)?;
+            b.run(test, kv)?;
             let mut row = Row {
                 test,
                 kv: name.clone(),
@@ -135,7 +135,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 llama: Vec::new(),
             };
             for _ in 0..a.reps {
-                row.ours.push(b.run(test, kv, dtype)?);
+                row.ours.push(b.run(test, kv)?);
                 // llama.cpp has no compressed cache (and llama-bench no batch of
                 // sequences): it runs beside the full one-sequence rows only.
                 if let (Some(lb), KvKind::Full, 1) = (&llama_bench, kv.kind, test.seqs()) {
@@ -177,7 +177,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             "kernels": fastgen::quant::kernels().name,
             "kv": caches.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
             "kv_settings": caches.iter().map(|(_, s)| s.label()).collect::<Vec<_>>(),
-            "kv_dtype": a.kv.kv_dtype,
+            "kv_dtype": a.kv.dtype().name(),
             "weight_bytes_per_token": wbytes,
             "rows": rows.iter().map(|r| row_json(r, wbytes)).collect::<Vec<_>>(),
         });

@@ -13,14 +13,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fastgen::chat::{ChatMessage, ChatTemplate};
 use fastgen::compress::{
-    parse_candidates, Budget, CompressedCache, KvSettings, SnapSettings, TokenClasses,
+    parse_candidates, Budget, CacheFactory, CompressedCache, KvSettings, SnapSettings,
 };
 use fastgen::fetch as fetcher;
 use fastgen::kv_cache::KvDtype;
 use fastgen::model::Model;
 use fastgen::tokenizer::Tokenizer;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -239,9 +238,9 @@ pub struct KvArgs {
     /// fastgen-paper 0; 0 compresses right after the prompt).
     #[arg(long)]
     compress_from: Option<usize>,
-    /// Element type of the KV cache.
-    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
-    kv_dtype: String,
+    /// Element type of the KV cache: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_dtype: KvDtype,
 }
 
 impl KvArgs {
@@ -290,21 +289,12 @@ impl KvArgs {
     }
 
     pub fn dtype(&self) -> KvDtype {
-        if self.kv_dtype == "f32" {
-            KvDtype::F32
-        } else {
-            KvDtype::F16
-        }
+        self.kv_dtype
     }
 
     /// An empty compressed cache for the loaded model.
     pub fn new_cache(&self, loaded: &Loaded, settings: KvSettings) -> Result<CompressedCache> {
-        let classes = TokenClasses::from_tokenizer(&loaded.tokenizer, settings.punct_whitespace);
-        Ok(CompressedCache::new(
-            &loaded.model.cfg,
-            self.dtype(),
-            Arc::new(settings),
-            Arc::new(classes),
-        )?)
+        let caches = CacheFactory::new(&loaded.model.cfg, &loaded.tokenizer, self.dtype());
+        Ok(caches.cache(&settings)?)
     }
 }

@@ -38,9 +38,9 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may run on after SIGTERM / Ctrl-C before they are cancelled.
     #[arg(long, default_value_t = 10.0)]
     grace_secs: f64,
-    /// Element type of the KV cache.
-    #[arg(long, default_value = "f16", value_parser = ["f16", "f32"])]
-    kv_dtype: String,
+    /// Element type of the KV cache: f16 or f32.
+    #[arg(long, default_value = "f16")]
+    kv_dtype: KvDtype,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -68,13 +68,8 @@ pub fn run(a: ServeArgs) -> Result<()> {
             Some((m * 1024.0 * 1024.0) as u64)
         }
     };
-    let kv_dtype = if a.kv_dtype == "f32" {
-        KvDtype::F32
-    } else {
-        KvDtype::F16
-    };
     let loaded = a.model.load()?;
-    let engine = Engine::new(loaded.model, loaded.tokenizer, loaded.template, kv_dtype);
+    let engine = Engine::new(loaded.model, loaded.tokenizer, loaded.template, a.kv_dtype);
     server::run(
         ServeConfig {
             host: a.host,

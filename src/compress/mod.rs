@@ -17,12 +17,14 @@
 //! - `cache`: `CompressedCache`, one sequence's heads: profiling inside prefill (or until
 //!   the deferred length), choosing, then evicting after each decode step.
 //! - `stats`: `KvReport`, the accounting of every run.
+//! - `factory`: `CacheFactory`, the one way front ends make a model's empty caches.
 //! - `plot`: the layer x KV-head policy map (the paper's Figure 3 for our models).
 
 pub mod budget;
 pub mod cache;
 pub mod choice;
 pub mod classes;
+pub mod factory;
 pub mod head;
 pub mod plot;
 pub mod policy;
@@ -34,6 +36,7 @@ pub mod stats;
 
 pub use cache::CompressedCache;
 pub use classes::TokenClasses;
+pub use factory::CacheFactory;
 pub use head::{compress_head, evict_step, HeadState, DECODE_SPARE};
 pub use policy::{
     default_candidates, keep_set, local_candidates, parse_candidates, parse_candidates_or_default,

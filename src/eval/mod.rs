@@ -28,12 +28,11 @@ pub mod sweep;
 pub mod tasks;
 
 use crate::chat::{ChatMessage, ChatTemplate};
-use crate::compress::{CompressedCache, KvSettings, TokenClasses};
+use crate::compress::{CacheFactory, CompressedCache, KvSettings};
 use crate::error::Result;
 use crate::kv_cache::KvDtype;
 use crate::model::{Model, Workspace};
 use crate::tokenizer::Tokenizer;
-use std::sync::Arc;
 
 /// The model under evaluation and what every cache of it needs.
 pub struct Engine<'a> {
@@ -43,9 +42,7 @@ pub struct Engine<'a> {
     pub dtype: KvDtype,
     /// Matrix products in f32 (activations not quantised): see [`Engine::workspace`].
     pub exact: bool,
-    /// Token classes with and without whitespace counted as punctuation (built once: the
-    /// vocabulary scan is the costly part of a new cache).
-    classes: [Arc<TokenClasses>; 2],
+    caches: CacheFactory,
 }
 
 impl<'a> Engine<'a> {
@@ -55,14 +52,13 @@ impl<'a> Engine<'a> {
         template: Option<&'a ChatTemplate>,
         dtype: KvDtype,
     ) -> Engine<'a> {
-        let classes = [false, true].map(|ws| Arc::new(TokenClasses::from_tokenizer(tokenizer, ws)));
         Engine {
             model,
             tokenizer,
             template,
             dtype,
             exact: false,
-            classes,
+            caches: CacheFactory::new(&model.cfg, tokenizer, dtype),
         }
     }
 
@@ -77,12 +73,7 @@ impl<'a> Engine<'a> {
 
     /// An empty cache with these settings.
     pub fn cache(&self, settings: &KvSettings) -> Result<CompressedCache> {
-        CompressedCache::new(
-            &self.model.cfg,
-            self.dtype,
-            Arc::new(settings.clone()),
-            self.classes[usize::from(settings.punct_whitespace)].clone(),
-        )
+        self.caches.cache(settings)
     }
 
     /// Plain text to ids, with the BOS token first when the model asks for one.

@@ -8,7 +8,7 @@
 //! or was cancelled) gives both back and wakes the queue. A waiting request that is dropped
 //! (its client went away) leaves the queue.
 
-use super::kv::{KvGrant, KvRequest};
+use super::kv::{recovery_adjustable, KvGrant, KvRequest};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
@@ -157,7 +157,7 @@ impl Admission {
     }
 
     fn lowest_recovery(&self, kv: KvRequest) -> f64 {
-        if kv.kind.recovery_adjustable() {
+        if recovery_adjustable(kv.kind) {
             kv.recovery.min(self.cfg.recovery_floor)
         } else {
             kv.recovery

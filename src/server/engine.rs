@@ -14,13 +14,11 @@
 //! Admission reserves `estimate_kv_bytes` for the request while it runs.
 
 use super::error::ApiError;
-use super::kv::{KvGrant, KvKind, KvShape};
+use super::kv::{recovery_adjustable, KvGrant, KvKind, KvShape};
 use super::request::Prompt;
 use super::stop::StopMatcher;
 use fastgen::chat::ChatTemplate;
-use fastgen::compress::{
-    CompressedCache, KvKind as LibKvKind, KvReport as LibKvReport, KvSettings, TokenClasses,
-};
+use fastgen::compress::{CacheFactory, KvReport as LibKvReport, KvSettings};
 use fastgen::fetch;
 use fastgen::generate::{generate, GenerateOptions, StopReason, Timing};
 use fastgen::kv_cache::KvDtype;
@@ -30,14 +28,14 @@ use fastgen::tokenizer::{StreamDecoder, Tokenizer};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// The `kv_stats` of a finished request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvReport {
     pub requested: KvKind,
     /// The policy that actually ran.
-    pub applied: &'static str,
+    pub applied: String,
     pub recovery_requested: f64,
     pub recovery: f64,
     pub pruned_ratio: f64,
@@ -63,7 +61,7 @@ impl KvReport {
         }
         KvReport {
             requested: grant.kind,
-            applied: grant.kind.as_str(),
+            applied: grant.kind.to_string(),
             recovery_requested: grant.recovery_requested,
             recovery: grant.recovery,
             pruned_ratio: r.pruned_ratio,
@@ -78,9 +76,9 @@ impl KvReport {
 
     pub fn to_json(&self) -> Value {
         let t = |x: f64| (x * 1e4).round() / 1e4;
-        let adjustable = self.requested.recovery_adjustable();
+        let adjustable = recovery_adjustable(self.requested);
         json!({
-            "kv_policy": self.requested.as_str(),
+            "kv_policy": self.requested.to_string(),
             "kv_policy_applied": self.applied,
             "kv_recovery": adjustable.then(|| t(self.recovery)),
             "kv_recovery_requested": adjustable.then(|| t(self.recovery_requested)),
@@ -148,8 +146,7 @@ pub struct Engine {
     pub aliases: Vec<String>,
     pub created: u64,
     pub kv_dtype: KvDtype,
-    /// Special and punctuation classes of the vocabulary (FastGen), computed once.
-    classes: Arc<TokenClasses>,
+    caches: CacheFactory,
     /// Activation buffers of finished requests, reused by the next ones.
     workspaces: Mutex<Vec<Workspace>>,
 }
@@ -167,11 +164,11 @@ impl Engine {
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let classes = Arc::new(TokenClasses::from_tokenizer(&tokenizer, false));
+        let caches = CacheFactory::new(&model.cfg, &tokenizer, kv_dtype);
         Engine {
+            caches,
             model,
             tokenizer,
-            classes,
             template,
             id,
             aliases,
@@ -266,23 +263,15 @@ impl Engine {
             top_logprobs: 0,
         };
         let settings = KvSettings {
-            kind: match job.kv.kind {
-                KvKind::FastGen => LibKvKind::FastGen,
-                KvKind::Full => LibKvKind::Full,
-                KvKind::Window => LibKvKind::Window,
-                KvKind::H2o => LibKvKind::H2o,
-            },
+            kind: job.kv.kind,
             recovery: job.kv.recovery,
             compress_from: job.kv.compress_from,
             ..KvSettings::default()
         };
-        let mut cache = CompressedCache::new(
-            &self.model.cfg,
-            self.kv_dtype,
-            Arc::new(settings),
-            self.classes.clone(),
-        )
-        .map_err(|e| ApiError::internal(format!("KV settings: {e}")))?;
+        let mut cache = self
+            .caches
+            .cache(&settings)
+            .map_err(|e| ApiError::internal(format!("KV settings: {e}")))?;
         // A full cache gets exactly what admission estimated (prompt plus generation), so
         // the budget bounds its real bytes.
         cache.reserve_full((job.prompt_ids.len() + job.max_tokens).min(self.model.cfg.n_ctx));

@@ -8,44 +8,26 @@ use fastgen::kv_cache::KvDtype;
 /// T when a request names none: the library's default.
 pub const DEFAULT_RECOVERY: f64 = fastgen::compress::DEFAULT_RECOVERY;
 
-/// The cache policy a request asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KvKind {
-    /// FastGen: profile each head on the prompt, keep what recovers T of its attention.
-    FastGen,
-    Full,
-    /// Recent tokens only.
-    Window,
-    /// Heavy hitters (accumulated attention) plus recent tokens.
-    H2o,
+pub use fastgen::compress::KvKind;
+
+/// The methods a request may name in `kv_policy`: those whose peak bytes admission can
+/// bound up front (`kept_fraction`). The others stay the CLI's and the evaluation's.
+pub const SERVED: [KvKind; 4] = [KvKind::FastGen, KvKind::Full, KvKind::Window, KvKind::H2o];
+
+/// A served method by its library name (`fastgen`, `full`, `window`, `h2o`).
+pub fn served_kind(name: &str) -> Option<KvKind> {
+    SERVED.into_iter().find(|k| k.to_string() == name)
 }
 
-impl KvKind {
-    pub const NAMES: [&'static str; 4] = ["fastgen", "full", "window", "h2o"];
+/// The served names, for error messages.
+pub fn served_names() -> String {
+    SERVED.map(|k| k.to_string()).join(", ")
+}
 
-    pub fn parse(s: &str) -> Option<KvKind> {
-        match s {
-            "fastgen" => Some(KvKind::FastGen),
-            "full" => Some(KvKind::Full),
-            "window" => Some(KvKind::Window),
-            "h2o" => Some(KvKind::H2o),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KvKind::FastGen => "fastgen",
-            KvKind::Full => "full",
-            KvKind::Window => "window",
-            KvKind::H2o => "h2o",
-        }
-    }
-
-    /// Whether admission may lower T to fit the KV budget.
-    pub fn recovery_adjustable(self) -> bool {
-        self == KvKind::FastGen
-    }
+/// Whether admission may lower T to fit the KV budget (FastGen only: the baselines keep
+/// their configured budgets).
+pub fn recovery_adjustable(kind: KvKind) -> bool {
+    kind == KvKind::FastGen
 }
 
 /// What the request asked for (checked: 0 < recovery <= 1).
@@ -124,6 +106,8 @@ fn kept_fraction(kind: KvKind, t: f64) -> f64 {
         KvKind::Full => 1.0,
         KvKind::Window => 0.32,
         KvKind::H2o => 0.62,
+        // Not served: bounded by the full cache.
+        KvKind::Fixed(_) | KvKind::SnapKv | KvKind::AdaKv => 1.0,
         KvKind::FastGen => {
             if t <= FASTGEN[0].0 {
                 return FASTGEN[0].1;
@@ -196,10 +180,12 @@ mod tests {
     }
 
     #[test]
-    fn kind_names_round_trip() {
-        for name in KvKind::NAMES {
-            assert_eq!(KvKind::parse(name).unwrap().as_str(), name);
+    fn served_names_round_trip() {
+        for kind in SERVED {
+            assert_eq!(served_kind(&kind.to_string()), Some(kind));
         }
-        assert_eq!(KvKind::parse("FastGen"), None);
+        assert_eq!(served_names(), "fastgen, full, window, h2o");
+        assert_eq!(served_kind("FastGen"), None);
+        assert_eq!(served_kind("snapkv"), None);
     }
 }

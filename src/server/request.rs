@@ -6,7 +6,7 @@
 //! rather than silently ignored; fields it has no use for (`user`, `metadata`, ...) are ignored.
 
 use super::error::ApiError;
-use super::kv::{KvKind, KvRequest, DEFAULT_RECOVERY};
+use super::kv::{served_kind, served_names, KvKind, KvRequest, DEFAULT_RECOVERY};
 use fastgen::chat::ChatMessage;
 use fastgen::compress::DEFAULT_COMPRESS_FROM;
 use serde_json::{Map, Value};
@@ -220,13 +220,10 @@ fn common(
 fn parse_kv(f: &Fields) -> R<KvRequest> {
     let kind = match f.string("kv_policy")? {
         None => KvKind::FastGen,
-        Some(s) => KvKind::parse(s).ok_or_else(|| {
+        Some(s) => served_kind(s).ok_or_else(|| {
             ApiError::invalid_param(
                 "kv_policy",
-                format!(
-                    "'kv_policy' must be one of {}, got '{s}'",
-                    KvKind::NAMES.join(", ")
-                ),
+                format!("'kv_policy' must be one of {}, got '{s}'", served_names()),
             )
         })?,
     };
