@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 use std::ptr::read_unaligned;
 
 use super::blocks::*;
-use super::dispatch::Kernels;
+use super::table::Kernels;
 
 pub fn supported() -> bool {
     crate::cpu::hardware() >= crate::cpu::Level::Avx2

@@ -18,7 +18,7 @@ use std::ptr::read_unaligned;
 
 use super::avx2::{self, f16_at, f16_pair, f32_at, ld256};
 use super::blocks::*;
-use super::dispatch::{Kernels, Tile, ROWS_R, TILE_A, TILE_R};
+use super::table::{Kernels, QuantFn, Tile, ROWS_R, TILE_A, TILE_R};
 
 pub fn supported_bw() -> bool {
     crate::cpu::hardware() >= crate::cpu::Level::Avx512
@@ -28,7 +28,7 @@ pub fn supported_vnni() -> bool {
     crate::cpu::hardware() >= crate::cpu::Level::Avx512Vnni
 }
 
-const QUANT: [super::dispatch::QuantFn; 8] = [
+const QUANT: [QuantFn; 8] = [
     super::scalar::quantize_f32,
     quantize_f16,
     quantize_q8_0,

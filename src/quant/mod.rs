@@ -6,11 +6,13 @@
 //! Q8_K for Q4_K/Q6_K, f32 for F32, f16 for F16), then takes one dot product per weight row.
 //!
 //! Layout: `blocks` (byte layouts), `scalar` (portable reference kernels), `avx2`/`avx512`
-//! (x86 kernels), `dispatch` (run-time choice of kernel set, multi-row entry points).
+//! (x86 kernels), `table` (a kernel set as a table of function pointers, and the checked
+//! multi-row entry points), `dispatch` (run-time choice of the table).
 
 pub mod blocks;
 mod dispatch;
 pub mod scalar;
+mod table;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -20,7 +22,8 @@ mod avx512;
 #[cfg(test)]
 mod tests;
 
-pub use dispatch::{kernels, supported_kernels, Kernels};
+pub use dispatch::{kernels, supported_kernels};
+pub use table::Kernels;
 
 use crate::error::{Error, Result};
 use blocks::*;
