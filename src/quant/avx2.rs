@@ -1,4 +1,5 @@
-//! AVX2 + FMA + F16C kernels (256-bit): one 32-element block per step.
+//! AVX2 + FMA + F16C kernels (256-bit): one 32-element block per step; one weight row against
+//! one activation row (`dot_*`), and tiles of weight rows against activation rows (`tile_*`).
 //!
 //! Integer products use `maddubs` (u8 x i8 -> i16 pairs), so the left operand must be
 //! unsigned: signed weights go through the sign trick (|x| times y with x's sign). No i16
@@ -12,7 +13,7 @@ use std::arch::x86_64::*;
 use std::ptr::read_unaligned;
 
 use super::blocks::*;
-use super::table::Kernels;
+use super::table::{Kernels, Tile, TILE_A, TILE_R};
 
 pub fn supported() -> bool {
     crate::cpu::hardware() >= crate::cpu::Level::Avx2
@@ -34,7 +35,16 @@ pub static KERNELS: Kernels = Kernels {
         quantize_q8_k,
     ],
     rows: [None; 8],
-    tile: [None; 8],
+    tile: [
+        None,
+        None,
+        Some(tile_q4_0),
+        Some(tile_q4_1),
+        Some(tile_q5_0),
+        Some(tile_q8_0),
+        Some(tile_q4_k),
+        Some(tile_q6_k),
+    ],
 };
 
 // ---------------------------------------------------------------- helpers
@@ -382,6 +392,203 @@ pub unsafe fn dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     }
     hsum_ps(acc)
 }
+
+// ---------------------------------------------------------------- tiles (prefill)
+
+// `R` weight rows against `A` activation rows (the dispatch table's `TILE_R x TILE_A` tile,
+// taken by prefill and by batched decode): each weight block is unpacked once for the `A`
+// activation rows, and each activation scale converted once for the `R` weight rows. Every
+// (weight row, activation row) pair takes exactly the operations of its one-row dot above,
+// in the same order, so a tile equals its `R x A` dots bit for bit
+// (`quant::tests::rows_and_tile_match_single_dots`). Results are `out[a][r]`.
+
+/// An i8 x i8 tile over 32-element blocks of `$bw` bytes whose scale is their first f16:
+/// `$x` turns the weight block at `$wb` into 32 signed bytes.
+macro_rules! i8_tile {
+    ($name:ident, $bw:expr, |$wb:ident| $x:expr) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const R: usize, const A: usize>(
+            n: usize,
+            w: [*const u8; R],
+            a: [*const u8; A],
+        ) -> [[f32; R]; A] {
+            let mut acc = [[_mm256_setzero_ps(); R]; A];
+            let (mut y, mut ad) = ([_mm256_setzero_si256(); A], [0f32; A]);
+            for i in 0..n / QK {
+                for k in 0..A {
+                    let ab = a[k].add(i * Q8_0_BYTES);
+                    (y[k], ad[k]) = (ld256(ab.add(2)), f16_at(ab));
+                }
+                for r in 0..R {
+                    let $wb = w[r].add(i * $bw);
+                    let x: __m256i = $x;
+                    let (ax, wd) = (_mm256_sign_epi8(x, x), f16_at($wb));
+                    for k in 0..A {
+                        let p = dot_u8i8(ax, _mm256_sign_epi8(y[k], x));
+                        let d = _mm256_set1_ps(wd * ad[k]);
+                        acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k][r]);
+                    }
+                }
+            }
+            acc.map(|row| row.map(|v| hsum_ps(v)))
+        }
+    };
+}
+
+i8_tile!(q4_0_tile, Q4_0_BYTES, |wb| _mm256_sub_epi8(
+    nibbles32(wb.add(2)),
+    _mm256_set1_epi8(8)
+));
+i8_tile!(q5_0_tile, Q5_0_BYTES, |wb| _mm256_or_si256(
+    nibbles32(wb.add(6)),
+    _mm256_andnot_si256(
+        bytes_from_bits(read_unaligned(wb.add(2).cast::<u32>())),
+        _mm256_set1_epi8(0xF0u8 as i8),
+    )
+));
+i8_tile!(q8_0_tile, Q8_0_BYTES, |wb| ld256(wb.add(2)));
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_tile<const R: usize, const A: usize>(
+    n: usize,
+    w: [*const u8; R],
+    a: [*const u8; A],
+) -> [[f32; R]; A] {
+    let mut acc = [[_mm256_setzero_ps(); R]; A];
+    let mut summs = [[0f32; R]; A];
+    let mut y = [_mm256_setzero_si256(); A];
+    let (mut ad, mut as_) = ([0f32; A], [0f32; A]);
+    for i in 0..n / QK {
+        for k in 0..A {
+            let ab = a[k].add(i * Q8_1_BYTES);
+            (y[k], ad[k], as_[k]) = (ld256(ab.add(4)), f16_at(ab), f16_at(ab.add(2)));
+        }
+        for r in 0..R {
+            let wb = w[r].add(i * Q4_1_BYTES);
+            let (u, wd, wm) = (nibbles32(wb.add(4)), f16_at(wb), f16_at(wb.add(2)));
+            for k in 0..A {
+                summs[k][r] += wm * as_[k];
+                let p = dot_u8i8(u, y[k]);
+                let d = _mm256_set1_ps(wd * ad[k]);
+                acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k][r]);
+            }
+        }
+    }
+    std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(acc[k][r]) + summs[k][r]))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_k_tile<const R: usize, const A: usize>(
+    n: usize,
+    w: [*const u8; R],
+    a: [*const u8; A],
+) -> [[f32; R]; A] {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let (mut acc, mut accm) = ([[_mm256_setzero_ps(); R]; A], [[_mm256_setzero_ps(); R]; A]);
+    for i in 0..n / QK_K {
+        let (mut sc, mut mn, mut dd) = ([[0u8; 8]; R], [[0u8; 8]; R], [_mm_setzero_ps(); R]);
+        for r in 0..R {
+            let wb = w[r].add(i * Q4_K_BYTES);
+            let s = std::slice::from_raw_parts(wb.add(Q4_K_OFF_SCALES), 12);
+            (sc[r], mn[r]) = q4k_scales_mins(s);
+            dd[r] = f16_pair(wb, wb.add(2)); // [d, dmin]
+        }
+        let mut sumi = [[_mm256_setzero_si256(); R]; A];
+        for c in 0..4 {
+            for r in 0..R {
+                let q = ld256(w[r].add(i * Q4_K_BYTES + Q4_K_OFF_QS + 32 * c));
+                let lo = _mm256_and_si256(q, m4);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let slo = _mm256_set1_epi16(sc[r][2 * c] as i16);
+                let shi = _mm256_set1_epi16(sc[r][2 * c + 1] as i16);
+                for k in 0..A {
+                    let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 64 * c);
+                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ld256(y)), slo);
+                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ld256(y.add(32))), shi);
+                    sumi[k][r] = _mm256_add_epi32(sumi[k][r], _mm256_add_epi32(plo, phi));
+                }
+            }
+        }
+        for k in 0..A {
+            let ab = a[k].add(i * Q8_K_BYTES);
+            let yd = _mm_set1_ps(f32_at(ab));
+            for r in 0..R {
+                let d = _mm_mul_ps(dd[r], yd);
+                let mins = q4k_min_terms(&mn[r], ab.add(Q8_K_OFF_BSUMS));
+                let (dq, dmin) = (
+                    _mm256_broadcastss_ps(d),
+                    _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
+                );
+                acc[k][r] = _mm256_fmadd_ps(dq, _mm256_cvtepi32_ps(sumi[k][r]), acc[k][r]);
+                accm[k][r] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm[k][r]);
+            }
+        }
+    }
+    std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(_mm256_sub_ps(acc[k][r], accm[k][r]))))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q6_k_tile<const R: usize, const A: usize>(
+    n: usize,
+    w: [*const u8; R],
+    a: [*const u8; A],
+) -> [[f32; R]; A] {
+    let mut acc = [[_mm256_setzero_ps(); R]; A];
+    for i in 0..n / QK_K {
+        let mut sumi = [[_mm256_setzero_si256(); R]; A];
+        for h in 0..2 {
+            for r in 0..R {
+                let wp = w[r].add(i * Q6_K_BYTES);
+                let sc = wp.add(Q6_K_OFF_SCALES).cast::<i8>();
+                let q = q6k_half(wp.add(64 * h), wp.add(Q6_K_OFF_QH + 32 * h));
+                for (j, &q) in q.iter().enumerate() {
+                    let g = 8 * h + 2 * j;
+                    let s = _mm256_set_m128i(
+                        _mm_set1_epi16(*sc.add(g + 1) as i16),
+                        _mm_set1_epi16(*sc.add(g) as i16),
+                    );
+                    for k in 0..A {
+                        let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 128 * h + 32 * j);
+                        let p = _mm256_maddubs_epi16(q, ld256(y));
+                        sumi[k][r] = _mm256_add_epi32(sumi[k][r], _mm256_madd_epi16(p, s));
+                    }
+                }
+            }
+        }
+        for k in 0..A {
+            let ab = a[k].add(i * Q8_K_BYTES);
+            for r in 0..R {
+                let wp = w[r].add(i * Q6_K_BYTES);
+                let off = q6k_offset_terms(wp.add(Q6_K_OFF_SCALES), ab.add(Q8_K_OFF_BSUMS));
+                let s = _mm256_sub_epi32(sumi[k][r], off);
+                let d = _mm256_set1_ps(f16_at(wp.add(Q6_K_OFF_D)) * f32_at(ab));
+                acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k][r]);
+            }
+        }
+    }
+    acc.map(|row| row.map(|v| hsum_ps(v)))
+}
+
+/// The dispatch table's tile entry point of a generic tile kernel.
+macro_rules! tile_entry {
+    ($name:ident, $k:ident) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $name(n: usize, w: [*const u8; TILE_R], a: [*const u8; TILE_A]) -> Tile {
+            $k::<TILE_R, TILE_A>(n, w, a)
+        }
+    };
+}
+
+tile_entry!(tile_q4_0, q4_0_tile);
+tile_entry!(tile_q4_1, q4_1_tile);
+tile_entry!(tile_q5_0, q5_0_tile);
+tile_entry!(tile_q8_0, q8_0_tile);
+tile_entry!(tile_q4_k, q4_k_tile);
+tile_entry!(tile_q6_k, q6_k_tile);
 
 // ---------------------------------------------------------------- activation quantisers
 
