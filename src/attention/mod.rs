@@ -19,7 +19,7 @@
 //! online softmax carried across key blocks (flash attention).
 
 use crate::kv_cache::{HeadCache, HeadView};
-use crate::model::ops::softmax;
+use crate::model::ops::{exp_fast, softmax};
 use crate::pool::{self, Chunks};
 use std::cell::RefCell;
 
@@ -76,26 +76,6 @@ impl SyncPtr {
     fn ptr(&self) -> *mut f32 {
         self.0
     }
-}
-
-/// `e^x` to about 2 ulp for `x` in [-87, 88] (clamped outside), written so that a loop over
-/// it vectorises: 2^n by exponent bits, `e^r` by a degree-6 polynomial on |r| <= ln2 / 2.
-#[inline(always)]
-pub fn exp_fast(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + 0.5).floor();
-    let r = x - n * LN2_HI - n * LN2_LO;
-    let p = 1.0 / 720.0;
-    let p = p * r + 1.0 / 120.0;
-    let p = p * r + 1.0 / 24.0;
-    let p = p * r + 1.0 / 6.0;
-    let p = p * r + 0.5;
-    let p = p * r + 1.0;
-    let p = p * r + 1.0;
-    p * f32::from_bits(((n as i32 + 127) << 23) as u32)
 }
 
 #[cfg(not(target_arch = "x86_64"))]

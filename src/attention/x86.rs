@@ -4,6 +4,7 @@
 #![allow(clippy::needless_range_loop)] // register tiles read best as indexed loops
 
 use crate::kv_cache::{HeadView, RowsRef};
+use crate::model::ops::exp_fast;
 use std::arch::x86_64::*;
 
 use super::MAX_HD;
@@ -208,7 +209,8 @@ unsafe fn pv_any<T: Load>(
     }
 }
 
-/// `e^x` for 16 lanes, as [`super::exp_fast`].
+/// `e^x` for 16 lanes, as [`crate::model::ops::exp_fast`] (whose `n`, the nearest integer,
+/// is `floor(t + 1/2)` here: the same but at exact ties, within its 2 ulp either way).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(super) unsafe fn exp16(x: __m512) -> __m512 {
@@ -327,7 +329,7 @@ pub(super) unsafe fn attend_block4(
         let bmax = _mm512_reduce_max_ps(mx);
         let m_old = tile.m[si[k]];
         let m_new = m_old.max(bmax);
-        f[k] = super::exp_fast(m_old - m_new);
+        f[k] = exp_fast(m_old - m_new);
         let mn = _mm512_set1_ps(m_new);
         let mut sum = _mm512_setzero_pd();
         for c in 0..NV {

@@ -21,6 +21,7 @@ use super::policy::{keep_set, Params, Policy};
 use super::replay::{replay_recovery, Tail};
 use crate::error::{Error, Result};
 use crate::kv_cache::HeadCache;
+use crate::model::ops::softmax_fast;
 use rayon::prelude::*;
 use std::fmt;
 use std::str::FromStr;
@@ -643,7 +644,7 @@ impl QueryTask<'_> {
                 }
             }
             row.truncate(i + 1);
-            fast_softmax(&mut row);
+            softmax_fast(&mut row);
             add_row_to(stats, widths, i, &row);
             add_tail_row(stats, self.len, self.tail_from, i, &row);
         }
@@ -653,84 +654,9 @@ impl QueryTask<'_> {
 /// Keys per register block of the logits kernel.
 const BLOCK: usize = 32;
 
-/// `e^x` for `x <= 0` within about 1e-6 relative (5e-6 near the clamp at -87, where e^x
-/// is 2e-38), branch-free so that loops over it vectorise: `2^k * e^(f ln 2)` with `k` the
-/// nearest integer to `x log2 e`, `|f| <= 1/2`, and a degree-6 Taylor polynomial.
-#[inline(always)]
-fn exp_neg(x: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let t = x.max(-87.0) * std::f32::consts::LOG2_E;
-    let kf = (t + MAGIC) - MAGIC;
-    let y = (t - kf) * std::f32::consts::LN_2;
-    let p = 1.0
-        + y * (1.0
-            + y * (0.5
-                + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (1.0 / 720.0))))));
-    let k = (t + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32;
-    f32::from_bits((p.to_bits() as i32 + (k << 23)) as u32)
-}
-
-/// Softmax of one row with [`exp_neg`]: the profiler's probabilities, within about 1e-6 of
-/// attention's own (`model::ops::softmax`); recovery needs no more.
-#[inline(always)]
-fn fast_softmax(row: &mut [f32]) {
-    let mut mx = [f32::NEG_INFINITY; 8];
-    let mut chunks = row.chunks_exact(8);
-    for c in &mut chunks {
-        for i in 0..8 {
-            mx[i] = mx[i].max(c[i]);
-        }
-    }
-    let mut max = f32::NEG_INFINITY;
-    for &v in chunks.remainder().iter().chain(&mx) {
-        max = max.max(v);
-    }
-    let mut acc = [0.0f32; 8];
-    let mut chunks = row.chunks_exact_mut(8);
-    for c in &mut chunks {
-        for i in 0..8 {
-            c[i] = exp_neg(c[i] - max);
-            acc[i] += c[i];
-        }
-    }
-    let mut sum: f32 = 0.0;
-    for v in chunks.into_remainder() {
-        *v = exp_neg(*v - max);
-        sum += *v;
-    }
-    for a in acc {
-        sum += a;
-    }
-    let inv = 1.0 / sum;
-    for v in row.iter_mut() {
-        *v *= inv;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fast_softmax_matches_exact() {
-        for x in [0.0f32, -1e-3, -0.5, -1.0, -3.3, -10.0, -40.0, -86.0] {
-            let (a, b) = (exp_neg(x), x.exp());
-            assert!(
-                (a - b).abs() <= (if x > -20.0 { 1e-6 } else { 1e-5 }) * b,
-                "{x}: {a} vs {b}"
-            );
-        }
-        assert!(exp_neg(-1000.0) < 1e-37);
-        let mut row: Vec<f32> = (0..37)
-            .map(|i| ((i * 7919) % 23) as f32 * 0.9 - 9.0)
-            .collect();
-        let mut exact = row.clone();
-        crate::model::ops::softmax(&mut exact);
-        fast_softmax(&mut row);
-        for (a, b) in row.iter().zip(&exact) {
-            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
-        }
-    }
 
     #[test]
     fn settings_parse_and_refuse() {
