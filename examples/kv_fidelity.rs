@@ -70,14 +70,17 @@ fn arm(name: &str, t: f64) -> fastgen::Result<KvSettings> {
                     .and_then(|n| n.parse().ok().or((n.is_empty()).then_some(d)))
             };
             match m {
-                "causal" => s.hh_scores = HhScores::Causal,
-                "mean" => s.gqa_agg = GqaAgg::Mean,
+                "causal" => s.fastgen.hh_scores = HhScores::Causal,
+                "mean" => s.fastgen.gqa_agg = GqaAgg::Mean,
                 // Without the candidate that drops the local window.
                 "nospf" => s
+                    .fastgen
                     .candidates
                     .retain(|c| c.to_string() != "special+punct+frequent"),
-                _ if num("replay", 128).is_some() => s.replay = num("replay", 128).unwrap_or(128),
-                _ if num("grace", 8).is_some() => s.grace = num("grace", 8).unwrap_or(8),
+                _ if num("replay", 128).is_some() => {
+                    s.fastgen.replay = num("replay", 128).unwrap_or(128)
+                }
+                _ if num("grace", 8).is_some() => s.fastgen.grace = num("grace", 8).unwrap_or(8),
                 _ => {
                     return Err(fastgen::Error::InvalidSetting(format!(
                         "unknown arm part '{m}'"
@@ -86,7 +89,7 @@ fn arm(name: &str, t: f64) -> fastgen::Result<KvSettings> {
             }
         }
     }
-    s.recovery = t;
+    s.fastgen.recovery = t;
     Ok(s)
 }
 
@@ -204,17 +207,15 @@ fn main() -> fastgen::Result<()> {
             } else {
                 0.95 + 0.01 * (i - 12) as f64
             };
-            let w = run(KvSettings {
-                window: Budget::Ratio(keep),
-                ..KvSettings::with_kind(KvKind::Window)
-            })?;
+            let w = run(
+                KvSettings::with_kind(KvKind::Window).with(|s| s.window = Budget::Ratio(keep))
+            )?;
             report("curve:window", 0.0, &w);
             let r = 0.18 + 0.03 * i as f64;
-            let h = run(KvSettings {
-                r_local: r,
-                r_frequent: r,
-                ..KvSettings::with_kind(KvKind::H2o)
-            })?;
+            let h = run(KvSettings::with_kind(KvKind::H2o).with(|s| {
+                s.parts.r_local = r;
+                s.parts.r_frequent = r;
+            }))?;
             report("curve:h2o", 0.0, &h);
         }
     }
@@ -234,17 +235,16 @@ fn main() -> fastgen::Result<()> {
             // heavy hitters.
             let n = (s + f - 1) as f64;
             let keep = o.kept_end;
-            let w = run(KvSettings {
-                window: Budget::Ratio((keep - 1.0 / n).clamp(1e-3, 1.0)),
-                ..KvSettings::with_kind(KvKind::Window)
-            })?;
+            let w = run(KvSettings::with_kind(KvKind::Window)
+                .with(|s| s.window = Budget::Ratio((keep - 1.0 / n).clamp(1e-3, 1.0))))?;
             report(&format!("  window@{a}"), t, &w);
             // h2o's heavy hitters may fall inside its window, so it keeps less than
             // r_l + r_f: one secant step on the ratio brings it to within a few tokens.
-            let h2o = |r: f64| KvSettings {
-                r_local: r.min(1.0),
-                r_frequent: r.min(1.0),
-                ..KvSettings::with_kind(KvKind::H2o)
+            let h2o = |r: f64| {
+                KvSettings::with_kind(KvKind::H2o).with(|s| {
+                    s.parts.r_local = r.min(1.0);
+                    s.parts.r_frequent = r.min(1.0);
+                })
             };
             let mut r = keep / 2.0;
             let mut h = run(h2o(r))?;

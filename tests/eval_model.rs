@@ -62,11 +62,10 @@ fn full_cache_against_itself_has_exactly_zero_kld() {
     assert_eq!(s.ppl_full, s.ppl_kv);
     assert_eq!(fid[0].pruned_ratio, 0.0);
     // A real compression on the same windows does change the distributions.
-    let fg = KvSettings {
-        recovery: 0.9,
-        compress_from: 0,
-        ..KvSettings::default()
-    };
+    let fg = KvSettings::default().with(|s| {
+        s.fastgen.recovery = 0.9;
+        s.fastgen.compress_from = 0;
+    });
     let fid = compare_arms(&e, &tokens, w, &[fg], &ProgressBar::hidden()).unwrap();
     assert!(fid[0].summary().unwrap().mean_kld > 0.0);
     assert!(fid[0].pruned_ratio > 0.0);
@@ -365,10 +364,7 @@ fn longgen_masks_the_end_and_samples_the_compressed_cache() {
     assert_eq!(f.kv_bytes_allocated, full_bytes);
 
     // Compression forced from the prompt on (the default keeps so short a sequence whole).
-    let forced = KvSettings {
-        compress_from: 0,
-        ..KvSettings::default()
-    };
+    let forced = KvSettings::default().with(|s| s.fastgen.compress_from = 0);
     let k = longgen::generate(&e, &mut ws, &forced, &prompt, tokens, &pb).unwrap();
     assert_eq!(k.ids.len(), tokens);
     assert!(k.pruned.iter().all(|s| s.pruned_ratio > 0.0));

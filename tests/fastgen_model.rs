@@ -64,13 +64,7 @@ fn full_and_lossless_fastgen_equal_the_engine(name: &str) {
         "{name}: --kv full"
     );
     assert_eq!(full.report().pruned_ratio, 0.0);
-    let mut lossless = cache(
-        &l,
-        KvSettings {
-            recovery: 1.0,
-            ..KvSettings::default()
-        },
-    );
+    let mut lossless = cache(&l, KvSettings::default().with(|s| s.fastgen.recovery = 1.0));
     let got = logits_of(&mut lossless, &l, prompt, forced);
     let r = lossless.report();
     assert!(
@@ -174,12 +168,11 @@ fn profiling_inside_prefill_matches_exact_attention_maps() {
         (ProfileRows::Last(64), GqaAgg::Mean, 0),
         (ProfileRows::All, GqaAgg::Min, 128),
     ] {
-        let settings = KvSettings {
-            profile_rows: rows,
-            gqa_agg: agg,
-            replay,
-            ..KvSettings::paper()
-        };
+        let settings = KvSettings::paper().with(|s| {
+            s.fastgen.profile_rows = rows;
+            s.fastgen.gqa_agg = agg;
+            s.fastgen.replay = replay;
+        });
         let mut c = cache(&l, settings.clone());
         c.prefill(&l.model, &mut Workspace::default(), prompt)
             .unwrap();
@@ -197,20 +190,20 @@ fn profiling_inside_prefill_matches_exact_attention_maps() {
                 );
                 let mut prof =
                     HeadProfile::from_maps_replay(&maps, rows.start(s)..s, &params, replay);
-                let (classes, cands) = (c.pos_classes(), &settings.candidates);
-                prof.replay(classes, cands, settings.recovery, agg, false);
+                let (classes, cands) = (c.pos_classes(), &settings.fastgen.candidates);
+                prof.replay(classes, cands, settings.fastgen.recovery, agg, false);
                 let want = choose_policy(
                     &prof,
                     c.pos_classes(),
-                    &settings.candidates,
-                    settings.recovery,
+                    &settings.fastgen.candidates,
+                    settings.fastgen.recovery,
                     agg,
                 );
                 let st = c.head_state(layer, h);
                 let got = st.recovery.unwrap();
                 assert!(
                     (got - want.recovery).abs() < 1e-4
-                        || (want.recovery - settings.recovery).abs() < 1e-4,
+                        || (want.recovery - settings.fastgen.recovery).abs() < 1e-4,
                     "{rows} layer {layer} head {h}: {got} vs exact {}",
                     want.recovery
                 );
@@ -243,10 +236,7 @@ fn profiling_inside_prefill_matches_exact_attention_maps() {
 /// The default FastGen compressed right after the prompt, however short: the method itself
 /// (the default defers compression until 512 tokens).
 fn forced() -> KvSettings {
-    KvSettings {
-        compress_from: 0,
-        ..KvSettings::default()
-    }
+    KvSettings::default().with(|s| s.fastgen.compress_from = 0)
 }
 
 /// Every method the registry knows, by name and settings.
@@ -257,55 +247,39 @@ fn registry() -> Vec<(&'static str, KvSettings)> {
         ("fastgen", d()),
         (
             "fastgen deferred to 210 tokens",
-            KvSettings {
-                compress_from: 210,
-                ..KvSettings::default()
-            },
+            KvSettings::default().with(|s| s.fastgen.compress_from = 210),
         ),
-        (
-            "fastgen T=0.9",
-            KvSettings {
-                recovery: 0.9,
-                ..d()
-            },
-        ),
+        ("fastgen T=0.9", d().with(|s| s.fastgen.recovery = 0.9)),
         (
             "fastgen mean last:64 grace 4 sinks 4",
-            KvSettings {
-                gqa_agg: GqaAgg::Mean,
-                profile_rows: ProfileRows::Last(64),
-                frequent_grace: 4,
-                sink_tokens: 4,
-                ..d()
-            },
+            d().with(|s| {
+                s.fastgen.gqa_agg = GqaAgg::Mean;
+                s.fastgen.profile_rows = ProfileRows::Last(64);
+                s.parts.frequent_grace = 4;
+                s.parts.sink_tokens = 4;
+            }),
         ),
         (
             "fastgen custom candidates, punct whitespace",
-            KvSettings {
-                candidates: fastgen::compress::parse_candidates(
-                    "special+punct+local,frequent+local,full",
-                )
-                .unwrap(),
-                punct_whitespace: true,
-                ..d()
-            },
+            d().with(|s| {
+                s.fastgen.candidates =
+                    fastgen::compress::parse_candidates("special+punct+local,frequent+local,full")
+                        .unwrap();
+                s.parts.punct_whitespace = true;
+            }),
         ),
         ("window ratio", KvSettings::with_kind(KvKind::Window)),
         (
             "window tokens",
-            KvSettings {
-                window: Budget::Tokens(32),
-                ..KvSettings::with_kind(KvKind::Window)
-            },
+            KvSettings::with_kind(KvKind::Window).with(|s| s.window = Budget::Tokens(32)),
         ),
         ("h2o", KvSettings::with_kind(KvKind::H2o)),
         (
             "h2o 0.1/0.2",
-            KvSettings {
-                r_local: 0.1,
-                r_frequent: 0.2,
-                ..KvSettings::with_kind(KvKind::H2o)
-            },
+            KvSettings::with_kind(KvKind::H2o).with(|s| {
+                s.parts.r_local = 0.1;
+                s.parts.r_frequent = 0.2;
+            }),
         ),
         (
             "fixed:special+punct+frequent",
@@ -322,15 +296,14 @@ fn registry() -> Vec<(&'static str, KvSettings)> {
         ("snapkv", KvSettings::with_kind(KvKind::SnapKv)),
         (
             "adakv 30% W=16 k=5 avg",
-            KvSettings {
-                snap: SnapSettings {
+            KvSettings::with_kind(KvKind::AdaKv).with(|s| {
+                s.snap = SnapSettings {
                     window: 16,
                     kernel: 5,
                     budget: 0.3,
                     pool: Pool::Avg,
-                },
-                ..KvSettings::with_kind(KvKind::AdaKv)
-            },
+                }
+            }),
         ),
     ]
 }
@@ -375,7 +348,9 @@ fn every_policy_passes_the_same_generation_checks() {
         }
         // Profiling happens inside prefill unless compression was deferred past the prompt.
         match r.compressed_at {
-            Some(at) if at > prompt.len() => assert_eq!(at, settings.compress_from, "{name}"),
+            Some(at) if at > prompt.len() => {
+                assert_eq!(at, settings.fastgen.compress_from, "{name}")
+            }
             _ => assert!(r.profile_ms <= r.prefill_ms, "{name}"),
         }
         let params = settings.params();
@@ -417,9 +392,9 @@ fn every_policy_passes_the_same_generation_checks() {
                 match settings.kind {
                     KvKind::FastGen => {
                         let rec = st.recovery.expect("profiled");
-                        assert!(settings.candidates.contains(&st.policy), "{name}");
+                        assert!(settings.fastgen.candidates.contains(&st.policy), "{name}");
                         assert!(
-                            rec >= settings.recovery || st.policy.is_full(),
+                            rec >= settings.fastgen.recovery || st.policy.is_full(),
                             "{name}: {rec}"
                         );
                     }
@@ -491,10 +466,7 @@ fn budget_mode_picks_the_largest_threshold_that_fits() {
             KvBudget::Ratio(r) => r * all,
             KvBudget::Bytes(b) => (b / entry) as f64,
         };
-        let r = prefill(KvSettings {
-            budget: Some(budget),
-            ..forced()
-        });
+        let r = prefill(forced().with(|s| s.fastgen.budget = Some(budget)));
         assert_eq!(r.budget_met, Some(true), "{budget}");
         assert!(
             r.kept_entries as f64 <= limit,
@@ -506,22 +478,13 @@ fn budget_mode_picks_the_largest_threshold_that_fits() {
         // keeps more than the budget.
         let t = r.recovery.unwrap();
         assert!(t < 1.0, "{budget}: the whole prompt should not fit");
-        let same = prefill(KvSettings {
-            recovery: t,
-            ..forced()
-        });
+        let same = prefill(forced().with(|s| s.fastgen.recovery = t));
         assert_eq!(same.policies, r.policies, "{budget}");
-        let more = prefill(KvSettings {
-            recovery: t + 1e-9,
-            ..forced()
-        });
+        let more = prefill(forced().with(|s| s.fastgen.recovery = t + 1e-9));
         assert!(more.kept_entries as f64 > limit, "{budget} at T={t}");
     }
     // A budget below the cheapest choices: T = 0, reported as not met.
-    let r = prefill(KvSettings {
-        budget: Some(KvBudget::Bytes(1)),
-        ..forced()
-    });
+    let r = prefill(forced().with(|s| s.fastgen.budget = Some(KvBudget::Bytes(1))));
     assert_eq!((r.recovery, r.budget_met), (Some(0.0), Some(false)));
 }
 
@@ -531,13 +494,7 @@ fn allocated_bytes_follow_kept_entries() {
     let cfg = &l.model.cfg;
     let entry = 2 * cfg.head_dim * KvDtype::F16.bytes();
     let heads = cfg.n_layers * cfg.n_kv_heads;
-    let mut c = cache(
-        &l,
-        KvSettings {
-            recovery: 0.9,
-            ..forced()
-        },
-    );
+    let mut c = cache(&l, forced().with(|s| s.fastgen.recovery = 0.9));
     let mut ws = Workspace::default();
     c.prefill(&l.model, &mut ws, &l.essay[..400]).unwrap();
     // Right after prefill: shrunk to fit, exactly kept x bytes per entry.
@@ -570,10 +527,7 @@ fn compressed_cache_refuses_misuse() {
     assert!(c.prefill(&l.model, &mut ws, &[]).is_err());
     c.prefill(&l.model, &mut ws, &l.essay[..20]).unwrap();
     assert!(c.prefill(&l.model, &mut ws, &l.essay[..20]).is_err());
-    let bad = KvSettings {
-        recovery: 2.0,
-        ..KvSettings::default()
-    };
+    let bad = KvSettings::default().with(|s| s.fastgen.recovery = 2.0);
     let e = CompressedCache::new(&l.model.cfg, KvDtype::F16, Arc::new(bad), l.classes.clone())
         .unwrap_err();
     assert!(e.to_string().contains("--recovery"), "{e}");
@@ -587,10 +541,7 @@ fn compressed_cache_refuses_misuse() {
 fn deferred_compression_is_full_then_chooses_on_the_whole_sequence() {
     let l = load("smollm2");
     let (prompt, at) = (&l.essay[..100], 400);
-    let deferred = KvSettings {
-        compress_from: at,
-        ..KvSettings::default()
-    };
+    let deferred = KvSettings::default().with(|s| s.fastgen.compress_from = at);
     let mut plain = l.model.new_cache(KvDtype::F16);
     let want = logits_of(&mut plain, &l, prompt, &l.essay[100..at - 1]);
     let mut under = cache(&l, deferred.clone());
@@ -614,10 +565,7 @@ fn deferred_compression_is_full_then_chooses_on_the_whole_sequence() {
 
     let mut on_prompt = cache(
         &l,
-        KvSettings {
-            compress_from: 0,
-            ..KvSettings::default()
-        },
+        KvSettings::default().with(|s| s.fastgen.compress_from = 0),
     );
     on_prompt
         .prefill(&l.model, &mut ws, &l.essay[..at])

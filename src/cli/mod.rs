@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use fastgen::chat::{ChatMessage, ChatTemplate};
 use fastgen::compress::{
-    parse_candidates, Budget, CacheFactory, CompressedCache, KvSettings, SnapSettings,
+    parse_candidates, Budget, CacheFactory, CompressedCache, FastGenSettings, KvSettings,
+    PartSettings, SnapSettings,
 };
 use fastgen::fetch as fetcher;
 use fastgen::kv_cache::KvDtype;
@@ -253,21 +254,15 @@ impl KvArgs {
         };
         // The method's preset, then every flag given.
         let base = KvSettings::preset(&self.kv)?;
+        let fastgen = &base.fastgen;
         let s = KvSettings {
-            recovery: self.recovery.unwrap_or(base.recovery),
-            r_local: self.r_local,
-            r_frequent: self.r_frequent,
-            sink_tokens: self.sink_tokens,
-            gqa_agg: self
-                .gqa_agg
-                .as_deref()
-                .map_or(Ok(base.gqa_agg), str::parse)?,
-            punct_whitespace: self.punct_whitespace,
-            profile_rows: (self.profile_rows.as_deref())
-                .map_or(Ok(base.profile_rows), str::parse)?,
-            candidates: match &self.candidates {
-                Some(c) => parse_candidates(c)?,
-                None => base.candidates.clone(),
+            kind: base.kind,
+            parts: PartSettings {
+                r_local: self.r_local,
+                r_frequent: self.r_frequent,
+                sink_tokens: self.sink_tokens,
+                punct_whitespace: self.punct_whitespace,
+                frequent_grace: self.frequent_grace.unwrap_or(base.parts.frequent_grace),
             },
             window,
             snap: SnapSettings {
@@ -276,13 +271,21 @@ impl KvArgs {
                 budget: self.snap_budget.unwrap_or(base.snap.budget),
                 pool: (self.snap_pool.as_deref()).map_or(Ok(base.snap.pool), str::parse)?,
             },
-            frequent_grace: self.frequent_grace.unwrap_or(base.frequent_grace),
-            replay: self.replay.unwrap_or(base.replay),
-            grace: self.grace.unwrap_or(base.grace),
-            hh_scores: (self.hh_scores.as_deref()).map_or(Ok(base.hh_scores), str::parse)?,
-            budget: self.kv_budget.as_deref().map(str::parse).transpose()?,
-            compress_from: self.compress_from.unwrap_or(base.compress_from),
-            ..base
+            fastgen: FastGenSettings {
+                recovery: self.recovery.unwrap_or(fastgen.recovery),
+                gqa_agg: (self.gqa_agg.as_deref()).map_or(Ok(fastgen.gqa_agg), str::parse)?,
+                profile_rows: (self.profile_rows.as_deref())
+                    .map_or(Ok(fastgen.profile_rows), str::parse)?,
+                candidates: match &self.candidates {
+                    Some(c) => parse_candidates(c)?,
+                    None => fastgen.candidates.clone(),
+                },
+                replay: self.replay.unwrap_or(fastgen.replay),
+                grace: self.grace.unwrap_or(fastgen.grace),
+                hh_scores: (self.hh_scores.as_deref()).map_or(Ok(fastgen.hh_scores), str::parse)?,
+                budget: self.kv_budget.as_deref().map(str::parse).transpose()?,
+                compress_from: self.compress_from.unwrap_or(fastgen.compress_from),
+            },
         };
         s.validate()?;
         Ok(s)

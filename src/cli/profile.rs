@@ -35,12 +35,17 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         eprintln!(
             "note: policies chosen on the {}-token prompt; run and serve keep the cache full until {} tokens (--compress-from)",
             ids.len(),
-            settings.compress_from
+            settings.fastgen.compress_from
         );
-        settings.compress_from = 0;
+        settings.fastgen.compress_from = 0;
     }
     let order: Vec<String> = match settings.kind {
-        KvKind::FastGen => settings.candidates.iter().map(|p| p.to_string()).collect(),
+        KvKind::FastGen => settings
+            .fastgen
+            .candidates
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         _ => Vec::new(),
     };
     let label = settings.label();

@@ -157,7 +157,7 @@ impl CompressedCache {
             self.stats.prefill_ms = ms(t0);
             return Ok(last);
         }
-        let sink = self.settings.sink_tokens;
+        let sink = self.settings.parts.sink_tokens;
         self.pos_classes = (tokens.iter().enumerate())
             .map(|(p, &t)| self.vocab.at(t, p, sink))
             .collect();
@@ -198,12 +198,12 @@ impl CompressedCache {
     /// An empty profiler for the rows of a sequence compressed at length `len`.
     fn profiler(&self, len: usize) -> Profiler {
         let st = &self.settings;
-        let replay = (st.kind == KvKind::FastGen && st.replay > 0).then(|| ReplayPlan {
-            rows: st.replay,
-            candidates: st.candidates.clone(),
-            threshold: st.recovery,
-            agg: st.gqa_agg,
-            all: st.budget.is_some(),
+        let replay = (st.kind == KvKind::FastGen && st.fastgen.replay > 0).then(|| ReplayPlan {
+            rows: st.fastgen.replay,
+            candidates: st.fastgen.candidates.clone(),
+            threshold: st.fastgen.recovery,
+            agg: st.fastgen.gqa_agg,
+            all: st.fastgen.budget.is_some(),
         });
         Profiler::new(
             self.kv.n_layers,
@@ -236,7 +236,10 @@ impl CompressedCache {
             self.layer_wants.fill(false);
             return;
         }
-        let budget = settings.budget.filter(|_| settings.kind == KvKind::FastGen);
+        let budget = settings
+            .fastgen
+            .budget
+            .filter(|_| settings.kind == KvKind::FastGen);
         // FastGen: each head's aggregated recovery per candidate (all of them in budget
         // mode, else up to the first reaching T) and, in budget mode, their kept entries.
         let options: Vec<Option<HeadOptions>> = (0..self.heads.len())
@@ -258,7 +261,7 @@ impl CompressedCache {
                 self.stats.budget_met = Some(fit.met);
                 fit.threshold
             }
-            None => settings.recovery,
+            None => settings.fastgen.recovery,
         };
         self.stats.recovery_used = (settings.kind == KvKind::FastGen).then_some(threshold);
         // Per head: its state (scores still empty) and the seeds of its scores.
@@ -271,14 +274,17 @@ impl CompressedCache {
                         (Some(p), Some(prof), _) => (
                             p,
                             None,
-                            Some(aggregate(&prof.recovery(p, classes), settings.gqa_agg)),
+                            Some(aggregate(
+                                &prof.recovery(p, classes),
+                                settings.fastgen.gqa_agg,
+                            )),
                             None,
                         ),
                         (None, _, Some(o)) => {
                             let index = o.choice(threshold);
                             let shortfall = index.checked_sub(1).map(|i| o.recovery[i]);
                             (
-                                settings.candidates[index],
+                                settings.fastgen.candidates[index],
                                 Some(index),
                                 Some(o.recovery[index]),
                                 shortfall,
@@ -397,7 +403,7 @@ impl CompressedCache {
         let pos = self.kv.seq_len();
         make_room(&mut self.kv);
         self.pos_classes
-            .push(self.vocab.at(token, pos, self.settings.sink_tokens));
+            .push(self.vocab.at(token, pos, self.settings.parts.sink_tokens));
         let observer = match self.pending.as_mut() {
             Some(profiler) => StepObserver::Profile(ProfileObserver {
                 profiler,
@@ -524,16 +530,16 @@ fn head_options(
     } else {
         Vec::new()
     };
-    let cands = &settings.candidates;
+    let cands = &settings.fastgen.candidates;
     let mut kept = Vec::new();
-    let recovery = recoveries_until(cands.len(), settings.recovery, all, |i| {
+    let recovery = recoveries_until(cands.len(), settings.fastgen.recovery, all, |i| {
         if all {
             let keep = keep_set(cands[i], &positions, classes, &seeds, s, params);
             kept.push(keep.iter().filter(|&&k| k).count());
         }
         aggregate(
             &prof.candidate_recovery(i, cands[i], classes),
-            settings.gqa_agg,
+            settings.fastgen.gqa_agg,
         )
     });
     HeadOptions { recovery, kept }

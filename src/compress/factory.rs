@@ -33,7 +33,7 @@ impl CacheFactory {
 
     /// An empty cache with these settings (checked: an invalid setting is an error).
     pub fn cache(&self, settings: &KvSettings) -> Result<CompressedCache> {
-        let classes = self.classes[usize::from(settings.punct_whitespace)].clone();
+        let classes = self.classes[usize::from(settings.parts.punct_whitespace)].clone();
         CompressedCache::new(&self.cfg, self.dtype, Arc::new(settings.clone()), classes)
     }
 }

@@ -45,8 +45,8 @@ pub use policy::{
 pub use profile::{choose_policy, GqaAgg, HeadProfile, ProfileRows};
 pub use replay::{replay_recovery, Tail};
 pub use settings::{
-    HhScores, KvBudget, KvKind, KvSettings, DEFAULT_COMPRESS_FROM, DEFAULT_GQA_AGG,
-    DEFAULT_RECOVERY,
+    FastGenSettings, HhScores, KvBudget, KvKind, KvSettings, PartSettings, DEFAULT_COMPRESS_FROM,
+    DEFAULT_GQA_AGG, DEFAULT_RECOVERY,
 };
 pub use snapkv::{Pool, SnapChoice, SnapSettings};
 pub use stats::{KvReport, KvStats};

@@ -156,43 +156,58 @@ impl fmt::Display for KvBudget {
     }
 }
 
-/// Everything that decides what a sequence's cache keeps.
+/// Everything that decides what a sequence's cache keeps: the method, how the parts of a
+/// policy are sized (every method), each baseline's own budget, and FastGen's own choices.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KvSettings {
     pub kind: KvKind,
-    /// Recovery threshold T in [0, 1] (FastGen).
-    pub recovery: f64,
+    pub parts: PartSettings,
+    /// The `window` baseline's recent window (besides the sink tokens).
+    pub window: Budget,
+    /// `snapkv` and `adakv`: observation window, pooling and kept share of the prompt.
+    pub snap: SnapSettings,
+    pub fastgen: FastGenSettings,
+}
+
+/// How the parts of a policy (`special`, `punct`, `frequent`, `local`, `sink`) are sized and
+/// which tokens they count, for every method that uses them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartSettings {
     /// r_l: the local window is `ceil(r_l * n)` tokens.
     pub r_local: f64,
     /// r_f: the frequent part keeps `ceil(r_f * n)` tokens.
     pub r_frequent: f64,
     /// Leading positions counted as special (the attention sink).
     pub sink_tokens: usize,
-    pub gqa_agg: GqaAgg,
     /// Whitespace-only tokens count as punctuation.
     pub punct_whitespace: bool,
-    pub profile_rows: ProfileRows,
-    /// FastGen's candidates, cheapest first, ending with `full`.
-    pub candidates: Vec<Policy>,
-    /// The `window` baseline's recent window (besides the sink tokens).
-    pub window: Budget,
-    /// `snapkv` and `adakv`: observation window, pooling and kept share of the prompt.
-    pub snap: SnapSettings,
     /// Policies with `frequent` also keep the last `frequent_grace` positions (0: paper).
     pub frequent_grace: usize,
-    /// FastGen: replay the last `replay` prompt rows as decode steps to measure recovery
-    /// (`replay`; 0: the paper's static recovery).
+}
+
+/// FastGen's own settings: how each head's policy is chosen, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FastGenSettings {
+    /// Recovery threshold T in [0, 1].
+    pub recovery: f64,
+    /// How a KV head aggregates the recoveries of its query heads.
+    pub gqa_agg: GqaAgg,
+    pub profile_rows: ProfileRows,
+    /// The candidates, cheapest first, ending with `full`.
+    pub candidates: Vec<Policy>,
+    /// Replay the last `replay` prompt rows as decode steps to measure recovery (0: the
+    /// paper's static recovery).
     pub replay: usize,
-    /// FastGen: every compressed policy also keeps the last `grace` positions (0: paper).
+    /// Every compressed policy also keeps the last `grace` positions (0: paper).
     pub grace: usize,
-    /// FastGen: how `frequent` ranks tokens.
+    /// How `frequent` ranks tokens.
     pub hh_scores: HhScores,
-    /// FastGen: pick T to fit this budget instead of using `recovery`.
+    /// Pick T to fit this budget instead of using `recovery`.
     pub budget: Option<KvBudget>,
-    /// FastGen: the cache stays full until the sequence holds this many tokens; then every
-    /// head's policy is chosen from all the rows so far, prompt and answer, and applied
-    /// (0: right after the prompt, as the paper does). A policy is thus never chosen on a
-    /// sequence shorter than its windows, and short chats are never compressed.
+    /// The cache stays full until the sequence holds this many tokens; then every head's
+    /// policy is chosen from all the rows so far, prompt and answer, and applied (0: right
+    /// after the prompt, as the paper does). A policy is thus never chosen on a sequence
+    /// shorter than its windows, and short chats are never compressed.
     pub compress_from: usize,
 }
 
@@ -216,15 +231,19 @@ pub const DEFAULT_GQA_AGG: GqaAgg = GqaAgg::Mean;
 /// `--kv fastgen`: the mechanisms that won the measurements of `docs/fastgen/BEYOND.md`.
 impl Default for KvSettings {
     fn default() -> KvSettings {
+        let paper = KvSettings::paper();
         KvSettings {
-            recovery: DEFAULT_RECOVERY,
-            gqa_agg: DEFAULT_GQA_AGG,
-            replay: 128,
-            grace: 32,
-            hh_scores: HhScores::Causal,
-            candidates: local_candidates(),
-            compress_from: DEFAULT_COMPRESS_FROM,
-            ..KvSettings::paper()
+            fastgen: FastGenSettings {
+                recovery: DEFAULT_RECOVERY,
+                gqa_agg: DEFAULT_GQA_AGG,
+                replay: 128,
+                grace: 32,
+                hh_scores: HhScores::Causal,
+                candidates: local_candidates(),
+                compress_from: DEFAULT_COMPRESS_FROM,
+                ..paper.fastgen
+            },
+            ..paper
         }
     }
 }
@@ -244,22 +263,26 @@ impl KvSettings {
     pub fn paper() -> KvSettings {
         KvSettings {
             kind: KvKind::FastGen,
-            recovery: 0.95,
-            r_local: 0.3,
-            r_frequent: 0.3,
-            sink_tokens: 1,
-            gqa_agg: GqaAgg::Min,
-            punct_whitespace: false,
-            profile_rows: ProfileRows::All,
-            candidates: default_candidates(),
+            parts: PartSettings {
+                r_local: 0.3,
+                r_frequent: 0.3,
+                sink_tokens: 1,
+                punct_whitespace: false,
+                frequent_grace: 0,
+            },
             window: Budget::Ratio(0.3),
             snap: SnapSettings::default(),
-            frequent_grace: 0,
-            replay: 0,
-            grace: 0,
-            hh_scores: HhScores::Sum,
-            budget: None,
-            compress_from: 0,
+            fastgen: FastGenSettings {
+                recovery: 0.95,
+                gqa_agg: GqaAgg::Min,
+                profile_rows: ProfileRows::All,
+                candidates: default_candidates(),
+                replay: 0,
+                grace: 0,
+                hh_scores: HhScores::Sum,
+                budget: None,
+                compress_from: 0,
+            },
         }
     }
 
@@ -277,19 +300,23 @@ impl KvSettings {
         self.kind == KvKind::FastGen
     }
 
+    /// These settings with the changes `change` makes (a preset with a few fields set:
+    /// `KvSettings::default().with(|s| s.fastgen.recovery = 0.9)`).
+    pub fn with(mut self, change: impl FnOnce(&mut KvSettings)) -> KvSettings {
+        change(&mut self);
+        self
+    }
+
     /// The defaults with another method.
     pub fn with_kind(kind: KvKind) -> KvSettings {
-        KvSettings {
-            kind,
-            ..KvSettings::default()
-        }
+        KvSettings::default().with(|s| s.kind = kind)
     }
 
     pub fn validate(&self) -> Result<()> {
         self.snap.validate()?;
-        unit_range("--recovery", self.recovery)?;
-        unit_range("--r-local", self.r_local)?;
-        unit_range("--r-frequent", self.r_frequent)?;
+        unit_range("--recovery", self.fastgen.recovery)?;
+        unit_range("--r-local", self.parts.r_local)?;
+        unit_range("--r-frequent", self.parts.r_frequent)?;
         match self.window {
             Budget::Ratio(r) if !(r > 0.0 && r <= 1.0) => {
                 return Err(Error::InvalidSetting(format!(
@@ -303,17 +330,17 @@ impl KvSettings {
             }
             _ => {}
         }
-        if self.profile_rows == ProfileRows::Last(0) {
+        if self.fastgen.profile_rows == ProfileRows::Last(0) {
             return Err(Error::InvalidSetting(
                 "--profile-rows last:W needs W >= 1".into(),
             ));
         }
-        if !self.candidates.last().is_some_and(|p| p.is_full()) {
+        if !self.fastgen.candidates.last().is_some_and(|p| p.is_full()) {
             return Err(Error::InvalidSetting(
                 "--candidates must end with full".into(),
             ));
         }
-        if let Some(p) = self.candidates.iter().find(|p| p.is_empty()) {
+        if let Some(p) = self.fastgen.candidates.iter().find(|p| p.is_empty()) {
             return Err(Error::InvalidSetting(format!(
                 "--candidates: empty policy '{p}'"
             )));
@@ -323,7 +350,7 @@ impl KvSettings {
                 return Err(Error::InvalidSetting("--kv fixed: needs parts".into()));
             }
         }
-        match self.budget {
+        match self.fastgen.budget {
             Some(_) if !self.is_fastgen() => {
                 return Err(Error::InvalidSetting(format!(
                     "--kv-budget picks FastGen's T; it does not apply to --kv {}",
@@ -350,15 +377,15 @@ impl KvSettings {
     pub fn params(&self) -> Params {
         let local = match self.kind {
             KvKind::Window => self.window,
-            _ => Budget::Ratio(self.r_local),
+            _ => Budget::Ratio(self.parts.r_local),
         };
         let fastgen = self.is_fastgen();
         Params {
             local,
-            frequent: Budget::Ratio(self.r_frequent),
-            grace: self.frequent_grace,
-            grace_all: if fastgen { self.grace } else { 0 },
-            causal: fastgen && self.hh_scores == HhScores::Causal,
+            frequent: Budget::Ratio(self.parts.r_frequent),
+            grace: self.parts.frequent_grace,
+            grace_all: if fastgen { self.fastgen.grace } else { 0 },
+            causal: fastgen && self.fastgen.hh_scores == HhScores::Causal,
         }
     }
 
@@ -379,7 +406,7 @@ impl KvSettings {
     /// prompt's own length unless FastGen defers compression to `compress_from`.
     pub fn compress_at(&self, prompt_len: usize) -> usize {
         if self.is_fastgen() {
-            prompt_len.max(self.compress_from)
+            prompt_len.max(self.fastgen.compress_from)
         } else {
             prompt_len
         }
@@ -402,7 +429,7 @@ impl KvSettings {
         if self.is_snap() {
             s - self.snap.window_len(s)
         } else {
-            self.profile_rows.start(s)
+            self.fastgen.profile_rows.start(s)
         }
     }
 
@@ -410,24 +437,24 @@ impl KvSettings {
     pub fn label(&self) -> String {
         match self.kind {
             KvKind::FastGen => {
-                let mut l = match self.budget {
+                let mut l = match self.fastgen.budget {
                     Some(b) => format!("fastgen budget {b}"),
-                    None => format!("fastgen T={}", self.recovery),
+                    None => format!("fastgen T={}", self.fastgen.recovery),
                 };
-                if self.replay > 0 {
-                    l += &format!(" replay:{}", self.replay);
+                if self.fastgen.replay > 0 {
+                    l += &format!(" replay:{}", self.fastgen.replay);
                 }
-                if self.grace > 0 {
-                    l += &format!(" grace:{}", self.grace);
+                if self.fastgen.grace > 0 {
+                    l += &format!(" grace:{}", self.fastgen.grace);
                 }
-                if self.hh_scores != HhScores::Sum {
-                    l += &format!(" hh:{}", self.hh_scores);
+                if self.fastgen.hh_scores != HhScores::Sum {
+                    l += &format!(" hh:{}", self.fastgen.hh_scores);
                 }
-                if self.gqa_agg != GqaAgg::Min {
-                    l += &format!(" gqa:{}", self.gqa_agg);
+                if self.fastgen.gqa_agg != GqaAgg::Min {
+                    l += &format!(" gqa:{}", self.fastgen.gqa_agg);
                 }
-                if self.compress_from > 0 {
-                    l += &format!(" from:{}", self.compress_from);
+                if self.fastgen.compress_from > 0 {
+                    l += &format!(" from:{}", self.fastgen.compress_from);
                 }
                 l
             }
@@ -466,54 +493,20 @@ mod tests {
 
     #[test]
     fn out_of_range_settings_name_themselves() {
+        let with = |change: fn(&mut KvSettings)| {
+            let mut s = KvSettings::default();
+            change(&mut s);
+            s
+        };
         let bad = [
+            (with(|s| s.fastgen.recovery = 1.5), "--recovery"),
+            (with(|s| s.fastgen.recovery = f64::NAN), "--recovery"),
+            (with(|s| s.parts.r_local = -0.1), "--r-local"),
+            (with(|s| s.parts.r_frequent = 2.0), "--r-frequent"),
+            (with(|s| s.window = Budget::Ratio(0.0)), "--window-ratio"),
+            (with(|s| s.window = Budget::Tokens(0)), "--window-tokens"),
             (
-                KvSettings {
-                    recovery: 1.5,
-                    ..KvSettings::default()
-                },
-                "--recovery",
-            ),
-            (
-                KvSettings {
-                    recovery: f64::NAN,
-                    ..KvSettings::default()
-                },
-                "--recovery",
-            ),
-            (
-                KvSettings {
-                    r_local: -0.1,
-                    ..KvSettings::default()
-                },
-                "--r-local",
-            ),
-            (
-                KvSettings {
-                    r_frequent: 2.0,
-                    ..KvSettings::default()
-                },
-                "--r-frequent",
-            ),
-            (
-                KvSettings {
-                    window: Budget::Ratio(0.0),
-                    ..KvSettings::default()
-                },
-                "--window-ratio",
-            ),
-            (
-                KvSettings {
-                    window: Budget::Tokens(0),
-                    ..KvSettings::default()
-                },
-                "--window-tokens",
-            ),
-            (
-                KvSettings {
-                    candidates: vec![Policy::of(&[Part::Special])],
-                    ..KvSettings::default()
-                },
+                with(|s| s.fastgen.candidates = vec![Policy::of(&[Part::Special])]),
                 "--candidates",
             ),
         ];
@@ -529,19 +522,16 @@ mod tests {
     fn presets_budgets_and_scores_parse() {
         let paper = KvSettings::preset("fastgen-paper").unwrap();
         assert_eq!(paper, KvSettings::paper());
-        assert_eq!((paper.replay, paper.grace), (0, 0));
-        assert_eq!(paper.hh_scores, HhScores::Sum);
+        assert_eq!((paper.fastgen.replay, paper.fastgen.grace), (0, 0));
+        assert_eq!(paper.fastgen.hh_scores, HhScores::Sum);
         assert_eq!(paper.params(), Params::default());
         let d = KvSettings::preset("fastgen").unwrap();
         assert_eq!(d, KvSettings::default());
-        assert!(d.replay > 0 && d.grace > 0);
+        assert!(d.fastgen.replay > 0 && d.fastgen.grace > 0);
         let p = d.params();
-        assert!(p.causal && p.grace_all == d.grace);
+        assert!(p.causal && p.grace_all == d.fastgen.grace);
         // The named baselines keep the literature's rules whatever the FastGen settings.
-        let h = KvSettings {
-            kind: KvKind::H2o,
-            ..KvSettings::default()
-        };
+        let h = KvSettings::default().with(|s| s.kind = KvKind::H2o);
         assert_eq!(h.params(), Params::default());
         assert!(KvSettings::preset("streaming").is_err());
         assert_eq!("causal".parse::<HhScores>().unwrap(), HhScores::Causal);
@@ -572,10 +562,8 @@ mod tests {
             let e = bad.parse::<KvBudget>().unwrap_err().to_string();
             assert!(e.contains("--kv-budget"), "{bad}: {e}");
         }
-        let e = KvSettings {
-            budget: Some(KvBudget::Ratio(0.5)),
-            ..KvSettings::with_kind(KvKind::Window)
-        };
+        let mut e = KvSettings::with_kind(KvKind::Window);
+        e.fastgen.budget = Some(KvBudget::Ratio(0.5));
         assert!(e
             .validate()
             .unwrap_err()

@@ -333,12 +333,10 @@ mod tests {
             ),
         ];
         for (snap, name) in bad {
-            let e = KvSettings {
-                snap,
-                ..KvSettings::with_kind(KvKind::SnapKv)
-            }
-            .validate()
-            .unwrap_err();
+            let e = KvSettings::with_kind(KvKind::SnapKv)
+                .with(|s| s.snap = snap)
+                .validate()
+                .unwrap_err();
             assert!(matches!(e, Error::InvalidSetting(_)));
             assert!(e.to_string().contains(name), "{e} should name {name}");
         }

@@ -92,7 +92,7 @@ impl KvReport {
 
         // Order: the candidate list for FastGen, then any other policy by name.
         let order: Vec<String> = match s.kind {
-            KvKind::FastGen => s.candidates.iter().map(|p| p.to_string()).collect(),
+            KvKind::FastGen => s.fastgen.candidates.iter().map(|p| p.to_string()).collect(),
             _ => Vec::new(),
         };
         let histogram = layers
@@ -122,13 +122,13 @@ impl KvReport {
             policy: s.kind.to_string(),
             recovery: st
                 .recovery_used
-                .or((s.kind == KvKind::FastGen).then_some(s.recovery)),
+                .or((s.kind == KvKind::FastGen).then_some(s.fastgen.recovery)),
             label: s.label(),
-            budget: s.budget.map(|b| b.to_string()),
+            budget: s.fastgen.budget.map(|b| b.to_string()),
             budget_met: st.budget_met,
             compressed_at: st.compressed_at,
             compress_from: if s.kind == KvKind::FastGen {
-                s.compress_from
+                s.fastgen.compress_from
             } else {
                 0
             },

@@ -280,12 +280,11 @@ fn fastgen_arms(cfg: &SweepConfig) -> Vec<Arm> {
         recovery: Some(t),
         // The sweep measures the method per byte: compressed from the prompt on, never
         // deferred (`eval agree` and `eval longgen` with the defaults measure the default).
-        settings: KvSettings {
-            kind: KvKind::FastGen,
-            recovery: t,
-            compress_from: 0,
-            ..cfg.base.clone()
-        },
+        settings: cfg.base.clone().with(|s| {
+            s.kind = KvKind::FastGen;
+            s.fastgen.recovery = t;
+            s.fastgen.compress_from = 0;
+        }),
     });
     // The paper's FastGen at the same T, for comparison with ours: drawn at its own kept
     // share, with no baselines of its own (the curves show where it lies against theirs).
@@ -296,10 +295,7 @@ fn fastgen_arms(cfg: &SweepConfig) -> Vec<Arm> {
         .map(|&t| Arm {
             method: "fastgen-paper".into(),
             recovery: Some(t),
-            settings: KvSettings {
-                recovery: t,
-                ..KvSettings::paper()
-            },
+            settings: KvSettings::paper().with(|s| s.fastgen.recovery = t),
         });
     ours.chain(paper).collect()
 }
@@ -309,20 +305,16 @@ fn window_arm(base: &KvSettings, kept: f64, t: f64) -> Arm {
     Arm {
         method: "window".into(),
         recovery: Some(t),
-        settings: KvSettings {
-            kind: KvKind::Window,
-            window: Budget::Ratio(kept.clamp(1e-3, 1.0)),
-            ..base.clone()
-        },
+        settings: base.clone().with(|s| {
+            s.kind = KvKind::Window;
+            s.window = Budget::Ratio(kept.clamp(1e-3, 1.0));
+        }),
     }
 }
 
 /// SnapKV or Ada-KV keeping `kept` of the prompt per head (their window included).
 fn snap_arm(base: &KvSettings, kind: KvKind, kept: f64, t: f64) -> Arm {
-    let mut settings = KvSettings {
-        kind,
-        ..base.clone()
-    };
+    let mut settings = base.clone().with(|s| s.kind = kind);
     settings.snap.budget = kept.clamp(1e-3, 1.0);
     Arm {
         method: kind.to_string(),
@@ -333,12 +325,11 @@ fn snap_arm(base: &KvSettings, kind: KvKind, kept: f64, t: f64) -> Arm {
 
 /// H2O with local and frequent parts of `x` of the sequence each.
 fn h2o_settings(base: &KvSettings, x: f64) -> KvSettings {
-    KvSettings {
-        kind: KvKind::H2o,
-        r_local: x.clamp(0.0, 1.0),
-        r_frequent: x.clamp(0.0, 1.0),
-        ..base.clone()
-    }
+    base.clone().with(|s| {
+        s.kind = KvKind::H2o;
+        s.parts.r_local = x.clamp(0.0, 1.0);
+        s.parts.r_frequent = x.clamp(0.0, 1.0);
+    })
 }
 
 /// H2O keeping about `kept` of `ctx` after its prefill. Heavy hitters are often recent, so
@@ -1027,11 +1018,10 @@ pub fn write_outputs(
         .copied()
         .min_by(|a, b| (a - 0.95).abs().total_cmp(&(b - 0.95).abs()))
         .unwrap_or(0.95);
-    let settings = KvSettings {
-        kind: KvKind::FastGen,
-        recovery: t,
-        ..cfg.base.clone()
-    };
+    let settings = cfg.base.clone().with(|s| {
+        s.kind = KvKind::FastGen;
+        s.fastgen.recovery = t;
+    });
     let ctx = &tokens[..cfg.windows.ctx.min(tokens.len())];
     let mut cache = engine.cache(&settings)?;
     cache.prefill(engine.model, &mut engine.workspace(), ctx)?;
@@ -1040,7 +1030,12 @@ pub fn write_outputs(
     let spec = MapSpec {
         report: &report,
         title: format!("{model}: fastgen T={t}, {} prompt tokens", ctx.len()),
-        order: settings.candidates.iter().map(|p| p.to_string()).collect(),
+        order: settings
+            .fastgen
+            .candidates
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         shortfall,
     };
     draw_policy_map(

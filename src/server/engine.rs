@@ -262,12 +262,10 @@ impl Engine {
             sampler: job.sampler.clone(),
             top_logprobs: 0,
         };
-        let settings = KvSettings {
-            kind: job.kv.kind,
-            recovery: job.kv.recovery,
-            compress_from: job.kv.compress_from,
-            ..KvSettings::default()
-        };
+        let settings = KvSettings::with_kind(job.kv.kind).with(|s| {
+            s.fastgen.recovery = job.kv.recovery;
+            s.fastgen.compress_from = job.kv.compress_from;
+        });
         let mut cache = self
             .caches
             .cache(&settings)
