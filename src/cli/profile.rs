@@ -5,7 +5,6 @@ use super::{KvArgs, ModelArgs, PromptArgs};
 use anyhow::{Context, Result};
 use clap::Args;
 use fastgen::compress::plot::{draw_policy_map, MapSpec};
-use fastgen::compress::KvKind;
 use fastgen::model::Workspace;
 use std::path::PathBuf;
 
@@ -39,15 +38,7 @@ pub fn run(a: ProfileArgs) -> Result<()> {
         );
         settings.fastgen.compress_from = 0;
     }
-    let order: Vec<String> = match settings.kind {
-        KvKind::FastGen => settings
-            .fastgen
-            .candidates
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
-        _ => Vec::new(),
-    };
+    let order = settings.policy_order();
     let label = settings.label();
     let mut cache = a.kv.new_cache(&loaded, settings)?;
     let mut ws = Workspace::default();

@@ -389,6 +389,20 @@ impl KvSettings {
         }
     }
 
+    /// The order in which reports and policy maps list policies: FastGen's candidates,
+    /// cheapest first (other methods: none; their policies are listed by name).
+    pub fn policy_order(&self) -> Vec<String> {
+        match self.kind {
+            KvKind::FastGen => self
+                .fastgen
+                .candidates
+                .iter()
+                .map(|p| p.to_string())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The one policy of every head, for the non-adaptive methods.
     pub fn fixed_policy(&self) -> Option<Policy> {
         match self.kind {

@@ -91,10 +91,7 @@ impl KvReport {
             .collect();
 
         // Order: the candidate list for FastGen, then any other policy by name.
-        let order: Vec<String> = match s.kind {
-            KvKind::FastGen => s.fastgen.candidates.iter().map(|p| p.to_string()).collect(),
-            _ => Vec::new(),
-        };
+        let order = s.policy_order();
         let histogram = layers
             .iter()
             .map(|hs| {

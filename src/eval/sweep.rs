@@ -1030,12 +1030,7 @@ pub fn write_outputs(
     let spec = MapSpec {
         report: &report,
         title: format!("{model}: fastgen T={t}, {} prompt tokens", ctx.len()),
-        order: settings
-            .fastgen
-            .candidates
-            .iter()
-            .map(|p| p.to_string())
-            .collect(),
+        order: settings.policy_order(),
         shortfall,
     };
     draw_policy_map(
