@@ -32,9 +32,7 @@ mod tests;
 mod x86;
 
 pub use decode::attend_one;
-use decode::*;
 pub use prefill::attend_batch;
-use prefill::*;
 use reference::*;
 
 /// Dot product written with eight independent lanes so that it vectorises.
@@ -87,7 +85,7 @@ mod x86 {
     }
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn decode_chunk(
-        _: &HeadCache,
+        _: HeadView,
         _: &[f32],
         _: usize,
         _: usize,

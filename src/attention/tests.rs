@@ -1,3 +1,5 @@
+use super::decode::*;
+use super::prefill::*;
 use super::*;
 use crate::kv_cache::KvDtype;
 

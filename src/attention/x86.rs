@@ -7,7 +7,8 @@ use crate::kv_cache::{HeadView, RowsRef};
 use crate::model::ops::exp_fast;
 use std::arch::x86_64::*;
 
-use super::MAX_HD;
+use super::decode::MAX_HD;
+use super::prefill::{Tile, K_BLOCK};
 
 pub use crate::cpu::{avx2 as has_avx2, avx512 as has_avx512};
 
@@ -284,12 +285,12 @@ unsafe fn exp_row(p: *mut f32, n: usize) -> (f32, f64) {
 /// AVX-512 CPU; `tile.hd` is a multiple of 16; the block is loaded.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 pub(super) unsafe fn attend_block4(
-    tile: &mut super::Tile,
+    tile: &mut Tile,
     si: [usize; 4],
     lims: [usize; 4],
-    pbuf: &mut [[f32; super::K_BLOCK]; 4],
+    pbuf: &mut [[f32; K_BLOCK]; 4],
 ) {
-    const KB: usize = super::K_BLOCK;
+    const KB: usize = K_BLOCK;
     const NV: usize = KB / 16;
     let hd = tile.hd;
     let kt = tile.kt.as_ptr();
@@ -359,14 +360,14 @@ pub(super) unsafe fn attend_block4(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn pv_block<const NC: usize>(
-    tile: &mut super::Tile,
+    tile: &mut Tile,
     v: *const f32,
     hd: usize,
     d0: usize,
     jmax: usize,
     si: &[usize; 4],
     f: &[f32; 4],
-    pbuf: &[[f32; super::K_BLOCK]; 4],
+    pbuf: &[[f32; K_BLOCK]; 4],
 ) {
     let mut acc = [[_mm512_setzero_ps(); NC]; 4];
     for j in 0..jmax {
