@@ -25,18 +25,35 @@ impl TokenClasses {
     /// (spaces, newlines) as punctuation, as cold-compress does; FastGen's default leaves
     /// them out.
     pub fn from_tokenizer(tok: &Tokenizer, punct_whitespace: bool) -> TokenClasses {
-        let flags = (0..tok.vocab_size() as u32)
-            .map(|id| {
-                if tok.token_type(id) == token_type::CONTROL {
-                    return CONTROL;
-                }
+        let [without, with] = TokenClasses::both(tok);
+        if punct_whitespace {
+            with
+        } else {
+            without
+        }
+    }
+
+    /// Both settings of `punct_whitespace`, `[false, true]`, from one pass over the
+    /// vocabulary (the pass is the costly part: 13 ms on SmolLM2, 29 ms on Qwen2.5).
+    pub fn both(tok: &Tokenizer) -> [TokenClasses; 2] {
+        let n = tok.vocab_size();
+        let (mut without, mut with) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for id in 0..n as u32 {
+            let (a, b) = if tok.token_type(id) == token_type::CONTROL {
+                (CONTROL, CONTROL)
+            } else {
                 match std::str::from_utf8(&tok.token_bytes(id)) {
-                    Ok(text) if is_punct_text(text, punct_whitespace) => PUNCT,
-                    _ => 0,
+                    Ok(text) => {
+                        let punct = |ws| if is_punct_text(text, ws) { PUNCT } else { 0 };
+                        (punct(false), punct(true))
+                    }
+                    Err(_) => (0, 0),
                 }
-            })
-            .collect();
-        TokenClasses { flags }
+            };
+            without.push(a);
+            with.push(b);
+        }
+        [without, with].map(|flags| TokenClasses { flags })
     }
 
     /// Classes given directly (tests, other tokenizers): one flag byte per id.

@@ -1,5 +1,5 @@
 //! Empty caches for one model, made the same way by every front end (CLI, eval, bench,
-//! server): the token classes FastGen reads are scanned from the vocabulary once, with and
+//! server): the token classes FastGen reads come from one pass over the vocabulary, with and
 //! without whitespace counted as punctuation, and each cache takes its own settings.
 
 use super::{CompressedCache, KvSettings, TokenClasses};
@@ -22,7 +22,7 @@ impl CacheFactory {
         CacheFactory {
             cfg: cfg.clone(),
             dtype,
-            classes: [false, true].map(|ws| Arc::new(TokenClasses::from_tokenizer(tokenizer, ws))),
+            classes: TokenClasses::both(tokenizer).map(Arc::new),
         }
     }
 
