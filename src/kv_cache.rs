@@ -18,8 +18,8 @@ pub enum KvDtype {
 }
 
 impl KvDtype {
-    /// The names `--kv-dtype` and the server accept.
-    pub const NAMES: [&'static str; 2] = ["f16", "f32"];
+    /// Every element type, by which `--kv-dtype` values are parsed.
+    pub const ALL: [KvDtype; 2] = [KvDtype::F16, KvDtype::F32];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -47,15 +47,14 @@ impl std::str::FromStr for KvDtype {
     type Err = crate::error::Error;
 
     fn from_str(s: &str) -> crate::error::Result<KvDtype> {
-        match s {
-            "f16" => Ok(KvDtype::F16),
-            "f32" => Ok(KvDtype::F32),
-            _ => Err(crate::error::Error::InvalidSetting(format!(
+        let known = KvDtype::ALL;
+        known.into_iter().find(|d| d.name() == s).ok_or_else(|| {
+            crate::error::Error::InvalidSetting(format!(
                 "unknown KV element type '{}' (known: {})",
                 s.escape_debug(),
-                KvDtype::NAMES.join(", ")
-            ))),
-        }
+                known.map(KvDtype::name).join(", ")
+            ))
+        })
     }
 }
 

@@ -39,7 +39,6 @@ pub struct Engine<'a> {
     pub model: &'a Model,
     pub tokenizer: &'a Tokenizer,
     pub template: Option<&'a ChatTemplate>,
-    pub dtype: KvDtype,
     /// Matrix products in f32 (activations not quantised): see [`Engine::workspace`].
     pub exact: bool,
     caches: CacheFactory,
@@ -56,7 +55,6 @@ impl<'a> Engine<'a> {
             model,
             tokenizer,
             template,
-            dtype,
             exact: false,
             caches: CacheFactory::new(&model.cfg, tokenizer, dtype),
         }

@@ -145,7 +145,7 @@ pub struct Engine {
     /// Other names a request's `model` may use (file name and stem).
     pub aliases: Vec<String>,
     pub created: u64,
-    pub kv_dtype: KvDtype,
+    /// Every request's cache, in the element type the server was started with.
     caches: CacheFactory,
     /// Activation buffers of finished requests, reused by the next ones.
     workspaces: Mutex<Vec<Workspace>>,
@@ -173,7 +173,6 @@ impl Engine {
             id,
             aliases,
             created,
-            kv_dtype,
             workspaces: Mutex::new(Vec::new()),
         }
     }
@@ -193,7 +192,7 @@ impl Engine {
             n_layers: c.n_layers,
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
-            dtype: self.kv_dtype,
+            dtype: self.caches.dtype(),
         }
     }
 
