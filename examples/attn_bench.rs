@@ -48,7 +48,7 @@ fn main() {
             let t = Instant::now();
             for heads in &cache {
                 let p = want_probs.then_some(&mut probs);
-                attend_one(heads, &q, depth as u32, hd, &mut out, p);
+                attend_one(heads, &q, depth as u32, None, hd, &mut out, p);
             }
             best = best.min(t.elapsed().as_secs_f64());
         }

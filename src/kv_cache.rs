@@ -72,7 +72,15 @@ pub enum RowsRef<'a> {
     F32(&'a [f32]),
 }
 
-impl RowsRef<'_> {
+impl<'a> RowsRef<'a> {
+    /// Rows `r` of `[len, head_dim]`.
+    fn slice(self, head_dim: usize, r: std::ops::Range<usize>) -> RowsRef<'a> {
+        let r = r.start * head_dim..r.end * head_dim;
+        match self {
+            RowsRef::F16(v) => RowsRef::F16(&v[r]),
+            RowsRef::F32(v) => RowsRef::F32(&v[r]),
+        }
+    }
     /// Rows `start .. start + n` of `[len, head_dim]` as f32 into `dst` (the storage
     /// format's one row load that kernels without their own conversion use).
     pub fn rows_f32(self, head_dim: usize, start: usize, n: usize, dst: &mut [f32]) {
@@ -97,7 +105,7 @@ pub struct HeadView<'a> {
     pub head_dim: usize,
 }
 
-impl HeadView<'_> {
+impl<'a> HeadView<'a> {
     pub fn len(&self) -> usize {
         self.positions.len()
     }
@@ -107,6 +115,32 @@ impl HeadView<'_> {
     /// Number of slots visible to a query at `pos` (causal mask: slots at positions <= pos).
     pub fn visible(&self, pos: u32) -> usize {
         self.positions.partition_point(|&p| p <= pos)
+    }
+    /// The slots a query at `pos` sees: those at positions `<= pos`, and with a sliding
+    /// `window` only the last `window` positions (`pos - window < p`).
+    pub fn seen_by(&self, pos: u32, window: Option<u32>) -> std::ops::Range<usize> {
+        let lo = match window {
+            Some(w) => self
+                .positions
+                .partition_point(|&p| p as u64 + w as u64 <= pos as u64),
+            None => 0,
+        };
+        let hi = self.visible(pos);
+        lo.min(hi)..hi
+    }
+    /// The view of slots `r` only.
+    pub fn slots(self, r: std::ops::Range<usize>) -> HeadView<'a> {
+        HeadView {
+            keys: self.keys.slice(self.head_dim, r.clone()),
+            values: self.values.slice(self.head_dim, r.clone()),
+            positions: &self.positions[r],
+            head_dim: self.head_dim,
+        }
+    }
+    /// The view of the slots a query at `pos` sees ([`HeadView::seen_by`]).
+    pub fn seen(self, pos: u32, window: Option<u32>) -> HeadView<'a> {
+        let r = self.seen_by(pos, window);
+        self.slots(r)
     }
 }
 

@@ -3,9 +3,13 @@
 //!
 //! llama.cpp rounds activations to 8 bits inside its CPU matrix products, which moves
 //! log-probabilities by about 0.05 to 0.1; so a step passes when our argmax equals llama.cpp's,
-//! or when llama.cpp's top two are within 0.4 and ours is its second choice. Over all steps,
-//! our log-probabilities of llama.cpp's top-10 tokens differ from its own by at most 0.12 on
-//! average and 0.5 at the 99th percentile.
+//! or when ours is one of llama.cpp's choices within 0.4 of its best (a near tie). Over all
+//! steps, our log-probabilities of llama.cpp's top-10 tokens differ from its own by at most
+//! 0.12 on average and 0.5 at the 99th percentile ([`Bounds::USUAL`]).
+//!
+//! Gemma 3 moves more under rounding: llama.cpp against itself, flash attention on (the
+//! fixture) and off, same file, differs by mean 0.123, p99 0.63, max 2.54 on these cases
+//! (12 of 278 argmaxes differ); its bounds are that noise ([`Bounds::GEMMA3`]).
 
 mod common;
 
@@ -38,9 +42,10 @@ fn check_step(ours: &[f32], step: &serde_json::Value, t: &mut Tally, ctx: &str) 
         .collect();
     let ref_id = step["id"].as_u64().unwrap() as u32;
     t.steps += 1;
+    let near_tie = |id: u32| top.iter().any(|&(t, l)| t == id && top[0].1 - l <= 0.4);
     if our_top[0].0 == ref_id {
         t.exact += 1;
-    } else if top.len() > 1 && top[0].1 - top[1].1 <= 0.4 && our_top[0].0 == top[1].0 {
+    } else if near_tie(our_top[0].0) {
         t.swaps += 1;
     } else {
         panic!(
@@ -66,23 +71,49 @@ fn tally() -> Tally {
     }
 }
 
+/// How far our top-10 log-probabilities may be from llama.cpp's over all steps.
+struct Bounds {
+    mean: f32,
+    p99: f32,
+}
+
+impl Bounds {
+    const USUAL: Bounds = Bounds {
+        mean: 0.12,
+        p99: 0.5,
+    };
+    /// llama.cpp's own spread on Gemma 3 (module docs), rounded up.
+    const GEMMA3: Bounds = Bounds {
+        mean: 0.14,
+        p99: 0.7,
+    };
+}
+
 /// Passes when the differences from llama.cpp's log-probabilities stay within the bounds.
-fn assert_close(model_name: &str, mut t: Tally) {
+fn assert_close(model_name: &str, mut t: Tally, b: &Bounds) {
     t.diffs.sort_by(|a, b| a.total_cmp(b));
     let mean = t.diffs.iter().sum::<f32>() / t.diffs.len() as f32;
     let p99 = t.diffs[(t.diffs.len() as f64 * 0.99) as usize - 1];
     eprintln!(
-        "{model_name}: {} steps, {} exact argmax, {} top-two swaps; top-10 |dlogprob| mean {mean:.4}, p99 {p99:.4}, max {:.4}",
+        "{model_name}: {} steps, {} exact argmax, {} near ties; top-10 |dlogprob| mean {mean:.4}, p99 {p99:.4}, max {:.4}",
         t.steps,
         t.exact,
         t.swaps,
         t.diffs.last().unwrap()
     );
-    assert!(mean <= 0.12, "{model_name}: mean |dlogprob| {mean} > 0.12");
-    assert!(p99 <= 0.5, "{model_name}: p99 |dlogprob| {p99} > 0.5");
+    assert!(
+        mean <= b.mean,
+        "{model_name}: mean |dlogprob| {mean} > {}",
+        b.mean
+    );
+    assert!(
+        p99 <= b.p99,
+        "{model_name}: p99 |dlogprob| {p99} > {}",
+        b.p99
+    );
 }
 
-fn parity(model_name: &str, suffix: &str) {
+fn parity(model_name: &str, suffix: &str, bounds: &Bounds) {
     let path = fastgen::fetch::ensure_model(model_name).expect("model fetch");
     let model = Model::load(&path).expect("model loads");
     let mut ws = Workspace::default();
@@ -112,14 +143,14 @@ fn parity(model_name: &str, suffix: &str) {
             }
         }
     }
-    assert_close(model_name, t);
+    assert_close(model_name, t, bounds);
 }
 
 /// Every reference case as one sequence of a batch: the prompts prefilled together (mixed
 /// lengths, the longest spanning several ubatches shared with the others), then one
 /// teacher-forced token per sequence per step, all running sequences in one forward pass.
 /// Each step must meet the same bounds as the one-sequence run.
-fn parity_batched(model_name: &str, suffix: &str) {
+fn parity_batched(model_name: &str, suffix: &str, bounds: &Bounds) {
     let path = fastgen::fetch::ensure_model(model_name).expect("model fetch");
     let model = Model::load(&path).expect("model loads");
     let cases = common::read_jsonl(&format!("greedy-{suffix}.jsonl"));
@@ -180,25 +211,37 @@ fn parity_batched(model_name: &str, suffix: &str) {
     }
     let expected: usize = steps.iter().map(|s| s.len()).sum();
     assert_eq!(t.steps, expected, "every step of every case checked once");
-    assert_close(&format!("{model_name} batched"), t);
+    assert_close(&format!("{model_name} batched"), t, bounds);
 }
 
 #[test]
 fn smollm2_matches_llama_cpp() {
-    parity("smollm2", "smollm2");
+    parity("smollm2", "smollm2", &Bounds::USUAL);
 }
 
 #[test]
 fn qwen25_matches_llama_cpp() {
-    parity("qwen2.5-0.5b", "qwen2.5-0.5b");
+    parity("qwen2.5-0.5b", "qwen2.5-0.5b", &Bounds::USUAL);
 }
 
 #[test]
 fn smollm2_batched_matches_llama_cpp() {
-    parity_batched("smollm2", "smollm2");
+    parity_batched("smollm2", "smollm2", &Bounds::USUAL);
 }
 
 #[test]
 fn qwen25_batched_matches_llama_cpp() {
-    parity_batched("qwen2.5-0.5b", "qwen2.5-0.5b");
+    parity_batched("qwen2.5-0.5b", "qwen2.5-0.5b", &Bounds::USUAL);
+}
+
+/// Gemma 3: sliding-window layers (the 2,003-token case crosses the 512-token window three
+/// times), QK norm, post-norms, GeGLU, the embedding scale, one KV head of 256 dims.
+#[test]
+fn gemma3_matches_llama_cpp() {
+    parity("gemma3-270m", "gemma3-270m", &Bounds::GEMMA3);
+}
+
+#[test]
+fn gemma3_batched_matches_llama_cpp() {
+    parity_batched("gemma3-270m", "gemma3-270m", &Bounds::GEMMA3);
 }

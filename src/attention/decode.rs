@@ -29,12 +29,14 @@ pub(super) const DECODE_CHUNK: usize = 256;
 pub(super) const DECODE_SERIAL: usize = 1024;
 
 /// Decode: one token at position `pos` (already appended to every head) attends over its
-/// layer. `q`, `out`: `[n_heads, head_dim]`. When `probs_out` is given, it receives, for each
-/// KV head, the group's probabilities `[group, len]` over that head's visible slots.
+/// layer (over the last `window` positions only, for a sliding-window layer). `q`, `out`:
+/// `[n_heads, head_dim]`. When `probs_out` is given, it receives, for each KV head, the
+/// group's probabilities `[group, len]` over the slots it sees ([`HeadView::seen_by`]).
 pub fn attend_one(
     heads: &[HeadCache],
     q: &[f32],
     pos: u32,
+    window: Option<u32>,
     head_dim: usize,
     out: &mut [f32],
     probs_out: Option<&mut Vec<Vec<f32>>>,
@@ -43,11 +45,13 @@ pub fn attend_one(
         return;
     }
     if head_dim == 0 || head_dim > MAX_HD || q.len() / heads.len() > MAX_GROUP_DIM {
-        return attend_one_reference(heads, q, pos, head_dim, out, probs_out);
+        return attend_one_reference(heads, q, pos, window, head_dim, out, probs_out);
     }
     let kernel = chunk_kernel(head_dim);
     DECODE.with(|s| match s.try_borrow_mut() {
-        Ok(mut s) => attend_one_fast(&mut s, kernel, heads, q, pos, head_dim, out, probs_out),
+        Ok(mut s) => attend_one_fast(
+            &mut s, kernel, heads, q, pos, window, head_dim, out, probs_out,
+        ),
         // Re-entered from inside a call on this thread: use fresh buffers.
         Err(_) => attend_one_fast(
             &mut DecodeScratch::default(),
@@ -55,6 +59,7 @@ pub fn attend_one(
             heads,
             q,
             pos,
+            window,
             head_dim,
             out,
             probs_out,
@@ -69,15 +74,19 @@ pub(super) fn attend_one_fast(
     heads: &[HeadCache],
     q: &[f32],
     pos: u32,
+    window: Option<u32>,
     head_dim: usize,
     out: &mut [f32],
     mut probs_out: Option<&mut Vec<Vec<f32>>>,
 ) {
     let hd = head_dim;
+    fn seen(h: &HeadCache, pos: u32, window: Option<u32>) -> HeadView<'_> {
+        h.view().seen(pos, window)
+    }
     let group = q.len() / hd / heads.len();
     let span = group * hd;
     let threads = pool::global().threads();
-    let total: usize = heads.iter().map(|h| h.visible(pos)).sum();
+    let total: usize = heads.iter().map(|h| seen(h, pos, window).len()).sum();
     let serial = total * group < DECODE_SERIAL || threads == 1;
     // Chunks of a fixed size, whatever the thread count, so that results do not depend on
     // it (the split changes the rounding of the merged softmax).
@@ -86,7 +95,7 @@ pub(super) fn attend_one_fast(
     s.heads.clear();
     let (mut tasks, mut off) = (0, 0);
     for head in heads {
-        let n = head.visible(pos);
+        let n = seen(head, pos, window).len();
         s.heads.push((n, tasks, off));
         tasks += n.div_ceil(chunk.min(n.max(1)));
         off += group * n;
@@ -141,7 +150,7 @@ pub(super) fn attend_one_fast(
                     group * pstride,
                 );
                 kernel(
-                    heads[h].view(),
+                    seen(&heads[h], pos, window),
                     &qs[..span],
                     group,
                     j0,

@@ -2,18 +2,21 @@
 //! attention), tasks of (KV head, block of query rows).
 
 use super::*;
+use std::ops::Range;
 
 /// Query rows and keys per prefill tile.
 pub(super) const Q_BLOCK: usize = 32;
 pub(super) const K_BLOCK: usize = 64;
 
-/// Prefill: tokens at `positions` (already appended) attend causally over their layer.
-/// `q`, `out`: `[n_tokens, n_heads * head_dim]`. Tasks are (KV head, block of query rows);
-/// each walks its head's visible keys in blocks with an online softmax.
+/// Prefill: tokens at `positions` (already appended) attend causally over their layer
+/// (over the last `window` positions only, for a sliding-window layer). `q`, `out`:
+/// `[n_tokens, n_heads * head_dim]`. Tasks are (KV head, block of query rows); each walks
+/// the keys its rows see in blocks with an online softmax.
 pub fn attend_batch(
     heads: &[HeadCache],
     q: &[f32],
     positions: &[u32],
+    window: Option<u32>,
     n_heads: usize,
     head_dim: usize,
     out: &mut [f32],
@@ -22,6 +25,7 @@ pub fn attend_batch(
         heads,
         q,
         positions,
+        window,
         n_heads,
         head_dim,
         out,
@@ -30,10 +34,12 @@ pub fn attend_batch(
 }
 
 /// [`attend_batch`] with the AVX-512 tile kernel or the portable one.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn attend_batch_with(
     heads: &[HeadCache],
     q: &[f32],
     positions: &[u32],
+    window: Option<u32>,
     n_heads: usize,
     head_dim: usize,
     out: &mut [f32],
@@ -58,12 +64,14 @@ pub(super) fn attend_batch_with(
             let r0 = qb * Q_BLOCK;
             let r1 = (r0 + Q_BLOCK).min(n_tok);
             let head = heads[h].view();
-            let vis: Vec<usize> = positions[r0..r1].iter().map(|&p| head.visible(p)).collect();
+            let seen: Vec<Range<usize>> = (positions[r0..r1].iter())
+                .map(|&p| head.seen_by(p, window))
+                .collect();
             if avx512 {
                 // SAFETY: `avx512` only when the CPU has it.
-                unsafe { tile.run_avx512(head, q, q_dim, h * span, r0, &vis) }
+                unsafe { tile.run_avx512(head, q, q_dim, h * span, r0, &seen) }
             } else {
-                tile.run_body(head, q, q_dim, h * span, r0, &vis)
+                tile.run_body(head, q, q_dim, h * span, r0, &seen)
             }
             for (i, o) in tile.out.chunks_exact(span).take(r1 - r0).enumerate() {
                 let r = r0 + i;
@@ -124,32 +132,39 @@ impl Tile {
         q_dim: usize,
         col: usize,
         r0: usize,
-        vis: &[usize],
+        seen: &[Range<usize>],
     ) {
-        let (hd, group) = (self.hd, self.group);
-        if !hd.is_multiple_of(16) {
-            return self.run_body(head, q, q_dim, col, r0, vis);
+        let group = self.group;
+        if !self.hd.is_multiple_of(16) {
+            return self.run_body(head, q, q_dim, col, r0, seen);
         }
-        let rows = vis.len();
+        let rows = seen.len();
         self.start(q, q_dim, col, r0, rows);
-        let n_max = vis.iter().copied().max().unwrap_or(0);
+        let (k_min, k_max) = key_span(seen);
         let mut pbuf = [[0f32; K_BLOCK]; 4];
-        for k0 in (0..n_max).step_by(K_BLOCK) {
-            let nk = K_BLOCK.min(n_max - k0);
+        for k0 in (k_min..k_max).step_by(K_BLOCK) {
+            let nk = K_BLOCK.min(k_max - k0);
             self.load_block(head, k0, nk);
-            // Rows are in position order: the ones that see this block are a suffix.
-            let first = vis.partition_point(|&n| n <= k0);
-            let qvs = first * group..rows * group;
+            // Rows are in position order, so both ends of what they see increase: the rows
+            // that see this block from its first key on are a run [first, whole); the rows
+            // after it start inside the block (a sliding window's lower edge) and take the
+            // portable step.
+            let first = seen.partition_point(|r| r.end <= k0);
+            let whole = first.max(seen.partition_point(|r| r.start <= k0));
+            let qvs = first * group..whole * group;
             for g0 in qvs.clone().step_by(4) {
                 let si: [usize; 4] = std::array::from_fn(|k| (g0 + k).min(qvs.end - 1));
                 let lims: [usize; 4] = std::array::from_fn(|k| {
                     if g0 + k < qvs.end {
-                        (vis[si[k] / group] - k0).min(nk)
+                        (seen[si[k] / group].end - k0).min(nk)
                     } else {
                         0
                     }
                 });
                 x86::attend_block4(self, si, lims, &mut pbuf);
+            }
+            for (i, r) in seen.iter().enumerate().skip(whole) {
+                self.row_block(i, k0, nk, r);
             }
         }
         self.finish(rows);
@@ -163,13 +178,13 @@ impl Tile {
         q_dim: usize,
         col: usize,
         r0: usize,
-        vis: &[usize],
+        seen: &[Range<usize>],
     ) {
-        self.run_body(head, q, q_dim, col, r0, vis)
+        self.run_body(head, q, q_dim, col, r0, seen)
     }
 
-    /// Rows `r0 .. r0 + vis.len()` (query columns `col ..` of `q`), row `i` seeing slots
-    /// `0..vis[i]` of `head`. Leaves the outputs in `self.out`.
+    /// Rows `r0 .. r0 + seen.len()` (query columns `col ..` of `q`), row `i` seeing slots
+    /// `seen[i]` of `head`. Leaves the outputs in `self.out`.
     #[inline(always)]
     pub(super) fn run_body(
         &mut self,
@@ -178,60 +193,67 @@ impl Tile {
         q_dim: usize,
         col: usize,
         r0: usize,
-        vis: &[usize],
+        seen: &[Range<usize>],
     ) {
-        let (hd, group) = (self.hd, self.group);
-        let rows = vis.len();
+        let rows = seen.len();
         self.start(q, q_dim, col, r0, rows);
-        let n_max = vis.iter().copied().max().unwrap_or(0);
-        let mut s = [0f32; K_BLOCK];
-        for k0 in (0..n_max).step_by(K_BLOCK) {
-            let nk = K_BLOCK.min(n_max - k0);
+        let (k_min, k_max) = key_span(seen);
+        for k0 in (k_min..k_max).step_by(K_BLOCK) {
+            let nk = K_BLOCK.min(k_max - k0);
             self.load_block(head, k0, nk);
-            for (i, &n) in vis.iter().enumerate() {
-                if n <= k0 {
-                    continue;
-                }
-                let lim = (n - k0).min(nk);
-                for g in 0..group {
-                    let qv = &self.q[(i * group + g) * hd..][..hd];
-                    s.fill(0.0);
-                    for (d, &x) in qv.iter().enumerate() {
-                        let kr: &[f32; K_BLOCK] =
-                            self.kt[d * K_BLOCK..][..K_BLOCK].try_into().unwrap();
-                        for j in 0..K_BLOCK {
-                            s[j] += x * kr[j];
-                        }
-                    }
-                    let mut bmax = f32::NEG_INFINITY;
-                    for &x in &s[..lim] {
-                        bmax = bmax.max(x);
-                    }
-                    let si = i * group + g;
-                    let m_new = self.m[si].max(bmax);
-                    let f = exp_fast(self.m[si] - m_new);
-                    let mut sum = 0f64;
-                    for (j, x) in s.iter_mut().enumerate() {
-                        let e = exp_fast(*x - m_new);
-                        *x = if j < lim { e } else { 0.0 };
-                        sum += *x as f64;
-                    }
-                    self.m[si] = m_new;
-                    self.l[si] = self.l[si] * f as f64 + sum;
-                    let o = &mut self.out[si * hd..(si + 1) * hd];
-                    if f != 1.0 {
-                        o.iter_mut().for_each(|x| *x *= f);
-                    }
-                    for (j, &p) in s[..lim].iter().enumerate() {
-                        let vr = &self.v[j * hd..(j + 1) * hd];
-                        for (x, &y) in o.iter_mut().zip(vr) {
-                            *x += p * y;
-                        }
-                    }
-                }
+            for (i, r) in seen.iter().enumerate() {
+                self.row_block(i, k0, nk, r);
             }
         }
         self.finish(rows);
+    }
+
+    /// Row `i`'s query heads against the loaded block of keys `k0 .. k0 + nk`, counting only
+    /// the slots in `seen` (the online-softmax step).
+    #[inline(always)]
+    pub(super) fn row_block(&mut self, i: usize, k0: usize, nk: usize, seen: &Range<usize>) {
+        let (hd, group) = (self.hd, self.group);
+        if seen.is_empty() || seen.end <= k0 || seen.start >= k0 + nk {
+            return;
+        }
+        let from = seen.start.saturating_sub(k0);
+        let lim = (seen.end - k0).min(nk);
+        let mut s = [0f32; K_BLOCK];
+        for g in 0..group {
+            let qv = &self.q[(i * group + g) * hd..][..hd];
+            s.fill(0.0);
+            for (d, &x) in qv.iter().enumerate() {
+                let kr: &[f32; K_BLOCK] = self.kt[d * K_BLOCK..][..K_BLOCK].try_into().unwrap();
+                for j in 0..K_BLOCK {
+                    s[j] += x * kr[j];
+                }
+            }
+            let mut bmax = f32::NEG_INFINITY;
+            for &x in &s[from..lim] {
+                bmax = bmax.max(x);
+            }
+            let si = i * group + g;
+            let m_new = self.m[si].max(bmax);
+            let f = exp_fast(self.m[si] - m_new);
+            let mut sum = 0f64;
+            for (j, x) in s.iter_mut().enumerate() {
+                let e = exp_fast(*x - m_new);
+                *x = if (from..lim).contains(&j) { e } else { 0.0 };
+                sum += *x as f64;
+            }
+            self.m[si] = m_new;
+            self.l[si] = self.l[si] * f as f64 + sum;
+            let o = &mut self.out[si * hd..(si + 1) * hd];
+            if f != 1.0 {
+                o.iter_mut().for_each(|x| *x *= f);
+            }
+            for (j, &p) in s[..lim].iter().enumerate().skip(from) {
+                let vr = &self.v[j * hd..(j + 1) * hd];
+                for (x, &y) in o.iter_mut().zip(vr) {
+                    *x += p * y;
+                }
+            }
+        }
     }
 
     /// Copies the scaled queries of `rows` rows and resets the softmax state.
@@ -279,4 +301,12 @@ impl Tile {
                 .for_each(|x| *x *= inv);
         }
     }
+}
+
+/// The slots some row sees: from the lowest first slot, rounded down to a block boundary
+/// (blocks stay aligned as without a window), to the highest end.
+fn key_span(seen: &[Range<usize>]) -> (usize, usize) {
+    let lo = seen.iter().map(|r| r.start).min().unwrap_or(0);
+    let hi = seen.iter().map(|r| r.end).max().unwrap_or(0);
+    (lo / K_BLOCK * K_BLOCK, hi)
 }

@@ -38,6 +38,7 @@ pub(super) fn attend_one_reference(
     heads: &[HeadCache],
     q: &[f32],
     pos: u32,
+    window: Option<u32>,
     head_dim: usize,
     out: &mut [f32],
     mut probs_out: Option<&mut Vec<Vec<f32>>>,
@@ -49,9 +50,10 @@ pub(super) fn attend_one_reference(
     }
     let (mut ks, mut vs, mut own) = (Vec::new(), Vec::new(), Vec::new());
     for (h, head) in heads.iter().enumerate() {
-        let n = head.visible(pos);
-        let keys = head.keys_f32(0, n, &mut ks);
-        let values = head.values_f32(0, n, &mut vs);
+        let seen = head.view().seen_by(pos, window);
+        let n = seen.len();
+        let keys = head.keys_f32(seen.start, seen.end, &mut ks);
+        let values = head.values_f32(seen.start, seen.end, &mut vs);
         let probs = match probs_out.as_deref_mut() {
             Some(p) => &mut p[h],
             None => &mut own,

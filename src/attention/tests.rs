@@ -8,7 +8,15 @@ fn one_key_gives_its_value_and_equal_scores_average() {
     let mut h = HeadCache::new(2, KvDtype::F32);
     h.push(0, &[1.0, 0.0], &[3.0, 4.0]);
     let mut out = vec![0.0; 2];
-    attend_one(std::slice::from_ref(&h), &[5.0, 5.0], 0, 2, &mut out, None);
+    attend_one(
+        std::slice::from_ref(&h),
+        &[5.0, 5.0],
+        0,
+        None,
+        2,
+        &mut out,
+        None,
+    );
     assert_eq!(out, [3.0, 4.0]);
     h.push(1, &[1.0, 0.0], &[5.0, 0.0]);
     let mut probs = Vec::new();
@@ -16,12 +24,54 @@ fn one_key_gives_its_value_and_equal_scores_average() {
         std::slice::from_ref(&h),
         &[5.0, 5.0],
         1,
+        None,
         2,
         &mut out,
         Some(&mut probs),
     );
     assert_eq!(out, [4.0, 2.0]);
     assert_eq!(probs, vec![vec![0.5, 0.5]]);
+}
+
+#[test]
+fn a_sliding_window_sees_the_last_window_positions_only() {
+    let mut h = HeadCache::new(2, KvDtype::F32);
+    for p in [0u32, 3, 4, 6] {
+        h.push(p, &[1.0, 0.0], &[p as f32, 1.0]);
+    }
+    let v = h.view();
+    assert_eq!(v.seen_by(6, None), 0..4);
+    // Window 3 at position 6: positions 4..=6 (3 is 6 - 3, outside).
+    assert_eq!(v.seen_by(6, Some(3)), 2..4);
+    assert_eq!(v.seen_by(6, Some(1)), 3..4);
+    assert_eq!(v.seen_by(5, Some(2)), 2..3);
+    // Nothing inside the window: an empty range at the causal end.
+    assert_eq!(v.seen_by(2, Some(2)), 1..1);
+    let mut out = vec![0.0; 2];
+    let mut probs = Vec::new();
+    let heads = std::slice::from_ref(&h);
+    attend_one(
+        heads,
+        &[5.0, 5.0],
+        6,
+        Some(3),
+        2,
+        &mut out,
+        Some(&mut probs),
+    );
+    assert_eq!(out, [5.0, 1.0], "the average of the values at 4 and 6");
+    assert_eq!(probs, vec![vec![0.5, 0.5]]);
+    let mut batch = vec![0.0; 4];
+    attend_batch(
+        heads,
+        &[5.0, 5.0, 5.0, 5.0],
+        &[4, 6],
+        Some(3),
+        1,
+        2,
+        &mut batch,
+    );
+    assert_eq!(batch, [3.5, 1.0, 5.0, 1.0]);
 }
 
 #[test]
@@ -42,10 +92,18 @@ fn batch_is_causal_and_equals_one_at_a_time() {
         .map(|i| ((i * 7) % 5) as f32 * 0.25 - 0.5)
         .collect();
     let mut batch = vec![0.0; 24];
-    attend_batch(&heads, &q, &[0, 1, 2], 4, 2, &mut batch);
+    attend_batch(&heads, &q, &[0, 1, 2], None, 4, 2, &mut batch);
     for p in 0..3 {
         let mut one = vec![0.0; 8];
-        attend_one(&heads, &q[p * 8..(p + 1) * 8], p as u32, 2, &mut one, None);
+        attend_one(
+            &heads,
+            &q[p * 8..(p + 1) * 8],
+            p as u32,
+            None,
+            2,
+            &mut one,
+            None,
+        );
         for (a, b) in batch[p * 8..(p + 1) * 8].iter().zip(&one) {
             assert!((a - b).abs() < 1e-6, "{a} vs {b}");
         }
@@ -96,19 +154,26 @@ fn fast_decode_matches_reference_with_probs() {
         (32, 5, KvDtype::F16),
         (48, 1, KvDtype::F32),
     ] {
-        for lens in [[1usize, 3], [17, 40], [700, 2500]] {
+        for (lens, window) in [
+            ([1usize, 3], None),
+            ([17, 40], None),
+            ([700, 2500], None),
+            ([700, 2500], Some(1000)),
+            ([17, 40], Some(11)),
+        ] {
             let heads = random_heads(&mut rng, 2, hd, dtype, &lens);
             let q: Vec<f32> = (0..2 * group * hd).map(|_| rng.f()).collect();
             let pos = 2 * 2500 + 5;
             let mut b = vec![0.0; q.len()];
             let mut pb = Vec::new();
-            attend_one_reference(&heads, &q, pos, hd, &mut b, Some(&mut pb));
+            attend_one_reference(&heads, &q, pos, window, hd, &mut b, Some(&mut pb));
             for (name, kernel) in chunk_kernels(hd) {
                 let mut a = vec![0.0; q.len()];
                 let mut pa = Vec::new();
                 let mut s = DecodeScratch::default();
                 let (qq, h) = (&q, &heads);
-                attend_one_fast(&mut s, kernel, h, qq, pos, hd, &mut a, Some(&mut pa));
+                let pa_out = Some(&mut pa);
+                attend_one_fast(&mut s, kernel, h, qq, pos, window, hd, &mut a, pa_out);
                 for (x, y) in a.iter().zip(&b) {
                     assert!(
                         (x - y).abs() < 1e-4,
@@ -123,7 +188,7 @@ fn fast_decode_matches_reference_with_probs() {
                 }
                 // Without probabilities: the same output.
                 let mut c = vec![0.0; q.len()];
-                attend_one_fast(&mut s, kernel, h, qq, pos, hd, &mut c, None);
+                attend_one_fast(&mut s, kernel, h, qq, pos, window, hd, &mut c, None);
                 assert_eq!(a, c, "{name}");
             }
         }
@@ -138,12 +203,15 @@ fn tiled_prefill_matches_one_at_a_time() {
     let mut rng = Lcg(11);
     for (hd, group) in [(64, 3), (48, 2), (128, 7), (40, 1)] {
         for avx512 in [false, x86::has_avx512()] {
-            check_prefill(&mut rng, hd, group, avx512);
+            // Windows whose lower edges fall inside key blocks, one of a single position.
+            for window in [None, Some(30), Some(97), Some(1)] {
+                check_prefill(&mut rng, hd, group, avx512, window);
+            }
         }
     }
 }
 
-fn check_prefill(rng: &mut Lcg, hd: usize, group: usize, avx512: bool) {
+fn check_prefill(rng: &mut Lcg, hd: usize, group: usize, avx512: bool, window: Option<u32>) {
     let n_kv = 2;
     // Heads already hold 70 earlier tokens; 100 new ones at positions 70..170.
     let mut heads: Vec<HeadCache> = random_heads(rng, n_kv, hd, KvDtype::F16, &[0, 0]);
@@ -161,13 +229,17 @@ fn check_prefill(rng: &mut Lcg, hd: usize, group: usize, avx512: bool) {
     let q_dim = n_kv * group * hd;
     let q: Vec<f32> = (0..positions.len() * q_dim).map(|_| rng.f()).collect();
     let mut batch = vec![0.0; q.len()];
-    attend_batch_with(&heads, &q, &positions, n_kv * group, hd, &mut batch, avx512);
+    let n_heads = n_kv * group;
+    attend_batch_with(
+        &heads, &q, &positions, window, n_heads, hd, &mut batch, avx512,
+    );
     for (i, &p) in positions.iter().enumerate() {
         let mut one = vec![0.0; q_dim];
         attend_one_reference(
             &heads,
             &q[i * q_dim..(i + 1) * q_dim],
             p,
+            window,
             hd,
             &mut one,
             None,
@@ -175,7 +247,7 @@ fn check_prefill(rng: &mut Lcg, hd: usize, group: usize, avx512: bool) {
         for (x, y) in batch[i * q_dim..(i + 1) * q_dim].iter().zip(&one) {
             assert!(
                 (x - y).abs() < 1e-4,
-                "hd {hd} group {group} avx512 {avx512} row {i}: {x} vs {y}"
+                "hd {hd} group {group} avx512 {avx512} window {window:?} row {i}: {x} vs {y}"
             );
         }
     }

@@ -26,6 +26,17 @@ pub struct ModelConfig {
     pub rms_eps: f32,
     /// What the architecture does that the file does not say.
     pub spec: ArchSpec,
+    /// Per layer: its attention window and RoPE base.
+    pub layers: Vec<LayerSpec>,
+}
+
+/// What differs from one layer to the next.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerSpec {
+    /// Sliding-window layers: a query at position `p` sees the keys at positions
+    /// `p - window + 1 ..= p`. `None`: every earlier position.
+    pub window: Option<u32>,
+    pub rope_theta: f32,
 }
 
 impl ModelConfig {
@@ -63,6 +74,39 @@ impl ModelConfig {
         };
         let rms_eps = g.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
         let vocab_size = g.get_str_array("tokenizer.ggml.tokens")?.len();
+        let layers = match spec.sliding {
+            None => vec![
+                LayerSpec {
+                    window: None,
+                    rope_theta,
+                };
+                n_layers
+            ],
+            Some(sl) => {
+                let window = get("attention.sliding_window")?;
+                let window = u32::try_from(window)
+                    .ok()
+                    .filter(|&w| w > 0)
+                    .ok_or_else(|| {
+                        Error::Metadata(format!(
+                            "{} = {window} out of range",
+                            key("attention.sliding_window")
+                        ))
+                    })?;
+                (0..n_layers)
+                    .map(|l| match l % sl.period < sl.period - 1 {
+                        true => LayerSpec {
+                            window: Some(window),
+                            rope_theta: sl.rope_base,
+                        },
+                        false => LayerSpec {
+                            window: None,
+                            rope_theta,
+                        },
+                    })
+                    .collect()
+            }
+        };
 
         let cfg = ModelConfig {
             arch,
@@ -78,6 +122,7 @@ impl ModelConfig {
             rope_dims,
             rms_eps,
             spec,
+            layers,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -11,13 +11,15 @@
 //!   a block of weight rows stays in L1 while the block of activation rows (L2) streams past.
 //!
 //! Several matrices that read the same input (Q/K/V; gate/up) go through in one parallel
-//! step ([`matmul_many`], [`matmul_swiglu`]), which halves or thirds the steps per layer.
+//! step ([`matmul_many`], [`matmul_gated`]), which halves or thirds the steps per layer.
 //!
 //! Exact mode ([`Acts::set_exact`], for evaluation): the activations stay f32 and each
 //! weight row is dequantised and dotted in f32 ([`exact_product`]). Slower, but a change of
 //! KV cache is then not drowned by the 8-bit activation rounding, which alone moves the
 //! logits by a KL divergence of about 0.003 on SmolLM2.
 
+use super::arch::GatedAct;
+use super::ops::gated;
 use super::weights::Matrix;
 use crate::pool::{self, Chunks};
 use crate::quant::{self, GgmlType};
@@ -288,10 +290,11 @@ fn tile_product(
     );
 }
 
-/// SwiGLU feed-forward input: `out = silu(x gate^T) * (x up^T)`, `out` `[n, gate.rows]`,
+/// Gated feed-forward input: `out = act(x gate^T) * (x up^T)`, `out` `[n, gate.rows]`,
 /// both products and the activation in one step (no `[n, n_ff]` intermediate for `up`).
 #[allow(clippy::too_many_arguments)]
-pub fn matmul_swiglu(
+pub fn matmul_gated(
+    act: GatedAct,
     gate: &Matrix,
     gate_bytes: &[u8],
     up: &Matrix,
@@ -315,7 +318,7 @@ pub fn matmul_swiglu(
         let mut u = vec![0f32; n * rows];
         exact_product(gate, gate_bytes, x, n, out);
         exact_product(up, up_bytes, x, n, &mut u);
-        swiglu(out, &u);
+        gated(act, out, &u);
         return;
     }
     acts.prepare(&[gate.ty, up.ty], x);
@@ -339,7 +342,7 @@ pub fn matmul_swiglu(
                 let uw = &up_bytes[r.start * urb..r.end * urb];
                 let u = &mut u[..r.len()];
                 dot_rows(up.ty, up.cols, uw, urb, au, u);
-                swiglu(g, u);
+                gated(act, g, u);
             }
         });
         return;
@@ -358,7 +361,7 @@ pub fn matmul_swiglu(
             tile_product(up, up_bytes, acts, a0, na, r0, nr, &mut tu);
             for k in 0..na {
                 let g = &mut tg[k * ROW_BLOCK..k * ROW_BLOCK + nr];
-                swiglu(g, &tu[k * ROW_BLOCK..k * ROW_BLOCK + nr]);
+                gated(act, g, &tu[k * ROW_BLOCK..k * ROW_BLOCK + nr]);
                 // SAFETY: this task owns rows r0..r0 + nr of activation rows a0..a0 + na.
                 unsafe { dst.slice((a0 + k) * rows + r0, nr) }.copy_from_slice(g);
             }
@@ -404,12 +407,6 @@ fn exact_product(w: &Matrix, bytes: &[u8], x: &[f32], n: usize, y: &mut [f32]) {
             }
         }
     });
-}
-
-/// `g = silu(g) * u`, as `ops::swiglu`.
-#[inline]
-fn swiglu(g: &mut [f32], u: &[f32]) {
-    super::ops::swiglu(g, u)
 }
 
 /// Tasks of several jobs numbered one after the other.
@@ -553,20 +550,25 @@ mod tests {
     }
 
     #[test]
-    fn swiglu_product_matches_separate_products() {
+    fn gated_product_matches_separate_products() {
         let mut rng = Lcg(5);
         let cols = 256;
         let (g, wg) = random_matrix(&mut rng, GgmlType::Q4_1, 90, cols);
         let (u, wu) = random_matrix(&mut rng, GgmlType::Q5_0, 90, cols);
-        for n in [1, 70] {
+        for (n, act) in [
+            (1, GatedAct::Silu),
+            (70, GatedAct::Silu),
+            (1, GatedAct::GeluTanh),
+            (70, GatedAct::GeluTanh),
+        ] {
             let x: Vec<f32> = (0..n * cols).map(|_| rng.f()).collect();
             let mut out = vec![0f32; n * 90];
             let mut acts = Acts::default();
             acts.reset(n, cols);
             let mut s = MatmulScratch::default();
-            matmul_swiglu(&g, &wg, &u, &wu, &x, &mut acts, &mut out, &mut s);
+            matmul_gated(act, &g, &wg, &u, &wu, &x, &mut acts, &mut out, &mut s);
             let mut want = reference(&g, &wg, &x, n);
-            super::super::ops::swiglu(&mut want, &reference(&u, &wu, &x, n));
+            gated(act, &mut want, &reference(&u, &wu, &x, n));
             close(&out, &want);
         }
     }
@@ -622,13 +624,23 @@ mod tests {
                 "8-bit activations as exact as f32?"
             );
             let mut out = vec![0f32; n * g.rows];
-            matmul_swiglu(&g, &wg, &u, &wu, &x, &mut acts, &mut out, &mut s);
+            matmul_gated(
+                GatedAct::Silu,
+                &g,
+                &wg,
+                &u,
+                &wu,
+                &x,
+                &mut acts,
+                &mut out,
+                &mut s,
+            );
             // The gated product is the two exact products, gated: the same f32 sums.
             let mut up = vec![0f32; n * u.rows];
             matmul(&u, &wu, &x, &mut acts, &mut up, &mut s);
             let (want_up, tol_up) = exact_reference(&u, &wu, &x, n);
             within(&up, &want_up, &tol_up);
-            super::super::ops::swiglu(&mut y, &up);
+            gated(GatedAct::Silu, &mut y, &up);
             assert_eq!(out, y);
         }
     }

@@ -1,9 +1,12 @@
 //! The decoder-only transformer forward pass (the architectures of `arch`).
 //!
-//! Per layer: RMS norm, Q/K/V projections (+ bias for qwen2), RoPE, append K/V to the
-//! per-head cache, grouped-query attention, output projection and residual; RMS norm,
-//! SwiGLU feed-forward and residual. Then the final norm and the output projection (tied to
-//! the token embedding when the file has no `output.weight`). Rows go through in ubatches of
+//! Per layer: RMS norm, Q/K/V projections (+ biases, QK norm where the architecture has
+//! them), RoPE, append K/V to the per-head cache, grouped-query attention (over a sliding
+//! window on such layers), output projection, post-norm where the architecture has one, and
+//! residual; RMS norm, gated feed-forward (SwiGLU or GeGLU), post-norm, residual. Then the
+//! final norm and the output projection (tied to the token embedding when the file has no
+//! `output.weight`). What varies is read from the architecture's spec (`arch`) and the
+//! per-layer specs of `ModelConfig`. Rows go through in ubatches of
 //! at most `UBATCH`: a prompt's tokens, or the new tokens of several sequences together
 //! (`forward_batch`), each sequence attending over its own cache.
 
@@ -19,9 +22,10 @@ use crate::error::{Error, Result};
 use crate::gguf::Gguf;
 use crate::kv_cache::{KvCache, KvDtype};
 use crate::quant;
+use arch::EmbedScale;
 pub use config::ModelConfig;
 use hook::LayerObserver;
-use matmul::{matmul, matmul_many, matmul_swiglu, Acts, MatJob, MatmulScratch};
+use matmul::{matmul, matmul_gated, matmul_many, Acts, MatJob, MatmulScratch};
 use ops::Rope;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -35,7 +39,8 @@ pub struct Model {
     pub weights: Weights,
     pub path: PathBuf,
     gguf: Gguf,
-    rope: Rope,
+    /// Per layer (sliding-window layers may have their own base).
+    ropes: Vec<Rope>,
 }
 
 /// Activation buffers for a batch of up to `UBATCH` tokens; reused across calls so that
@@ -103,13 +108,15 @@ impl Model {
         let gguf = Gguf::open(path)?;
         let cfg = ModelConfig::from_gguf(&gguf)?;
         let weights = Weights::load(&gguf, &cfg)?;
-        let rope = Rope::new(cfg.spec.rope, cfg.head_dim, cfg.rope_dims, cfg.rope_theta);
+        let ropes = (cfg.layers.iter())
+            .map(|ls| Rope::new(cfg.spec.rope, cfg.head_dim, cfg.rope_dims, ls.rope_theta))
+            .collect();
         Ok(Model {
             cfg,
             weights,
             path: path.to_path_buf(),
             gguf,
-            rope,
+            ropes,
         })
     }
 
@@ -283,7 +290,6 @@ impl Model {
     /// Leaves the logits of the wanted rows in `ws.logits`, in the order of `parts`.
     fn forward_ubatch(&self, seqs: &mut [SeqRows<'_>], parts: &[Part], ws: &mut Workspace) {
         let c = &self.cfg;
-        let w = &self.weights;
         let n: usize = parts.iter().map(|p| p.len).sum();
         // The position of every batch row in its sequence.
         let mut positions = std::mem::take(&mut ws.positions);
@@ -302,6 +308,22 @@ impl Model {
         ws.proj.resize(n * d, 0.0);
         ws.gate.resize(n * c.n_ff, 0.0);
 
+        self.embed(seqs, parts, ws);
+        for l in 0..c.n_layers {
+            self.attention_block(l, seqs, parts, &positions, ws);
+            self.feed_forward_block(l, ws);
+        }
+        for p in parts {
+            seqs[p.seq].cache.advance(p.len);
+        }
+        ws.positions = positions;
+        self.output(seqs, parts, ws);
+    }
+
+    /// The batch rows' token embeddings into `ws.x`.
+    fn embed(&self, seqs: &[SeqRows<'_>], parts: &[Part], ws: &mut Workspace) {
+        let w = &self.weights;
+        let d = self.cfg.n_embd;
         let embd = self.bytes(&w.token_embd);
         let erb = w.token_embd.row_bytes;
         let tokens = parts
@@ -311,82 +333,121 @@ impl Model {
             let t = t as usize;
             quant::dequantize_row(w.token_embd.ty, &embd[t * erb..(t + 1) * erb], row);
         }
+        if self.cfg.spec.embed_scale == EmbedScale::SqrtEmbd {
+            let scale = (d as f32).sqrt();
+            ws.x.iter_mut().for_each(|v| *v *= scale);
+        }
+    }
 
-        for (l, lw) in w.layers.iter().enumerate() {
-            // Attention block.
-            ops::rms_norm(&ws.x, &lw.attn_norm, c.rms_eps, &mut ws.xn);
-            ws.acts.reset(n, d);
-            let qkv = [
-                (&lw.wq, &mut ws.q),
-                (&lw.wk, &mut ws.k),
-                (&lw.wv, &mut ws.v),
-            ];
-            let mut jobs = qkv.map(|(w, y)| MatJob {
-                w,
-                bytes: self.bytes(w),
-                y,
-            });
-            matmul_many(&mut jobs, &ws.xn, &mut ws.acts, &mut ws.mm);
-            for (bias, out) in [
-                (&lw.bq, &mut ws.q),
-                (&lw.bk, &mut ws.k),
-                (&lw.bv, &mut ws.v),
-            ] {
-                if let Some(b) = bias {
-                    ops::add_bias(out, b);
-                }
+    /// Layer `l`'s attention sub-block: norm, Q/K/V (biases, QK norm, RoPE), attention of
+    /// each sequence over its own cache, output projection, residual add.
+    fn attention_block(
+        &self,
+        l: usize,
+        seqs: &mut [SeqRows<'_>],
+        parts: &[Part],
+        positions: &[u32],
+        ws: &mut Workspace,
+    ) {
+        let c = &self.cfg;
+        let lw = &self.weights.layers[l];
+        let (n, d, qd, kvd) = (positions.len(), c.n_embd, c.q_dim(), c.kv_dim());
+        ops::rms_norm(&ws.x, &lw.attn_norm, c.rms_eps, &mut ws.xn);
+        ws.acts.reset(n, d);
+        let qkv = [
+            (&lw.wq, &mut ws.q),
+            (&lw.wk, &mut ws.k),
+            (&lw.wv, &mut ws.v),
+        ];
+        let mut jobs = qkv.map(|(w, y)| MatJob {
+            w,
+            bytes: self.bytes(w),
+            y,
+        });
+        matmul_many(&mut jobs, &ws.xn, &mut ws.acts, &mut ws.mm);
+        for (bias, out) in [
+            (&lw.bq, &mut ws.q),
+            (&lw.bk, &mut ws.k),
+            (&lw.bv, &mut ws.v),
+        ] {
+            if let Some(b) = bias {
+                ops::add_bias(out, b);
             }
-            for (i, &pos) in positions.iter().enumerate() {
-                self.rope
-                    .apply(&mut ws.q[i * qd..(i + 1) * qd], pos as usize);
-                self.rope
-                    .apply(&mut ws.k[i * kvd..(i + 1) * kvd], pos as usize);
+        }
+        for (norm, out) in [(&lw.q_norm, &mut ws.q), (&lw.k_norm, &mut ws.k)] {
+            if let Some(w) = norm {
+                ops::rms_norm_in_place(out, w, c.rms_eps);
             }
-            for p in parts {
-                self.attend_part(l, &mut seqs[p.seq], &positions[p.rows()], p.rows(), ws);
-            }
-            ws.acts.reset(n, qd);
-            matmul(
-                &lw.wo,
-                self.bytes(&lw.wo),
-                &ws.attn,
-                &mut ws.acts,
-                &mut ws.proj,
-                &mut ws.mm,
-            );
-            ops::add_in_place(&mut ws.x, &ws.proj);
-
-            // Feed-forward block.
-            ops::rms_norm(&ws.x, &lw.ffn_norm, c.rms_eps, &mut ws.xn);
-            ws.acts.reset(n, d);
-            // gate = silu(xn gate^T) * (xn up^T), both products in one step.
-            matmul_swiglu(
-                &lw.w_gate,
-                self.bytes(&lw.w_gate),
-                &lw.w_up,
-                self.bytes(&lw.w_up),
-                &ws.xn,
-                &mut ws.acts,
-                &mut ws.gate,
-                &mut ws.mm,
-            );
-            ws.acts.reset(n, c.n_ff);
-            matmul(
-                &lw.w_down,
-                self.bytes(&lw.w_down),
-                &ws.gate,
-                &mut ws.acts,
-                &mut ws.proj,
-                &mut ws.mm,
-            );
-            ops::add_in_place(&mut ws.x, &ws.proj);
+        }
+        let rope = &self.ropes[l];
+        for (i, &pos) in positions.iter().enumerate() {
+            rope.apply(&mut ws.q[i * qd..(i + 1) * qd], pos as usize);
+            rope.apply(&mut ws.k[i * kvd..(i + 1) * kvd], pos as usize);
         }
         for p in parts {
-            seqs[p.seq].cache.advance(p.len);
+            self.attend_part(l, &mut seqs[p.seq], &positions[p.rows()], p.rows(), ws);
         }
-        ws.positions = positions;
+        ws.acts.reset(n, qd);
+        matmul(
+            &lw.wo,
+            self.bytes(&lw.wo),
+            &ws.attn,
+            &mut ws.acts,
+            &mut ws.proj,
+            &mut ws.mm,
+        );
+        self.residual(lw.post_attn_norm.as_deref(), ws);
+    }
 
-        // Output: only the wanted rows, gathered (for one sequence, a suffix of its rows).
+    /// Layer `l`'s feed-forward sub-block: norm, gated MLP, residual add.
+    fn feed_forward_block(&self, l: usize, ws: &mut Workspace) {
+        let c = &self.cfg;
+        let lw = &self.weights.layers[l];
+        let n = ws.x.len() / c.n_embd;
+        ops::rms_norm(&ws.x, &lw.ffn_norm, c.rms_eps, &mut ws.xn);
+        ws.acts.reset(n, c.n_embd);
+        // gate = act(xn gate^T) * (xn up^T), both products in one step.
+        matmul_gated(
+            c.spec.act,
+            &lw.w_gate,
+            self.bytes(&lw.w_gate),
+            &lw.w_up,
+            self.bytes(&lw.w_up),
+            &ws.xn,
+            &mut ws.acts,
+            &mut ws.gate,
+            &mut ws.mm,
+        );
+        ws.acts.reset(n, c.n_ff);
+        matmul(
+            &lw.w_down,
+            self.bytes(&lw.w_down),
+            &ws.gate,
+            &mut ws.acts,
+            &mut ws.proj,
+            &mut ws.mm,
+        );
+        self.residual(lw.post_ffn_norm.as_deref(), ws);
+    }
+
+    /// `x += proj`, the sub-block's output normalised first where the architecture has a
+    /// post-norm (`ws.xn`, free by then, holds it).
+    fn residual(&self, post_norm: Option<&[f32]>, ws: &mut Workspace) {
+        match post_norm {
+            Some(w) => {
+                ops::rms_norm(&ws.proj, w, self.cfg.rms_eps, &mut ws.xn);
+                ops::add_in_place(&mut ws.x, &ws.xn);
+            }
+            None => ops::add_in_place(&mut ws.x, &ws.proj),
+        }
+    }
+
+    /// Final norm and output projection of the wanted rows only, gathered (for one
+    /// sequence, a suffix of its rows), into `ws.logits`.
+    fn output(&self, seqs: &[SeqRows<'_>], parts: &[Part], ws: &mut Workspace) {
+        let c = &self.cfg;
+        let w = &self.weights;
+        let d = c.n_embd;
         let mut m = 0;
         for p in parts {
             for i in p.wanted(seqs[p.seq].logits_from) {
@@ -444,11 +505,12 @@ impl Model {
         let one = positions.len() == 1;
         let want_probs = one && seq.observer.as_ref().is_some_and(|o| o.wants_probs(l));
         let mut probs: Vec<Vec<f32>> = Vec::new(); // [n_kv_heads][group * len]
+        let window = c.layers[l].window;
         if one {
             let probs_out = want_probs.then_some(&mut probs);
-            attention::attend_one(heads, q, positions[0], hd, out, probs_out);
+            attention::attend_one(heads, q, positions[0], window, hd, out, probs_out);
         } else {
-            attention::attend_batch(heads, q, positions, c.n_heads, hd, out);
+            attention::attend_batch(heads, q, positions, window, c.n_heads, hd, out);
         }
         if let Some(o) = seq.observer.as_mut() {
             let probs = want_probs.then_some(&probs[..]);

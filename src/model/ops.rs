@@ -1,6 +1,6 @@
 //! Element-wise and row-wise operations of the forward pass. Rows are `[n, dim]` row-major.
 
-use super::arch::RopeStyle;
+use super::arch::{GatedAct, RopeStyle};
 
 /// `out = x / rms(x) * w` for each row; the mean square is accumulated in f64 as llama.cpp does.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
@@ -10,6 +10,18 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
         let scale = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
             *o = v * scale * g;
+        }
+    }
+}
+
+/// [`rms_norm`] in place: each `w.len()`-wide row of `x` (a head, for QK norm).
+pub fn rms_norm_in_place(x: &mut [f32], w: &[f32], eps: f32) {
+    let dim = w.len();
+    for xr in x.chunks_exact_mut(dim) {
+        let ss: f64 = xr.iter().map(|&v| (v as f64) * (v as f64)).sum();
+        let scale = 1.0 / ((ss / dim as f64) as f32 + eps).sqrt();
+        for (v, &g) in xr.iter_mut().zip(w) {
+            *v *= scale * g;
         }
     }
 }
@@ -30,11 +42,29 @@ pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// SwiGLU: `gate = silu(gate) * up`.
-pub fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, &u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+/// The gated feed-forward's activation: `gate = act(gate) * up`.
+pub fn gated(act: GatedAct, gate: &mut [f32], up: &[f32]) {
+    match act {
+        GatedAct::Silu => {
+            for (g, &u) in gate.iter_mut().zip(up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        }
+        GatedAct::GeluTanh => {
+            for (g, &u) in gate.iter_mut().zip(up) {
+                *g = gelu_tanh(*g) * u;
+            }
+        }
     }
+}
+
+/// GELU, tanh approximation: `x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`. llama.cpp's CPU
+/// backend looks it up in a table of f16 inputs and outputs; this computes it in f32 (the
+/// two differ by f16 rounding, well inside the parity tolerances).
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
 }
 
 /// Rotary position embedding tables: `cos/sin[pos][i]` for the `rope_dims / 2` frequencies.

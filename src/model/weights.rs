@@ -3,7 +3,7 @@
 //! Matrices stay in the memory-mapped file, quantised; only the small vectors (norms,
 //! biases) are copied out as f32.
 
-use super::arch::Presence;
+use super::arch::{Norms, Presence};
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo};
@@ -30,8 +30,15 @@ pub struct LayerWeights {
     pub bq: Option<Vec<f32>>, // [q_dim]
     pub bk: Option<Vec<f32>>, // [kv_dim]
     pub bv: Option<Vec<f32>>, // [kv_dim]
+    /// QK norm (architectures whose spec has it): one weight per head dimension.
+    pub q_norm: Option<Vec<f32>>, // [head_dim]
+    pub k_norm: Option<Vec<f32>>, // [head_dim]
     pub wo: Matrix,           // [n_embd, q_dim]
+    /// Norm of the attention output before the residual add (`Norms::PreAndPost`).
+    pub post_attn_norm: Option<Vec<f32>>, // [n_embd]
     pub ffn_norm: Vec<f32>,   // [n_embd]
+    /// Norm of the feed-forward output before the residual add (`Norms::PreAndPost`).
+    pub post_ffn_norm: Option<Vec<f32>>, // [n_embd]
     pub w_gate: Matrix,       // [n_ff, n_embd]
     pub w_up: Matrix,         // [n_ff, n_embd]
     pub w_down: Matrix,       // [n_embd, n_ff]
@@ -66,6 +73,11 @@ impl Weights {
                     (None, Presence::Optional) => Ok(None),
                 }
             };
+            let spec = &cfg.spec;
+            let when = |on: bool, s: &str, len: usize| -> Result<Option<Vec<f32>>> {
+                on.then(|| vector(g, &n(s), len)).transpose()
+            };
+            let post = spec.norms == Norms::PreAndPost;
             layers.push(LayerWeights {
                 attn_norm: vector(g, &n("attn_norm.weight"), cfg.n_embd)?,
                 wq: matrix(g, &n("attn_q.weight"), cfg.q_dim(), cfg.n_embd)?,
@@ -74,8 +86,12 @@ impl Weights {
                 bq: bias("attn_q.bias", cfg.q_dim())?,
                 bk: bias("attn_k.bias", cfg.kv_dim())?,
                 bv: bias("attn_v.bias", cfg.kv_dim())?,
+                q_norm: when(spec.qk_norm, "attn_q_norm.weight", cfg.head_dim)?,
+                k_norm: when(spec.qk_norm, "attn_k_norm.weight", cfg.head_dim)?,
                 wo: matrix(g, &n("attn_output.weight"), cfg.n_embd, cfg.q_dim())?,
+                post_attn_norm: when(post, "post_attention_norm.weight", cfg.n_embd)?,
                 ffn_norm: vector(g, &n("ffn_norm.weight"), cfg.n_embd)?,
+                post_ffn_norm: when(post, "post_ffw_norm.weight", cfg.n_embd)?,
                 w_gate: matrix(g, &n("ffn_gate.weight"), cfg.n_ff, cfg.n_embd)?,
                 w_up: matrix(g, &n("ffn_up.weight"), cfg.n_ff, cfg.n_embd)?,
                 w_down: matrix(g, &n("ffn_down.weight"), cfg.n_embd, cfg.n_ff)?,

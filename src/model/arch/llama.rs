@@ -12,4 +12,5 @@ pub const SPEC: ArchSpec = ArchSpec {
     name: "llama",
     rope: RopeStyle::Interleaved,
     qkv_bias: Presence::Optional,
+    ..ArchSpec::BASE
 };

@@ -6,6 +6,7 @@
 //! base, norm epsilon...) stay in `ModelConfig`, read from its metadata; the spec holds the
 //! facts GGUF does not record, which llama.cpp hard-codes per architecture.
 
+mod gemma3;
 mod llama;
 mod qwen2;
 
@@ -27,18 +28,76 @@ pub enum Presence {
     Optional,
 }
 
-/// The facts of an architecture that its files do not record.
+/// Where a block's RMS norms sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Norms {
+    /// Before attention and before the feed-forward (`attn_norm`, `ffn_norm`).
+    Pre,
+    /// Also on each sub-block's output before the residual add (`post_attention_norm`,
+    /// `post_ffw_norm`): Gemma 2/3.
+    PreAndPost,
+}
+
+/// The feed-forward's gated activation: `down(act(gate x) * up x)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatedAct {
+    /// SiLU (SwiGLU).
+    Silu,
+    /// GELU, tanh approximation (GeGLU).
+    GeluTanh,
+}
+
+/// What multiplies the token embedding before the first layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbedScale {
+    One,
+    /// `sqrt(n_embd)` (Gemma).
+    SqrtEmbd,
+}
+
+/// Layers that attend over a sliding window of recent tokens; the window's length is the
+/// file's `{arch}.attention.sliding_window`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sliding {
+    /// Layer `l` slides when `l % period < period - 1`: `period - 1` sliding layers, then
+    /// one global layer.
+    pub period: usize,
+    /// RoPE base of the sliding layers (the global ones take `{arch}.rope.freq_base`).
+    pub rope_base: f32,
+}
+
+/// The facts of an architecture that its files do not record.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ArchSpec {
     /// `general.architecture` in the file.
     pub name: &'static str,
     pub rope: RopeStyle,
     /// Biases on the Q, K and V projections (`blk.N.attn_{q,k,v}.bias`).
     pub qkv_bias: Presence,
+    /// RMS norm of each query and key head before RoPE (`attn_q_norm`, `attn_k_norm`).
+    pub qk_norm: bool,
+    pub norms: Norms,
+    pub act: GatedAct,
+    pub embed_scale: EmbedScale,
+    pub sliding: Option<Sliding>,
+}
+
+impl ArchSpec {
+    /// The plain pre-norm SwiGLU decoder (Llama) that the others differ from.
+    const BASE: ArchSpec = ArchSpec {
+        name: "",
+        rope: RopeStyle::Interleaved,
+        qkv_bias: Presence::Optional,
+        qk_norm: false,
+        norms: Norms::Pre,
+        act: GatedAct::Silu,
+        embed_scale: EmbedScale::One,
+        sliding: None,
+    };
 }
 
 /// Every architecture fastgen runs. Anything else is refused by name.
-const ARCHITECTURES: &[ArchSpec] = &[llama::SPEC, qwen2::SPEC];
+const ARCHITECTURES: &[ArchSpec] = &[llama::SPEC, qwen2::SPEC, gemma3::SPEC];
 
 /// The spec of architecture `name`.
 pub fn spec(name: &str) -> Result<ArchSpec> {
@@ -62,8 +121,9 @@ mod tests {
     fn known_architectures_have_specs_and_others_are_refused_by_name() {
         assert_eq!(spec("qwen2").unwrap().rope, RopeStyle::Neox);
         assert_eq!(spec("llama").unwrap().qkv_bias, Presence::Optional);
-        let e = spec("gemma3").unwrap_err().to_string();
-        assert!(e.contains("gemma3"), "{e}");
-        assert_eq!(names(), ["llama", "qwen2"]);
+        assert_eq!(spec("gemma3").unwrap().sliding.unwrap().period, 6);
+        let e = spec("gemma2").unwrap_err().to_string();
+        assert!(e.contains("gemma2"), "{e}");
+        assert_eq!(names(), ["llama", "qwen2", "gemma3"]);
     }
 }

@@ -12,4 +12,5 @@ pub const SPEC: ArchSpec = ArchSpec {
     name: "qwen2",
     rope: RopeStyle::Neox,
     qkv_bias: Presence::Required,
+    ..ArchSpec::BASE
 };

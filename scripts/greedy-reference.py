@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Record llama.cpp's greedy generations as a parity fixture (tests/reference/greedy-NAME.jsonl).
+
+    python3 scripts/greedy-reference.py MODEL.gguf NAME [--llama-cpp DIR] [--port N]
+
+Starts DIR/bin/llama-server (DIR defaults to $FASTGEN_HOME/llama.cpp, built by
+scripts/build-llama-cpp.sh) on the model, one thread, and for each prompt asks for 48 greedy
+tokens with the top 10 log-probabilities before sampling at every step. The prompts are raw
+completions (for base models): the user messages of tests/reference/greedy-smollm2.jsonl as
+"Question: ...\\nAnswer:", its essay excerpt, and its 2,000-token essay text (long enough to
+cross sliding windows). Each prompt is tokenized by the server with the model's special
+tokens added (BOS where the model wants it). Output lines have the format of the other
+greedy fixtures: {"kind", "prompt", "prompt_ids", "greedy_ids", "greedy_text", "steps"}.
+Python standard library only.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import urllib.request
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+STEPS = 48
+TOP = 10
+
+
+def post(port, path, body):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=600) as r:
+        return json.load(r)
+
+
+def wait_ready(port, proc):
+    for _ in range(600):
+        if proc.poll() is not None:
+            sys.exit(f"llama-server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    sys.exit("llama-server did not become ready")
+
+
+def prompts():
+    """(kind, text) pairs taken from the SmolLM2 fixture's texts."""
+    out = []
+    for line in (ROOT / "tests/reference/greedy-smollm2.jsonl").read_text().splitlines():
+        case = json.loads(line)
+        text = case["prompt"]
+        if case["kind"] == "chat":
+            user = text.split("<|im_start|>user\n", 1)[1].split("<|im_end|>", 1)[0]
+            out.append(("raw", f"Question: {user}\nAnswer:"))
+        else:
+            out.append((case["kind"], text))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("name")
+    home = os.environ.get("FASTGEN_HOME", os.path.expanduser("~/.cache/fastgen"))
+    ap.add_argument("--llama-cpp", default=os.path.join(home, "llama.cpp"))
+    ap.add_argument("--port", type=int, default=8397)
+    ap.add_argument("--server-arg", action="append", default=[],
+                    help="extra llama-server argument (repeatable), e.g. --server-arg=-fa --server-arg=off")
+    args = ap.parse_args()
+
+    server = os.path.join(args.llama_cpp, "bin", "llama-server")
+    proc = subprocess.Popen(
+        [server, "-m", args.model, "--port", str(args.port), "-t", "1", "-c", "8192",
+         "--parallel", "1", "--no-webui", *args.server_arg],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(args.port, proc)
+        dest = ROOT / f"tests/reference/greedy-{args.name}.jsonl"
+        with open(dest, "w") as f:
+            for kind, text in prompts():
+                ids = post(args.port, "/tokenize",
+                           {"content": text, "add_special": True, "parse_special": True})["tokens"]
+                r = post(args.port, "/completion", {
+                    "prompt": ids,
+                    "n_predict": STEPS,
+                    "samplers": ["top_k"],
+                    "top_k": 1,
+                    "n_probs": TOP,
+                    "post_sampling_probs": False,
+                    "cache_prompt": False,
+                })
+                steps = [{
+                    "id": p["id"],
+                    "logprob": p["logprob"],
+                    "top": [[t["id"], round(t["logprob"], 5)] for t in p["top_logprobs"]],
+                } for p in r["completion_probabilities"]]
+                greedy = [s["id"] for s in steps]
+                f.write(json.dumps({
+                    "kind": kind,
+                    "prompt": text,
+                    "prompt_ids": ids,
+                    "greedy_ids": greedy,
+                    "greedy_text": r["content"],
+                    "steps": steps,
+                }) + "\n")
+                print(f"{kind}: {len(ids)} prompt tokens, {len(greedy)} steps", file=sys.stderr)
+        print(f"wrote {dest}", file=sys.stderr)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+if __name__ == "__main__":
+    main()
