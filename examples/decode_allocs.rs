@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let prose = fastgen::bench::prose_tokens(&model, 300 + steps)?;
     let mut cache = model.new_cache(fastgen::kv_cache::KvDtype::F16);
     // Room for every token up front, as the forward pass reserves per call.
-    cache.reserve(300 + steps);
+    cache.reserve(300 + steps, fastgen::model::UBATCH);
     let mut ws = fastgen::model::Workspace::default();
     model.prefill(&prose[..300], &mut cache, &mut ws)?;
     model.decode(prose[300], &mut cache, &mut ws)?;

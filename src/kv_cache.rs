@@ -210,6 +210,13 @@ impl Rows {
             Rows::F32(v) => v.shrink_to_fit(),
         }
     }
+    /// Removes the first `n` elements.
+    fn drop_front(&mut self, n: usize) {
+        match self {
+            Rows::F16(v) => drop(v.drain(..n)),
+            Rows::F32(v) => drop(v.drain(..n)),
+        }
+    }
     /// Elements `[start, end)` as f32: borrowed for f32 storage, converted into `scratch` for f16.
     fn as_f32<'a>(&'a self, start: usize, end: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
         match self {
@@ -330,6 +337,13 @@ impl HeadCache {
         let mut it = keep.iter();
         self.pos.retain(|_| *it.next().unwrap_or(&false));
     }
+    /// Removes the first `n` slots (the oldest positions).
+    pub fn drop_front(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.keys.drop_front(n * self.head_dim);
+        self.values.drop_front(n * self.head_dim);
+        self.pos.drain(..n);
+    }
     /// Room for exactly `n` more tokens (no amortised doubling): for caches that keep
     /// their allocation close to their kept tokens.
     pub fn reserve_exact(&mut self, n: usize) {
@@ -360,6 +374,11 @@ impl HeadCache {
     }
 }
 
+/// Slots a sliding-window head may hold past its window before [`KvCache::trim_window`]
+/// drops the old ones: dropping moves the head's rows, so it happens once per this many
+/// tokens, not at every token (attention masks the extra slots by position).
+pub const WINDOW_SLACK: usize = 64;
+
 /// All heads of all layers, plus the number of tokens the sequence has seen.
 #[derive(Debug, Clone)]
 pub struct KvCache {
@@ -368,6 +387,9 @@ pub struct KvCache {
     pub head_dim: usize,
     pub dtype: KvDtype,
     heads: Vec<HeadCache>, // [n_layers * n_kv_heads]
+    /// Per layer: the sliding window of its attention, if any. Such a layer keeps only
+    /// what its window can still see; KV policies leave it alone.
+    windows: Vec<Option<u32>>, // [n_layers]
     /// Tokens processed so far: the position the next token takes.
     seq_len: usize,
 }
@@ -380,7 +402,31 @@ impl KvCache {
             head_dim,
             dtype,
             heads: vec![HeadCache::new(head_dim, dtype); n_layers * n_kv_heads],
+            windows: vec![None; n_layers],
             seq_len: 0,
+        }
+    }
+    /// The same cache with sliding windows on some layers (`windows[l]`, one per layer).
+    pub fn with_windows(mut self, windows: Vec<Option<u32>>) -> KvCache {
+        assert_eq!(windows.len(), self.n_layers, "one window per layer");
+        self.windows = windows;
+        self
+    }
+    /// Layer `l`'s sliding window, if it has one.
+    pub fn window(&self, layer: usize) -> Option<u32> {
+        self.windows[layer]
+    }
+    /// In a sliding-window layer, drops the slots that no query from position `next` on
+    /// can see, once they are more than [`WINDOW_SLACK`] past the window.
+    pub fn trim_window(&mut self, layer: usize, next: u32) {
+        let Some(w) = self.windows[layer] else {
+            return;
+        };
+        for head in self.layer_mut(layer) {
+            if head.len() > w as usize + WINDOW_SLACK {
+                let old = head.view().seen_by(next, Some(w)).start;
+                head.drop_front(old);
+            }
         }
     }
     pub fn seq_len(&self) -> usize {
@@ -406,15 +452,36 @@ impl KvCache {
     pub fn heads(&self) -> &[HeadCache] {
         &self.heads
     }
-    /// Room for `n` more tokens in every head.
-    pub fn reserve(&mut self, n: usize) {
-        self.heads.iter_mut().for_each(|h| h.reserve(n));
+    /// Slots a head of layer `l` holds at most once `tokens` tokens have gone through
+    /// (in ubatches of at most `ubatch`).
+    fn most_slots(&self, layer: usize, tokens: usize, ubatch: usize) -> usize {
+        match self.windows[layer] {
+            Some(w) => tokens.min(w as usize + WINDOW_SLACK + ubatch),
+            None => tokens,
+        }
+    }
+    /// Room for `n` more tokens in every head (a sliding-window head: for what it can
+    /// hold when they are pushed `ubatch` at a time).
+    pub fn reserve(&mut self, n: usize, ubatch: usize) {
+        let n_kv = self.n_kv_heads;
+        for l in 0..self.n_layers {
+            for i in l * n_kv..(l + 1) * n_kv {
+                let len = self.heads[i].len();
+                let room = self.most_slots(l, len + n, ubatch);
+                self.heads[i].reserve(room.saturating_sub(len));
+            }
+        }
     }
     /// Room for exactly `tokens` tokens in every head, allocated now: a cache that will never
-    /// evict then holds what a budget reserved for it, not up to twice that by doubling.
+    /// evict then holds what a budget reserved for it, not up to twice that by doubling
+    /// (a sliding-window head: what its window keeps).
     pub fn reserve_total(&mut self, tokens: usize) {
-        for h in &mut self.heads {
-            h.reserve_exact(tokens.saturating_sub(h.len()));
+        let n_kv = self.n_kv_heads;
+        for l in 0..self.n_layers {
+            let most = self.most_slots(l, tokens, 1);
+            for h in &mut self.heads[l * n_kv..(l + 1) * n_kv] {
+                h.reserve_exact(most.saturating_sub(h.len()));
+            }
         }
     }
     /// Cached (slot) entries over all heads.
@@ -483,6 +550,36 @@ mod tests {
             kv.head_mut(0, 0).push(p, &row(1.0), &row(1.0));
         }
         assert_eq!(kv.allocated_bytes(), 2 * 2 * 100 * 4 * 2);
+    }
+
+    #[test]
+    fn a_sliding_window_layer_keeps_what_its_window_can_still_see() {
+        // Layer 0 global, layer 1 with a window of 10.
+        let mut kv = KvCache::new(2, 1, 4, KvDtype::F32).with_windows(vec![None, Some(10)]);
+        kv.reserve(1000, 100);
+        assert!(kv.head(0, 0).capacity() >= 1000);
+        let cap = kv.head(1, 0).capacity();
+        assert!((10 + WINDOW_SLACK + 100..1000).contains(&cap), "{cap}");
+        for p in 0..200u32 {
+            for l in 0..2 {
+                kv.head_mut(l, 0).push(p, &row(p as f32), &row(p as f32));
+                kv.trim_window(l, p + 1);
+            }
+            let held = kv.head(1, 0).len();
+            assert!(held <= 10 + WINDOW_SLACK, "{held} slots at {p}");
+            // Whatever the next query (at p + 1) sees is still there.
+            let first = kv.head(1, 0).positions()[0];
+            assert!(
+                first <= (p + 1).saturating_sub(9),
+                "needed position dropped at {p}"
+            );
+        }
+        assert_eq!(kv.head(0, 0).len(), 200);
+        let h = kv.head(1, 0);
+        let mut s = Vec::new();
+        let last = h.len() - 1;
+        assert_eq!(h.keys_f32(last, last + 1, &mut s), &row(199.0)[..]);
+        assert_eq!(h.positions()[last], 199);
     }
 
     #[test]

@@ -510,7 +510,7 @@ fn allocated_bytes_follow_kept_entries() {
         assert!(r.score_bytes <= (r.kept_entries + 2 * DECODE_SPARE * heads) * 4);
     }
     // The plain cache doubles: a reference for what the slack bound prevents.
-    let mut plain = KvCache::new(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, KvDtype::F16);
+    let mut plain = cfg.new_cache(KvDtype::F16);
     l.model
         .prefill(&l.essay[..400], &mut plain, &mut ws)
         .unwrap();

@@ -74,7 +74,7 @@ impl CompressedCache {
             scores: Vec::new(),
         };
         Ok(CompressedCache {
-            kv: KvCache::new(cfg.n_layers, cfg.n_kv_heads, cfg.head_dim, dtype),
+            kv: cfg.new_cache(dtype),
             params: settings.params(),
             settings,
             vocab,
@@ -230,6 +230,9 @@ impl CompressedCache {
         let classes = &self.pos_classes;
         let n_kv = self.kv.n_kv_heads;
         let params = &self.params;
+        // Sliding-window layers keep their window (the model's rule): no policy of ours.
+        let kv = &self.kv;
+        let windowed = |i: usize| kv.window(i / n_kv).is_some();
         if let (true, Some(p)) = (settings.is_snap(), profiler) {
             let ada = settings.kind == KvKind::AdaKv;
             self.heads = super::snapkv::compress(&mut self.kv, p, &settings.snap, ada);
@@ -246,7 +249,7 @@ impl CompressedCache {
             .into_par_iter()
             .map(|i| {
                 let prof = profiler.map(|p| &p.heads[i])?;
-                (settings.fixed_policy().is_none())
+                (settings.fixed_policy().is_none() && !windowed(i))
                     .then(|| head_options(prof, classes, settings, params, budget.is_some()))
             })
             .collect();
@@ -271,6 +274,7 @@ impl CompressedCache {
                 let prof = profiler.map(|p| &p.heads[i]);
                 let (policy, candidate, recovery, shortfall) =
                     match (settings.fixed_policy(), prof, &options[i]) {
+                        _ if windowed(i) => (Policy::FULL, None, None, None),
                         (Some(p), Some(prof), _) => (
                             p,
                             None,

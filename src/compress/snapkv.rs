@@ -254,6 +254,11 @@ pub fn compress(
     let n_kv = kv.n_kv_heads;
     let mut states = Vec::with_capacity(profiler.heads.len());
     for (l, profiles) in profiler.heads.chunks(n_kv).enumerate() {
+        if kv.window(l).is_some() {
+            // A sliding-window layer keeps its window (the model's rule).
+            states.extend((0..n_kv).map(|_| HeadState::new(Policy::FULL, Vec::new())));
+            continue;
+        }
         for (h, c) in choose_layer(profiles, snap, ada).into_iter().enumerate() {
             let head = kv.head_mut(l, h);
             // Called right after prefill: the head holds exactly the profiled prompt.

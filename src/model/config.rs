@@ -7,6 +7,7 @@
 use super::arch::{self, ArchSpec};
 use crate::error::{Error, Result};
 use crate::gguf::Gguf;
+use crate::kv_cache::{KvCache, KvDtype};
 
 #[derive(Debug, Clone)]
 pub struct ModelConfig {
@@ -180,6 +181,12 @@ impl ModelConfig {
             return bad("empty vocabulary".into());
         }
         Ok(())
+    }
+
+    /// An empty cache for this model: its shape, and the sliding windows of its layers.
+    pub fn new_cache(&self, dtype: KvDtype) -> KvCache {
+        let windows = self.layers.iter().map(|l| l.window).collect();
+        KvCache::new(self.n_layers, self.n_kv_heads, self.head_dim, dtype).with_windows(windows)
     }
 
     pub fn group_size(&self) -> usize {

@@ -127,12 +127,7 @@ impl Model {
 
     /// An empty cache for this model.
     pub fn new_cache(&self, dtype: KvDtype) -> KvCache {
-        KvCache::new(
-            self.cfg.n_layers,
-            self.cfg.n_kv_heads,
-            self.cfg.head_dim,
-            dtype,
-        )
+        self.cfg.new_cache(dtype)
     }
 
     fn bytes(&self, m: &Matrix) -> &[u8] {
@@ -207,7 +202,7 @@ impl Model {
             self.check_tokens(s.tokens, s.cache)?;
         }
         for s in seqs.iter_mut() {
-            s.cache.reserve(s.tokens.len());
+            s.cache.reserve(s.tokens.len(), UBATCH);
         }
         // Ubatches of at most UBATCH rows, each taking the next rows of every sequence in
         // turn (a sequence's rows stay contiguous and in order within a ubatch).
@@ -480,7 +475,9 @@ impl Model {
     }
 
     /// Layer `l`'s attention for one sequence's batch rows `rows` (at `positions`): appends
-    /// their keys and values to its cache, attends, and hands the rows to its observer.
+    /// their keys and values to its cache, attends, and hands the rows to its observer. A
+    /// sliding-window layer is the model's own: no observer sees it, and the cache drops
+    /// what the window has left behind.
     fn attend_part(
         &self,
         l: usize,
@@ -501,20 +498,22 @@ impl Model {
         let heads = seq.cache.layer(l);
         let q = &ws.q[rows.start * qd..rows.end * qd];
         let out = &mut ws.attn[rows.start * qd..rows.end * qd];
+        let window = c.layers[l].window;
+        let observer = seq.observer.as_mut().filter(|_| window.is_none());
         // KV policy hook: probabilities only for decode steps whose observer asks.
         let one = positions.len() == 1;
-        let want_probs = one && seq.observer.as_ref().is_some_and(|o| o.wants_probs(l));
+        let want_probs = one && observer.as_ref().is_some_and(|o| o.wants_probs(l));
         let mut probs: Vec<Vec<f32>> = Vec::new(); // [n_kv_heads][group * len]
-        let window = c.layers[l].window;
         if one {
             let probs_out = want_probs.then_some(&mut probs);
             attention::attend_one(heads, q, positions[0], window, hd, out, probs_out);
         } else {
             attention::attend_batch(heads, q, positions, window, c.n_heads, hd, out);
         }
-        if let Some(o) = seq.observer.as_mut() {
+        if let Some(o) = observer {
             let probs = want_probs.then_some(&probs[..]);
             o.after_attention(l, q, positions, seq.cache.layer_mut(l), probs);
         }
+        seq.cache.trim_window(l, positions[positions.len() - 1] + 1);
     }
 }
