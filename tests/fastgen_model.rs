@@ -10,7 +10,7 @@ use fastgen::compress::{
     KvSettings, Params, Pool, ProfileRows, SnapSettings, TokenClasses, DECODE_SPARE,
 };
 use fastgen::generate::{generate, GenerateOptions, Sequence};
-use fastgen::kv_cache::{HeadCache, KvCache, KvDtype};
+use fastgen::kv_cache::{HeadCache, KvDtype};
 use fastgen::model::hook::LayerObserver;
 use fastgen::model::{Model, Workspace};
 use fastgen::sampling::SamplerConfig;
