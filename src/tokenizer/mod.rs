@@ -541,11 +541,15 @@ impl Tokenizer {
             return pieces;
         }
         pieces.push(Piece::Text(text));
+        // Gemma has 6,414 special tokens (mostly `<unusedN>`): skip at once those whose bytes
+        // cannot all be in the text, without searching it.
+        let pairs = BytePairs::of(text);
         for &id in &self.special {
             let needle = self.tokens[id as usize].as_str();
-            if !pieces
-                .iter()
-                .any(|p| matches!(p, Piece::Text(s) if s.contains(needle)))
+            if !pairs.may_contain(needle.as_bytes())
+                || !pieces
+                    .iter()
+                    .any(|p| matches!(p, Piece::Text(s) if s.contains(needle)))
             {
                 continue;
             }
@@ -699,6 +703,39 @@ impl Tokenizer {
 enum Piece<'t> {
     Text(&'t str),
     Special(u32),
+}
+
+/// The bytes and the pairs of adjacent bytes that occur in a text: a needle can only occur in
+/// the text (or in a piece of it) if all its bytes and all its adjacent pairs do.
+struct BytePairs {
+    bytes: [u64; 4],
+    pairs: Vec<u64>,
+}
+
+impl BytePairs {
+    fn of(text: &str) -> BytePairs {
+        let mut bytes = [0u64; 4];
+        let mut pairs = vec![0u64; 65536 / 64];
+        let t = text.as_bytes();
+        for &b in t {
+            bytes[(b >> 6) as usize] |= 1 << (b & 63);
+        }
+        for w in t.windows(2) {
+            let p = usize::from(w[0]) << 8 | usize::from(w[1]);
+            pairs[p >> 6] |= 1 << (p & 63);
+        }
+        BytePairs { bytes, pairs }
+    }
+
+    fn may_contain(&self, needle: &[u8]) -> bool {
+        needle
+            .iter()
+            .all(|&b| self.bytes[(b >> 6) as usize] & (1 << (b & 63)) != 0)
+            && needle.windows(2).all(|w| {
+                let p = usize::from(w[0]) << 8 | usize::from(w[1]);
+                self.pairs[p >> 6] & (1 << (p & 63)) != 0
+            })
+    }
 }
 
 fn unsupported_model(model: &str) -> Error {
@@ -1196,6 +1233,21 @@ mod tests {
         let long = spec.tokens.len() as u32 - 1;
         let t = Tokenizer::from_vocab(spec).unwrap();
         assert_eq!(t.encode("a<|im_end|>x<|im_end|>").unwrap()[1..], [long, 2]);
+    }
+
+    #[test]
+    fn byte_pairs_never_rule_out_a_substring() {
+        let text = "a<b>\n\n  é😀<unused1>";
+        let pairs = BytePairs::of(text);
+        let b = text.as_bytes();
+        for i in 0..b.len() {
+            for j in i + 1..=b.len() {
+                assert!(pairs.may_contain(&b[i..j]), "{:?}", &b[i..j]);
+            }
+        }
+        for absent in ["<unused2>", "x", " \n", "a>", "b<"] {
+            assert!(!pairs.may_contain(absent.as_bytes()), "{absent}");
+        }
     }
 
     #[test]
