@@ -262,3 +262,28 @@ fn eog_ids_follow_llama_cpp() {
     assert_eq!(tok.encode("a</s>b").unwrap()[1], 128247);
     assert_eq!(tok.vocab_size(), 151936);
 }
+
+/// `fastgen tokenize --json` prints what `llama-tokenize --ids` prints: BOS first for Gemma
+/// (which asks for it), nothing for SmolLM2; `--no-bos` leaves it out. It reads only the
+/// tokenizer, so it works for Gemma, whose architecture the engine does not run.
+#[test]
+fn cli_tokenize_prepends_bos_like_llama_tokenize() {
+    let tokenize = |model: &str, extra: &[&str]| -> String {
+        let path = model_path(model);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastgen"))
+            .args(["tokenize", "--json", "--text", "Hello world", "-m"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .expect("fastgen runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(tokenize("gemma3-270m", &[]), "[2,9259,1902]");
+    assert_eq!(tokenize("gemma3-270m", &["--no-bos"]), "[9259,1902]");
+    assert_eq!(tokenize("smollm2", &[]), "[19556,905]");
+}

@@ -533,6 +533,20 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// A prompt rendered by the model's chat template, as llama.cpp tokenizes it: when the
+    /// model asks for BOS, a BOS the template wrote at the very start is dropped (tokenizing
+    /// puts it back, once), then [`Tokenizer::encode_prompt`].
+    pub fn encode_chat_prompt(&self, rendered: &str) -> Result<Vec<u32>> {
+        let bos_text = match (self.add_bos, self.bos_id) {
+            (true, Some(bos)) => self.token_text(bos),
+            _ => None,
+        };
+        let text = bos_text
+            .and_then(|b| rendered.strip_prefix(b))
+            .unwrap_or(rendered);
+        self.encode_prompt(text)
+    }
+
     /// Cuts `text` at the special tokens the way llama.cpp does: for each special token,
     /// longest first, every occurrence in every piece still raw text becomes that token.
     fn split_special<'t>(&self, text: &'t str) -> Vec<Piece<'t>> {
@@ -1113,6 +1127,15 @@ mod tests {
         // The prefix is not written back: decoding gives one space per prefix.
         assert_eq!(t.decode(&ids), " hi<start_of_turn> hi\n hi hi");
         assert_eq!(t.encode_prompt("hi").unwrap(), [2, id("\u{2581}hi")]);
+        // A template's own BOS at the start is not doubled (llama.cpp drops it from the text).
+        assert_eq!(
+            t.encode_chat_prompt("<bos>hi").unwrap(),
+            [2, id("\u{2581}hi")]
+        );
+        assert_eq!(
+            t.encode_chat_prompt("hi<bos>").unwrap(),
+            [2, id("\u{2581}hi"), 2]
+        );
         assert!(t.encode("").unwrap().is_empty());
 
         let t = Tokenizer::from_vocab(spm_spec(false)).unwrap();
@@ -1194,6 +1217,21 @@ mod tests {
         let mut spec = toy_spec("gpt-2");
         spec.tokens[10] = spec.tokens[11].clone();
         assert!(Tokenizer::from_vocab(spec).is_err());
+    }
+
+    #[test]
+    fn prompts_get_bos_only_when_the_model_asks() {
+        let t = toy();
+        assert!(!t.add_bos());
+        let text = "<|endoftext|>hello";
+        assert_eq!(t.encode_prompt(text).unwrap(), t.encode(text).unwrap());
+        assert_eq!(t.encode_chat_prompt(text).unwrap(), t.encode(text).unwrap());
+        let mut spec = toy_spec("gpt-2");
+        spec.bos_id = Some(0);
+        spec.add_bos = true;
+        let t = Tokenizer::from_vocab(spec).unwrap();
+        assert_eq!(t.encode_prompt("hello").unwrap(), [0, id_of(&t, "hello")]);
+        assert_eq!(t.encode_chat_prompt(text).unwrap(), [0, id_of(&t, "hello")]);
     }
 
     #[test]
