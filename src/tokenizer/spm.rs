@@ -311,6 +311,16 @@ mod tests {
         // "ab" (-1), then "abc" (-2) beats "cd" (-10); then "abcd" needs "abc"+"d".
         assert_eq!(pieces(&spm, &texts, "abcd", true), ["abcd"]);
         assert_eq!(pieces(&spm, &texts, "abcdab", true), ["abcd", "ab"]);
+        // The left neighbour too: "yz" merges, then "x"+"yz" makes "xyz".
+        let w = [
+            ("x", -9.0),
+            ("y", -9.0),
+            ("z", -9.0),
+            ("yz", -1.0),
+            ("xyz", -2.0),
+        ];
+        let (spm2, texts2) = model(&w, false);
+        assert_eq!(pieces(&spm2, &texts2, "xyz", true), ["xyz"]);
         // Without the steps "abc" and "cd", "abcd" is never a pair of neighbours (a longest
         // match would still find it).
         let v: Vec<(&str, f32)> = v
