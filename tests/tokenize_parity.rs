@@ -1,8 +1,10 @@
 //! Tokenizer and chat-template parity with llama.cpp on the reference fixtures:
 //! `tokenize-MODEL.jsonl` (`{"text", "ids"}` from llama-server `/tokenize`, special tokens
-//! parsed, nothing prepended) and `greedy-MODEL.jsonl` (`prompt` = the chat-rendered or raw
-//! text, `prompt_ids`). For every line: `encode(text) == ids` and `decode(ids) == text`; for
-//! the chat lines, rendering the user message with the model's template gives `prompt`.
+//! parsed, nothing prepended) and, for the chat models, `greedy-MODEL.jsonl` (`prompt` = the
+//! chat-rendered or raw text, `prompt_ids`). For every line: `encode(text) == ids` and
+//! `decode(ids) == text` (also streamed token by token); for the chat lines, rendering the user
+//! message with the model's template gives `prompt`. Gemma-3-270m (SentencePiece, a base model
+//! without a chat template) has only the tokenize fixture.
 
 use fastgen::chat::{ChatMessage, ChatTemplate};
 use fastgen::tokenizer::{StreamDecoder, Tokenizer};
@@ -34,11 +36,28 @@ fn clip(s: &str) -> String {
     }
 }
 
-/// Tokenizes every fixture line of one model; returns failures (empty when all match).
+/// Tokenizes every line of both fixtures of one model; returns failures (empty when all
+/// match).
 fn check_model(short_name: &str, fixture: &str) -> Vec<String> {
     let (tok, tpl) = load(short_name);
-    let mut failures = Vec::new();
+    let mut failures = check_tokenize(short_name, &tok, fixture);
+    failures.extend(check_greedy(short_name, &tok, tpl.as_ref(), fixture));
+    failures
+}
 
+/// The text SentencePiece gives back: a U+2581 written in the text is a space once decoded
+/// (llama.cpp encodes it as the `▁` token, which decodes to a space).
+fn spm_decoded(tok: &Tokenizer, text: &str) -> String {
+    if tok.model() == "llama" {
+        text.replace('\u{2581}', " ")
+    } else {
+        text.to_string()
+    }
+}
+
+/// `tokenize-FIXTURE.jsonl`: encode, decode and streamed decode of every line.
+fn check_tokenize(short_name: &str, tok: &Tokenizer, fixture: &str) -> Vec<String> {
+    let mut failures = Vec::new();
     let lines = read_jsonl(&format!("tokenize-{fixture}.jsonl"));
     let mut matched = 0;
     for (i, line) in lines.iter().enumerate() {
@@ -53,21 +72,29 @@ fn check_model(short_name: &str, fixture: &str) -> Vec<String> {
                 clip(text)
             ));
         }
-        // The `tokenizers` pipeline alone (its own special-token matching) agrees too.
-        let hf = tok.hf().encode(text, false).unwrap();
-        if hf.get_ids() != want.as_slice() {
-            ok = false;
-            failures.push(format!(
-                "{fixture} tokenize line {i}: tokenizers pipeline gives {:?}",
-                hf.get_ids()
-            ));
+        // Byte-level BPE: the `tokenizers` pipeline alone (its own special-token matching)
+        // agrees too.
+        if let Some(hf) = tok.hf() {
+            let hf = hf.encode(text, false).unwrap();
+            if hf.get_ids() != want.as_slice() {
+                ok = false;
+                failures.push(format!(
+                    "{fixture} tokenize line {i}: tokenizers pipeline gives {:?}",
+                    hf.get_ids()
+                ));
+            }
         }
         let back = tok.decode(&want);
-        if back != text {
+        let want_back = spm_decoded(tok, text);
+        let mut stream = StreamDecoder::new(tok);
+        let mut streamed: String = want.iter().map(|&id| stream.push(id)).collect();
+        streamed.push_str(&stream.flush());
+        if back != want_back || streamed != want_back {
             ok = false;
             failures.push(format!(
-                "{fixture} tokenize line {i}: decode gives {}",
-                clip(&back)
+                "{fixture} tokenize line {i}: decode gives {} / streams to {}",
+                clip(&back),
+                clip(&streamed)
             ));
         }
         matched += usize::from(ok);
@@ -76,7 +103,17 @@ fn check_model(short_name: &str, fixture: &str) -> Vec<String> {
         "{short_name}: {matched}/{} tokenize lines match",
         lines.len()
     );
+    failures
+}
 
+/// `greedy-FIXTURE.jsonl`: prompts, generated texts and chat renders.
+fn check_greedy(
+    short_name: &str,
+    tok: &Tokenizer,
+    tpl: Option<&ChatTemplate>,
+    fixture: &str,
+) -> Vec<String> {
+    let mut failures = Vec::new();
     let greedy = read_jsonl(&format!("greedy-{fixture}.jsonl"));
     let (mut prompts_ok, mut generated_ok, mut chats, mut chats_ok) = (0, 0, 0, 0);
     for (i, line) in greedy.iter().enumerate() {
@@ -110,7 +147,7 @@ fn check_model(short_name: &str, fixture: &str) -> Vec<String> {
             .filter(|&id| !tok.is_eog(id))
             .collect();
         let want_text = line["greedy_text"].as_str().unwrap();
-        let mut stream = StreamDecoder::new(&tok);
+        let mut stream = StreamDecoder::new(tok);
         let mut streamed: String = gen.iter().map(|&id| stream.push(id)).collect();
         streamed.push_str(&stream.flush());
         let decoded = tok.decode(&gen);
@@ -127,7 +164,7 @@ fn check_model(short_name: &str, fixture: &str) -> Vec<String> {
 
         if kind == "chat" {
             chats += 1;
-            let tpl = tpl.as_ref().expect("chat model without a chat template");
+            let tpl = tpl.expect("chat model without a chat template");
             let user = user_message(prompt)
                 .unwrap_or_else(|| panic!("line {i}: no single user turn in {}", clip(prompt)));
             let rendered = tpl.render(&[ChatMessage::user(user)], true).unwrap();
@@ -178,13 +215,75 @@ fn qwen25_matches_llama_cpp() {
 }
 
 #[test]
+fn gemma3_matches_llama_cpp() {
+    let (tok, tpl) = load("gemma3-270m");
+    assert!(
+        tpl.is_none(),
+        "gemma-3-270m is a base model without a chat template"
+    );
+    assert!(tok.hf().is_none());
+    assert_no_failures(check_tokenize("gemma3-270m", &tok, "gemma3-270m"));
+}
+
+#[test]
+fn gemma3_special_ids_follow_llama_cpp() {
+    let (tok, _) = load("gemma3-270m");
+    assert_eq!(tok.model(), "llama");
+    assert_eq!(tok.vocab_size(), 262_144);
+    assert_eq!((tok.bos_id(), tok.eos_id()), (Some(2), Some(1)));
+    // llama.cpp's "printing all EOG tokens": <eos>, <end_of_turn> and `</s>` (a user-defined
+    // HTML tag that llama.cpp's text list makes a control token).
+    assert_eq!(tok.eog_ids(), &[1, 106, 212]);
+    assert_eq!(tok.eot_id(), Some(106));
+    // `llama-tokenize -p "Hello world"` (BOS added, the model asks for it).
+    assert!(tok.add_bos());
+    assert_eq!(tok.encode_prompt("Hello world").unwrap(), [2, 9259, 1902]);
+    assert_eq!(tok.encode("Hello world").unwrap(), [9259, 1902]);
+}
+
+#[test]
 fn eog_ids_follow_llama_cpp() {
     let (tok, _) = load("smollm2");
     // <|endoftext|>, <|im_end|> (EOS) and <reponame> (FIM repository token).
     assert_eq!(tok.eog_ids(), &[0, 2, 4]);
     assert_eq!(tok.vocab_size(), 49152);
     let (tok, _) = load("qwen2.5-0.5b");
-    // <|endoftext|>, <|im_end|>, <|fim_pad|>, <|repo_name|>, <|file_sep|>.
-    assert_eq!(tok.eog_ids(), &[151643, 151645, 151662, 151663, 151664]);
+    // `</s>` (a normal token that llama.cpp's text list makes an end-of-generation control
+    // token: its "printing all EOG tokens" lists it), <|endoftext|>, <|im_end|>, <|fim_pad|>,
+    // <|repo_name|>, <|file_sep|>.
+    assert_eq!(
+        tok.eog_ids(),
+        &[128247, 151643, 151645, 151662, 151663, 151664]
+    );
+    assert_eq!(
+        tok.token_type(128247),
+        fastgen::tokenizer::token_type::CONTROL
+    );
+    assert_eq!(tok.encode("a</s>b").unwrap()[1], 128247);
     assert_eq!(tok.vocab_size(), 151936);
+}
+
+/// `fastgen tokenize --json` prints what `llama-tokenize --ids` prints: BOS first for Gemma
+/// (which asks for it), nothing for SmolLM2; `--no-bos` leaves it out. It reads only the
+/// tokenizer, so it works for Gemma, whose architecture the engine does not run.
+#[test]
+fn cli_tokenize_prepends_bos_like_llama_tokenize() {
+    let tokenize = |model: &str, extra: &[&str]| -> String {
+        let path = model_path(model);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fastgen"))
+            .args(["tokenize", "--json", "--text", "Hello world", "-m"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .expect("fastgen runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(tokenize("gemma3-270m", &[]), "[2,9259,1902]");
+    assert_eq!(tokenize("gemma3-270m", &["--no-bos"]), "[9259,1902]");
+    assert_eq!(tokenize("smollm2", &[]), "[19556,905]");
 }

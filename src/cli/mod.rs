@@ -86,6 +86,15 @@ pub struct Loaded {
 }
 
 impl ModelArgs {
+    /// Only the model's tokenizer, from its GGUF metadata (the weights are not loaded, so
+    /// this works for architectures the engine cannot run).
+    pub fn load_tokenizer(&self) -> Result<Tokenizer> {
+        let path = fetcher::resolve_model(&self.model)?;
+        let g = fastgen::gguf::Gguf::open(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        Ok(Tokenizer::from_gguf(&g)?)
+    }
+
     pub fn load(&self) -> Result<Loaded> {
         if let Some(n) = self.threads {
             anyhow::ensure!(n >= 1, "--threads must be at least 1");
@@ -151,11 +160,14 @@ impl PromptArgs {
                 .with_context(|| format!("reading prompt file {}", f.display()))?,
             (None, None) => bail!("give a prompt, --prompt-file or --prompt-ids"),
         };
-        let text = match (&loaded.template, self.raw) {
-            (Some(tpl), false) => tpl.render(&[ChatMessage::new("user", &text)], true)?,
-            _ => text,
-        };
-        Ok(loaded.tokenizer.encode(&text)?)
+        // BOS first when the model asks for it, as llama.cpp tokenizes a prompt.
+        Ok(match (&loaded.template, self.raw) {
+            (Some(tpl), false) => {
+                let rendered = tpl.render(&[ChatMessage::new("user", &text)], true)?;
+                loaded.tokenizer.encode_chat_prompt(&rendered)?
+            }
+            _ => loaded.tokenizer.encode_prompt(&text)?,
+        })
     }
 }
 

@@ -1,4 +1,5 @@
-//! `fastgen tokenize`: text to token ids, as the model's tokenizer sees it.
+//! `fastgen tokenize`: text to token ids, as the model's tokenizer sees it (BOS first when the
+//! model asks for it, like `llama-tokenize`). Reads only the tokenizer, not the weights.
 
 use super::ModelArgs;
 use anyhow::{Context, Result};
@@ -17,6 +18,9 @@ pub struct TokenizeArgs {
     /// Print a JSON array of ids instead of one line per token with its text.
     #[arg(long)]
     json: bool,
+    /// Do not put BOS in front even if the model asks for it (llama-tokenize's --no-bos).
+    #[arg(long)]
+    no_bos: bool,
 }
 
 pub fn run(a: TokenizeArgs) -> Result<()> {
@@ -27,13 +31,17 @@ pub fn run(a: TokenizeArgs) -> Result<()> {
         }
         (None, None) => anyhow::bail!("give --text or --file"),
     };
-    let loaded = a.model.load()?;
-    let ids = loaded.tokenizer.encode(&text)?;
+    let tokenizer = a.model.load_tokenizer()?;
+    let ids = if a.no_bos {
+        tokenizer.encode(&text)?
+    } else {
+        tokenizer.encode_prompt(&text)?
+    };
     if a.json {
         println!("{}", serde_json::to_string(&ids)?);
     } else {
         for id in &ids {
-            println!("{id:>7} {:?}", loaded.tokenizer.decode(&[*id]));
+            println!("{id:>7} {:?}", tokenizer.decode(&[*id]));
         }
     }
     Ok(())

@@ -76,12 +76,7 @@ impl<'a> Engine<'a> {
 
     /// Plain text to ids, with the BOS token first when the model asks for one.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let mut ids = Vec::new();
-        if self.tokenizer.add_bos() {
-            ids.extend(self.tokenizer.bos_id());
-        }
-        ids.extend(self.tokenizer.encode(text)?);
-        Ok(ids)
+        self.tokenizer.encode_prompt(text)
     }
 
     /// A user turn in the model's chat template (the text as is without one), ready for the

@@ -393,6 +393,17 @@ impl Gguf {
             })
             .collect()
     }
+
+    /// An array of numbers as `f32` (each element read as [`Gguf::get_f32`] reads a value;
+    /// SentencePiece scores are stored as `f32`).
+    pub fn get_f32_array(&self, key: &str) -> Result<Vec<f32>> {
+        let items = to_array(key, self.require(key)?)?;
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| to_f32(key, v).map_err(|_| wrong_elem(key, i, v, "f32")))
+            .collect()
+    }
 }
 
 fn wrong_type(key: &str, found: &MetaValue, expected: &str) -> Error {

@@ -258,6 +258,10 @@ fn getters_convert_and_name_the_key() {
     );
     assert!(matches!(g.get_str_array("v.str"), Err(Error::Metadata(m)) if m.contains("array")));
     assert_eq!(g.get_i32_array("v.i32_array").unwrap(), vec![1, -3]);
+    assert_eq!(g.get_f32_array("v.i32_array").unwrap(), vec![1.0, -3.0]);
+    assert!(
+        matches!(g.get_f32_array("v.str_array"), Err(Error::Metadata(m)) if m.contains("element 0"))
+    );
     assert!(matches!(
         g.get_i32_array("v.str_array"),
         Err(Error::Metadata(_))

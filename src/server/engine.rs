@@ -210,7 +210,9 @@ impl Engine {
                 let text = tpl
                     .render(messages, true)
                     .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;
-                self.encode(&text)?
+                self.tokenizer
+                    .encode_chat_prompt(&text)
+                    .map_err(|e| ApiError::internal(format!("tokenizing the prompt: {e}")))?
             }
             Prompt::Text(text) => self.encode(text)?,
             Prompt::Tokens(ids) => ids.clone(),
@@ -239,9 +241,10 @@ impl Engine {
         Ok(ids)
     }
 
+    /// A text prompt with BOS first when the model asks for it, as llama-server does.
     fn encode(&self, text: &str) -> Result<Vec<u32>, ApiError> {
         self.tokenizer
-            .encode(text)
+            .encode_prompt(text)
             .map_err(|e| ApiError::internal(format!("tokenizing the prompt: {e}")))
     }
 

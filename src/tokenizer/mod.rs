@@ -1,19 +1,22 @@
-//! Byte-level BPE tokenizer built from GGUF metadata, meant to give the same ids as llama.cpp
-//! (`llama_tokenize` with `add_special = false, parse_special = true`).
+//! Tokenizers built from GGUF metadata, meant to give the same ids as llama.cpp
+//! (`llama_tokenize` with `add_special = false, parse_special = true`): byte-level BPE
+//! (`tokenizer.ggml.model = "gpt2"`) and SentencePiece (`"llama"`, in [`spm`]).
 //!
-//! Encoding follows llama.cpp's three steps:
-//! 1. the text is cut at every occurrence of a token whose type is CONTROL, USER_DEFINED or
-//!    UNKNOWN, longest token text first over the whole text; each occurrence becomes that id;
-//! 2. every remaining piece is split by the regexes that `tokenizer.ggml.pre` names
+//! Both start alike: the text is cut at every occurrence of a token whose type is CONTROL,
+//! USER_DEFINED or UNKNOWN, longest token text first over the whole text; each occurrence
+//! becomes that id. Then, for byte-level BPE:
+//! 1. every remaining piece is split by the regexes that `tokenizer.ggml.pre` names
 //!    ([`pretok`]);
-//! 3. each fragment is mapped to GPT-2's printable byte alphabet and merged by the rank of
+//! 2. each fragment is mapped to GPT-2's printable byte alphabet and merged by the rank of
 //!    `tokenizer.ggml.merges`.
 //!
-//! Steps 2 and 3 run on the `tokenizers` crate (a `Split` per regex then `ByteLevel`, and its
-//! BPE model). Step 1 is done here: the crate's added-token matcher picks the leftmost match,
-//! llama.cpp the longest token first, and the two differ when special texts overlap.
+//! Steps 1 and 2 run on the `tokenizers` crate (a `Split` per regex then `ByteLevel`, and its
+//! BPE model). The special-token cut is done here: the crate's added-token matcher picks the
+//! leftmost match, llama.cpp the longest token first, and the two differ when special texts
+//! overlap. SentencePiece pieces are merged by token score ([`spm`]), without that crate.
 
 mod pretok;
+mod spm;
 
 pub use pretok::PreTokenizerRule;
 pub use pretok::{known_names as known_pre_tokenizers, lookup as pre_tokenizer_rule};
@@ -28,7 +31,7 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{
-    AddedToken, Model, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+    AddedToken, Model as _, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
     PreTokenizerWrapper, SplitDelimiterBehavior,
 };
 
@@ -48,18 +51,28 @@ use token_type::{BYTE, CONTROL, NORMAL, UNKNOWN, USER_DEFINED};
 /// Everything the tokenizer is built from, as read from GGUF metadata (or made by a test).
 #[derive(Debug, Clone, Default)]
 pub struct TokenizerSpec {
-    /// `tokenizer.ggml.model`; only `gpt2` (byte-level BPE) is supported.
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece).
     pub model: String,
-    /// `tokenizer.ggml.pre`, a name of the pre-tokenizer table.
+    /// `tokenizer.ggml.pre`, a name of the pre-tokenizer table (byte-level BPE only).
     pub pre: String,
-    /// `tokenizer.ggml.tokens`, in the byte-level alphabet for normal tokens.
+    /// `tokenizer.ggml.tokens`: in the byte-level alphabet (gpt2) or with U+2581 for spaces
+    /// (llama) for normal tokens.
     pub tokens: Vec<String>,
     /// `tokenizer.ggml.token_type`, one per token; empty means every token is NORMAL.
     pub token_types: Vec<i32>,
-    /// `tokenizer.ggml.merges`, `"left right"`, lowest index merges first.
+    /// `tokenizer.ggml.merges`, `"left right"`, lowest index merges first (gpt2).
     pub merges: Vec<String>,
+    /// `tokenizer.ggml.scores`, one per token: SentencePiece merges the pair making the
+    /// highest-scored token first (llama; required there, finite).
+    pub scores: Vec<f32>,
+    /// `tokenizer.ggml.add_space_prefix` (llama): a space goes in front of the text and of
+    /// the text after each special token.
+    pub add_space_prefix: bool,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
+    /// Unknown token (`tokenizer.ggml.unknown_token_id`): SentencePiece's last resort for a
+    /// byte that has no `<0xXX>` token.
+    pub unk_id: Option<u32>,
     /// End of turn; found by its text (`<|im_end|>`, `<|eot_id|>`, ...) when absent.
     pub eot_id: Option<u32>,
     /// End of message (`<|eom_id|>`); found by its text when absent.
@@ -135,6 +148,7 @@ const EOG_TEXTS: &[&str] = &[
     "<|call|>",
     "<end_of_turn>",
     "<|endoftext|>",
+    "</s>",
     "<|eom_id|>",
     "<EOT>",
     "_<EOT>",
@@ -149,8 +163,7 @@ pub struct Tokenizer {
     types: Vec<u32>,
     /// Ids matched verbatim in text, longest text first.
     special: Vec<u32>,
-    /// Byte-level BPE: pre-tokenizer sequence, BPE model, ByteLevel decoder, special tokens.
-    hf: tokenizers::Tokenizer,
+    model: Model,
     pre: String,
     bos_id: Option<u32>,
     eos_id: Option<u32>,
@@ -159,9 +172,50 @@ pub struct Tokenizer {
     add_bos: bool,
 }
 
+/// What turns the text between special tokens into ids.
+enum Model {
+    /// Byte-level BPE: pre-tokenizer sequence, BPE model, ByteLevel decoder, special tokens.
+    Bpe(Box<tokenizers::Tokenizer>),
+    /// SentencePiece: merges by token score, byte fallback.
+    Spm(spm::Spm),
+}
+
+impl Model {
+    fn name(&self) -> &'static str {
+        match self {
+            Model::Bpe(_) => "gpt2",
+            Model::Spm(_) => "llama",
+        }
+    }
+}
+
+/// Token text to id, in the map each model kind wants (the `tokenizers` crate takes its own).
+enum TextIndex {
+    Bpe(BpeVocab),
+    Spm(HashMap<String, u32>),
+}
+
+impl TextIndex {
+    fn insert(&mut self, text: String, id: u32) -> Option<u32> {
+        match self {
+            TextIndex::Bpe(m) => m.insert(text, id),
+            TextIndex::Spm(m) => m.insert(text, id),
+        }
+    }
+
+    fn get(&self, text: &str) -> Option<u32> {
+        match self {
+            TextIndex::Bpe(m) => m.get(text),
+            TextIndex::Spm(m) => m.get(text),
+        }
+        .copied()
+    }
+}
+
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tokenizer")
+            .field("model", &self.model.name())
             .field("vocab_size", &self.tokens.len())
             .field("pre", &self.pre)
             .field("bos_id", &self.bos_id)
@@ -181,10 +235,12 @@ impl Tokenizer {
     /// Reads the tokenizer keys of a GGUF file and builds the tokenizer.
     pub fn from_gguf(g: &Gguf) -> Result<Tokenizer> {
         let model = g.get_str("tokenizer.ggml.model")?.to_string();
-        if model != "gpt2" {
-            // Refuse before reading keys (merges) that other tokenizer kinds lack.
-            return Err(unsupported_model(&model));
-        }
+        let is_spm = match model.as_str() {
+            "gpt2" => false,
+            "llama" => true,
+            // Refuse before reading keys (merges, scores) that other tokenizer kinds lack.
+            _ => return Err(unsupported_model(&model)),
+        };
         let pre = if g.get("tokenizer.ggml.pre").is_some() {
             g.get_str("tokenizer.ggml.pre")?.to_string()
         } else {
@@ -201,11 +257,20 @@ impl Tokenizer {
         } else {
             Vec::new()
         };
-        let merges: Vec<String> = g
-            .get_str_array("tokenizer.ggml.merges")?
-            .into_iter()
-            .map(str::to_string)
-            .collect();
+        let merges: Vec<String> = if is_spm {
+            Vec::new()
+        } else {
+            g.get_str_array("tokenizer.ggml.merges")?
+                .into_iter()
+                .map(str::to_string)
+                .collect()
+        };
+        // Missing scores are reported when the SentencePiece model is built.
+        let scores = if is_spm && g.get("tokenizer.ggml.scores").is_some() {
+            g.get_f32_array("tokenizer.ggml.scores")?
+        } else {
+            Vec::new()
+        };
         let opt_id = |key: &str| -> Result<Option<u32>> {
             if g.get(key).is_none() {
                 return Ok(None);
@@ -215,29 +280,40 @@ impl Tokenizer {
                 .map(Some)
                 .map_err(|_| tok_err(format!("{key} = {v} is not a token id")))
         };
-        let eos_id = opt_id("tokenizer.ggml.eos_token_id")?;
+        // llama.cpp's SentencePiece defaults for ids the file does not give: BOS 1, EOS 2,
+        // unknown 0.
+        let spm_default = |id: u32| is_spm.then_some(id);
+        let eos_id = opt_id("tokenizer.ggml.eos_token_id")?.or(spm_default(2));
         if eos_id.is_none() {
             return Err(tok_err("tokenizer.ggml.eos_token_id is missing"));
         }
-        let add_bos = match g.get("tokenizer.ggml.add_bos_token") {
+        let read_bool = |key: &str| -> Result<Option<bool>> {
+            match g.get(key) {
+                None => Ok(None),
+                Some(MetaValue::Bool(b)) => Ok(Some(*b)),
+                Some(other) => Err(tok_err(format!("{key} should be a bool, found {other:?}"))),
+            }
+        };
+        let add_bos = match read_bool("tokenizer.ggml.add_bos_token")? {
+            Some(b) => b,
+            None if is_spm => true,
             None => pretok::lookup(&pre)
                 .map(|r| r.add_bos_default)
                 .unwrap_or(false),
-            Some(MetaValue::Bool(b)) => *b,
-            Some(other) => {
-                return Err(tok_err(format!(
-                    "tokenizer.ggml.add_bos_token should be a bool, found {other:?}"
-                )))
-            }
         };
+        let add_space_prefix =
+            is_spm && read_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
         let spec = TokenizerSpec {
             model,
             pre,
             tokens,
             token_types,
             merges,
-            bos_id: opt_id("tokenizer.ggml.bos_token_id")?,
+            scores,
+            add_space_prefix,
+            bos_id: opt_id("tokenizer.ggml.bos_token_id")?.or(spm_default(1)),
             eos_id,
+            unk_id: opt_id("tokenizer.ggml.unknown_token_id")?.or(spm_default(0)),
             eot_id: opt_id("tokenizer.ggml.eot_token_id")?,
             eom_id: opt_id("tokenizer.ggml.eom_token_id")?,
             fim_pad_id: opt_id("tokenizer.ggml.fim_pad_token_id")?,
@@ -248,12 +324,13 @@ impl Tokenizer {
         Tokenizer::from_vocab(spec)
     }
 
-    /// Builds the tokenizer from its vocabulary; every id and merge is checked.
+    /// Builds the tokenizer from its vocabulary; every id, merge and score is checked.
     pub fn from_vocab(spec: TokenizerSpec) -> Result<Tokenizer> {
-        if spec.model != "gpt2" {
-            return Err(unsupported_model(&spec.model));
-        }
-        let rule = pretok::lookup(&spec.pre)?;
+        let is_spm = match spec.model.as_str() {
+            "gpt2" => false,
+            "llama" => true,
+            other => return Err(unsupported_model(other)),
+        };
         let n = spec.tokens.len();
         if n == 0 {
             return Err(tok_err("empty vocabulary"));
@@ -293,7 +370,11 @@ impl Tokenizer {
             })
             .collect();
 
-        let mut vocab = BpeVocab::default();
+        let mut vocab = if is_spm {
+            TextIndex::Spm(HashMap::with_capacity(n))
+        } else {
+            TextIndex::Bpe(BpeVocab::default())
+        };
         for (i, t) in tokens.iter().enumerate() {
             if let Some(prev) = vocab.insert(t.clone(), i as u32) {
                 return Err(tok_err(format!(
@@ -312,6 +393,7 @@ impl Tokenizer {
         };
         let bos_id = check_id("BOS", spec.bos_id)?;
         let eos_id = check_id("EOS", spec.eos_id)?;
+        let unk_id = check_id("unknown token", spec.unk_id)?;
         let given_eot = check_id("EOT", spec.eot_id)?;
         let given_eom = check_id("EOM", spec.eom_id)?;
         let given_fim_pad = check_id("FIM pad", spec.fim_pad_id)?;
@@ -320,8 +402,12 @@ impl Tokenizer {
         if spec.add_bos && bos_id.is_none() {
             return Err(tok_err("the model asks for BOS but names no BOS token"));
         }
-
-        let merges = parse_merges(&spec.merges, &vocab)?;
+        if !is_spm && !spec.scores.is_empty() {
+            return Err(tok_err("scores are for SentencePiece ('llama') tokenizers"));
+        }
+        if is_spm && !spec.merges.is_empty() {
+            return Err(tok_err("merges are for byte-level BPE ('gpt2') tokenizers"));
+        }
 
         // llama.cpp finds the special tokens the metadata leaves out by their text, and makes
         // each one found that way a CONTROL token (which matters for matching it in text).
@@ -329,7 +415,7 @@ impl Tokenizer {
             if given.is_some() {
                 return given;
             }
-            let found = texts.iter().find_map(|t| vocab.get(*t).copied());
+            let found = texts.iter().find_map(|t| vocab.get(t));
             if let Some(id) = found {
                 types[id as usize] = CONTROL;
             }
@@ -349,7 +435,7 @@ impl Tokenizer {
             .flatten()
             .collect();
         for t in EOG_TEXTS {
-            if let Some(&id) = vocab.get(*t) {
+            if let Some(id) = vocab.get(t) {
                 eog.push(id);
                 types[id as usize] = CONTROL;
             }
@@ -357,11 +443,12 @@ impl Tokenizer {
         eog.sort_unstable();
         eog.dedup();
         // gpt-oss: with `<|return|>` and `<|call|>` present, `<|end|>` only ends a message.
-        let eog_has = |text: &str| vocab.get(text).is_some_and(|id| eog.contains(id));
+        let eog_has = |text: &str| vocab.get(text).is_some_and(|id| eog.contains(&id));
         if eog_has("<|return|>") && eog_has("<|call|>") && eog_has("<|end|>") {
-            let end = vocab["<|end|>"];
-            eog.retain(|&id| id != end);
-            types[end as usize] = USER_DEFINED;
+            if let Some(end) = vocab.get("<|end|>") {
+                eog.retain(|&id| id != end);
+                types[end as usize] = USER_DEFINED;
+            }
         }
 
         let mut special: Vec<u32> = (0..n as u32)
@@ -374,46 +461,34 @@ impl Tokenizer {
                 .then(a.cmp(&b))
         });
 
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .ignore_merges(rule.ignore_merges)
-            .build()
-            .map_err(|e| tok_err(format!("building BPE: {e}")))?;
-
-        let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(rule.regexes.len() + 1);
-        for re in rule.regexes {
-            let split = Split::new(
-                SplitPattern::Regex((*re).to_string()),
-                SplitDelimiterBehavior::Isolated,
-                false,
-            )
-            .map_err(|e| tok_err(format!("pre-tokenizer regex {re:?}: {e}")))?;
-            steps.push(split.into());
-        }
-        steps.push(ByteLevel::new(false, false, false).into());
-
-        let mut hf = tokenizers::Tokenizer::new(bpe);
-        hf.with_pre_tokenizer(Some(Sequence::new(steps)));
-        hf.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::new(
-            false, false, false,
-        ))));
-        let added: Vec<AddedToken> = special
-            .iter()
-            .map(|&id| {
-                AddedToken::from(
-                    tokens[id as usize].clone(),
-                    types[id as usize] != USER_DEFINED,
-                )
-                .normalized(false)
-            })
-            .collect();
-        hf.add_special_tokens(&added);
+        let model = match vocab {
+            TextIndex::Spm(ids) => Model::Spm(spm::Spm::new(
+                ids,
+                spec.scores,
+                unk_id,
+                spec.add_space_prefix,
+            )?),
+            TextIndex::Bpe(vocab) => {
+                let special: Vec<(&str, bool)> = special
+                    .iter()
+                    .map(|&id| {
+                        (
+                            tokens[id as usize].as_str(),
+                            types[id as usize] == USER_DEFINED,
+                        )
+                    })
+                    .collect();
+                // SentencePiece has no pre-tokenizer: llama.cpp ignores `pre` for it.
+                let rule = pretok::lookup(&spec.pre)?;
+                Model::Bpe(Box::new(build_bpe(vocab, &spec.merges, rule, &special)?))
+            }
+        };
 
         Ok(Tokenizer {
             tokens,
             types,
             special,
-            hf,
+            model,
             pre: spec.pre,
             bos_id,
             eos_id,
@@ -423,16 +498,53 @@ impl Tokenizer {
         })
     }
 
-    /// Text to ids; control tokens written in the text are recognised; nothing is prepended.
+    /// Text to ids; control tokens written in the text are recognised; nothing is prepended
+    /// (see [`Tokenizer::encode_prompt`]).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        // SentencePiece's space prefix goes at the start and after each special token.
+        let mut after_special = true;
         for piece in self.split_special(text) {
             match piece {
-                Piece::Special(id) => out.push(id),
-                Piece::Text(s) => self.encode_plain(s, &mut out)?,
+                Piece::Special(id) => {
+                    out.push(id);
+                    after_special = true;
+                }
+                Piece::Text(s) => {
+                    match &self.model {
+                        Model::Bpe(hf) => encode_bpe(hf, s, &mut out)?,
+                        Model::Spm(spm) => spm.encode_fragment(s, after_special, &mut out)?,
+                    }
+                    after_special = false;
+                }
             }
         }
         Ok(out)
+    }
+
+    /// A prompt as llama.cpp tokenizes it (`add_special = true`): BOS first when the model
+    /// asks for it ([`Tokenizer::add_bos`]), then [`Tokenizer::encode`].
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = Vec::with_capacity(text.len() / 3 + 2);
+        if self.add_bos {
+            ids.extend(self.bos_id);
+        }
+        ids.extend(self.encode(text)?);
+        Ok(ids)
+    }
+
+    /// A prompt rendered by the model's chat template, as llama.cpp tokenizes it: when the
+    /// model asks for BOS, a BOS the template wrote at the very start is dropped (tokenizing
+    /// puts it back, once), then [`Tokenizer::encode_prompt`].
+    pub fn encode_chat_prompt(&self, rendered: &str) -> Result<Vec<u32>> {
+        let bos_text = match (self.add_bos, self.bos_id) {
+            (true, Some(bos)) => self.token_text(bos),
+            _ => None,
+        };
+        let text = bos_text
+            .and_then(|b| rendered.strip_prefix(b))
+            .unwrap_or(rendered);
+        self.encode_prompt(text)
     }
 
     /// Cuts `text` at the special tokens the way llama.cpp does: for each special token,
@@ -443,11 +555,15 @@ impl Tokenizer {
             return pieces;
         }
         pieces.push(Piece::Text(text));
+        // Gemma has 6,414 special tokens (mostly `<unusedN>`): skip at once those whose bytes
+        // cannot all be in the text, without searching it.
+        let pairs = BytePairs::of(text);
         for &id in &self.special {
             let needle = self.tokens[id as usize].as_str();
-            if !pieces
-                .iter()
-                .any(|p| matches!(p, Piece::Text(s) if s.contains(needle)))
+            if !pairs.may_contain(needle.as_bytes())
+                || !pieces
+                    .iter()
+                    .any(|p| matches!(p, Piece::Text(s) if s.contains(needle)))
             {
                 continue;
             }
@@ -471,25 +587,6 @@ impl Tokenizer {
             pieces = next;
         }
         pieces
-    }
-
-    /// Pre-tokenizes and merges text that holds no special token.
-    fn encode_plain(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
-        let pre = self
-            .hf
-            .get_pre_tokenizer()
-            .ok_or_else(|| tok_err("pre-tokenizer missing"))?;
-        let mut pts = PreTokenizedString::from(text);
-        pre.pre_tokenize(&mut pts)
-            .map_err(|e| tok_err(format!("pre-tokenizing: {e}")))?;
-        let model = self.hf.get_model();
-        for (fragment, _, _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
-            let toks = model
-                .tokenize(fragment)
-                .map_err(|e| tok_err(format!("BPE: {e}")))?;
-            out.extend(toks.iter().map(|t| t.id));
-        }
-        Ok(())
     }
 
     /// Ids to text (lossy on invalid UTF-8). Control tokens are rendered as their text; ids
@@ -538,19 +635,28 @@ impl Tokenizer {
         self.add_bos
     }
 
+    /// `tokenizer.ggml.model`: `gpt2` (byte-level BPE) or `llama` (SentencePiece).
+    pub fn model(&self) -> &'static str {
+        self.model.name()
+    }
+
     /// The `tokenizer.ggml.pre` name this tokenizer was built with.
     pub fn pre(&self) -> &str {
         &self.pre
     }
 
-    /// Token text as stored in the vocabulary (byte-level alphabet for normal tokens).
+    /// Token text as stored in the vocabulary (byte-level alphabet or U+2581 for spaces in
+    /// normal tokens).
     pub fn token_text(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
     }
 
     /// Id of a token by its stored text.
     pub fn token_id(&self, text: &str) -> Option<u32> {
-        self.hf.get_model().token_to_id(text)
+        match &self.model {
+            Model::Bpe(hf) => hf.get_model().token_to_id(text),
+            Model::Spm(spm) => spm.token_id(text),
+        }
     }
 
     /// GGUF type of a token as llama.cpp sees it ([`token_type`]); 0 (undefined) for ids
@@ -562,9 +668,10 @@ impl Tokenizer {
             .unwrap_or(token_type::UNDEFINED)
     }
 
-    /// The raw bytes of one token: normal tokens through the byte-level alphabet, control,
-    /// user-defined and unknown tokens as their text, `<0xNN>` byte tokens as that byte, and
-    /// nothing for unused tokens or ids outside the vocabulary.
+    /// The raw bytes of one token: normal tokens through the byte-level alphabet (gpt2) or
+    /// with U+2581 as a space (llama), control, user-defined and unknown tokens as their text,
+    /// `<0xNN>` byte tokens as that byte, and nothing for unused tokens or ids outside the
+    /// vocabulary (llama.cpp's `token_to_piece` with `special = true`).
     pub fn token_bytes(&self, id: u32) -> Vec<u8> {
         let mut out = Vec::new();
         self.append_token_bytes(id, &mut out);
@@ -576,7 +683,17 @@ impl Tokenizer {
             return;
         };
         match self.types[id as usize] {
-            NORMAL => byte_level_decode(text, out),
+            NORMAL => match self.model {
+                Model::Bpe(_) => byte_level_decode(text, out),
+                Model::Spm(_) => {
+                    for piece in text.split(spm::SPACE_MARK).enumerate() {
+                        if piece.0 > 0 {
+                            out.push(b' ');
+                        }
+                        out.extend_from_slice(piece.1.as_bytes());
+                    }
+                }
+            },
             CONTROL | USER_DEFINED | UNKNOWN => out.extend_from_slice(text.as_bytes()),
             BYTE => {
                 if let Some(b) = parse_byte_token(text) {
@@ -587,9 +704,13 @@ impl Tokenizer {
         }
     }
 
-    /// The underlying `tokenizers` pipeline (pre-tokenizer, BPE, decoder, special tokens).
-    pub fn hf(&self) -> &tokenizers::Tokenizer {
-        &self.hf
+    /// The underlying `tokenizers` pipeline (pre-tokenizer, BPE, decoder, special tokens) of
+    /// a byte-level BPE tokenizer; `None` for SentencePiece, which does without it.
+    pub fn hf(&self) -> Option<&tokenizers::Tokenizer> {
+        match &self.model {
+            Model::Bpe(hf) => Some(hf),
+            Model::Spm(_) => None,
+        }
     }
 }
 
@@ -598,11 +719,103 @@ enum Piece<'t> {
     Special(u32),
 }
 
+/// The bytes and the pairs of adjacent bytes that occur in a text: a needle can only occur in
+/// the text (or in a piece of it) if all its bytes and all its adjacent pairs do.
+struct BytePairs {
+    bytes: [u64; 4],
+    pairs: Vec<u64>,
+}
+
+impl BytePairs {
+    fn of(text: &str) -> BytePairs {
+        let mut bytes = [0u64; 4];
+        let mut pairs = vec![0u64; 65536 / 64];
+        let t = text.as_bytes();
+        for &b in t {
+            bytes[(b >> 6) as usize] |= 1 << (b & 63);
+        }
+        for w in t.windows(2) {
+            let p = usize::from(w[0]) << 8 | usize::from(w[1]);
+            pairs[p >> 6] |= 1 << (p & 63);
+        }
+        BytePairs { bytes, pairs }
+    }
+
+    fn may_contain(&self, needle: &[u8]) -> bool {
+        needle
+            .iter()
+            .all(|&b| self.bytes[(b >> 6) as usize] & (1 << (b & 63)) != 0)
+            && needle.windows(2).all(|w| {
+                let p = usize::from(w[0]) << 8 | usize::from(w[1]);
+                self.pairs[p >> 6] & (1 << (p & 63)) != 0
+            })
+    }
+}
+
 fn unsupported_model(model: &str) -> Error {
     tok_err(format!(
         "unsupported tokenizer model '{model}' (tokenizer.ggml.model): only 'gpt2' \
-         (byte-level BPE) is supported"
+         (byte-level BPE) and 'llama' (SentencePiece) are supported"
     ))
+}
+
+/// Pre-tokenizes and merges byte-level BPE text that holds no special token.
+fn encode_bpe(hf: &tokenizers::Tokenizer, text: &str, out: &mut Vec<u32>) -> Result<()> {
+    let pre = hf
+        .get_pre_tokenizer()
+        .ok_or_else(|| tok_err("pre-tokenizer missing"))?;
+    let mut pts = PreTokenizedString::from(text);
+    pre.pre_tokenize(&mut pts)
+        .map_err(|e| tok_err(format!("pre-tokenizing: {e}")))?;
+    let model = hf.get_model();
+    for (fragment, _, _) in pts.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+        let toks = model
+            .tokenize(fragment)
+            .map_err(|e| tok_err(format!("BPE: {e}")))?;
+        out.extend(toks.iter().map(|t| t.id));
+    }
+    Ok(())
+}
+
+/// The `tokenizers` pipeline of a byte-level BPE model: the pre-tokenizer regexes then
+/// `ByteLevel`, the BPE model, the `ByteLevel` decoder, and the special tokens (text, whether
+/// user-defined) so that its own encoding recognises them.
+fn build_bpe(
+    vocab: BpeVocab,
+    merges: &[String],
+    rule: &PreTokenizerRule,
+    special: &[(&str, bool)],
+) -> Result<tokenizers::Tokenizer> {
+    let merges = parse_merges(merges, &vocab)?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(rule.ignore_merges)
+        .build()
+        .map_err(|e| tok_err(format!("building BPE: {e}")))?;
+
+    let mut steps: Vec<PreTokenizerWrapper> = Vec::with_capacity(rule.regexes.len() + 1);
+    for re in rule.regexes {
+        let split = Split::new(
+            SplitPattern::Regex((*re).to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| tok_err(format!("pre-tokenizer regex {re:?}: {e}")))?;
+        steps.push(split.into());
+    }
+    steps.push(ByteLevel::new(false, false, false).into());
+
+    let mut hf = tokenizers::Tokenizer::new(bpe);
+    hf.with_pre_tokenizer(Some(Sequence::new(steps)));
+    hf.with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::new(
+        false, false, false,
+    ))));
+    let added: Vec<AddedToken> = special
+        .iter()
+        .map(|&(text, user_defined)| AddedToken::from(text, !user_defined).normalized(false))
+        .collect();
+    hf.add_special_tokens(&added);
+    Ok(hf)
 }
 
 /// Splits `"left right"` merges (at the first space after the first byte, like llama.cpp),
@@ -841,9 +1054,141 @@ mod tests {
     #[test]
     fn other_tokenizer_models_are_refused() {
         let mut spec = toy_spec("gpt-2");
-        spec.model = "llama".into();
+        spec.model = "bert".into();
         let msg = Tokenizer::from_vocab(spec).unwrap_err().to_string();
-        assert!(msg.contains("'llama'") && msg.contains("gpt2"), "{msg}");
+        assert!(
+            msg.contains("'bert'") && msg.contains("gpt2") && msg.contains("llama"),
+            "{msg}"
+        );
+    }
+
+    /// A toy SentencePiece vocabulary: control and user-defined tokens, a few pieces with
+    /// scores, the 256 byte tokens.
+    fn spm_spec(add_space_prefix: bool) -> TokenizerSpec {
+        let mut tokens: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>"]
+            .map(String::from)
+            .to_vec();
+        let mut token_types = vec![3, 3, 3, 2, 3];
+        let mut scores = vec![0.0; 5];
+        tokens.push("\n".into());
+        token_types.push(4);
+        scores.push(0.0);
+        for (t, s) in [
+            ("\u{2581}", -1.0),
+            ("h", -5.0),
+            ("i", -5.0),
+            ("hi", -2.0),
+            ("\u{2581}hi", -1.5),
+            ("\u{2581}\u{2581}", -3.0),
+            ("é", -5.0),
+        ] {
+            tokens.push(t.into());
+            token_types.push(1);
+            scores.push(s);
+        }
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            token_types.push(6);
+            scores.push(0.0);
+        }
+        TokenizerSpec {
+            model: "llama".into(),
+            pre: "default".into(),
+            tokens,
+            token_types,
+            scores,
+            add_space_prefix,
+            bos_id: Some(2),
+            eos_id: Some(1),
+            unk_id: Some(3),
+            add_bos: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn spm_splits_specials_first_and_prefixes_after_them() {
+        let t = Tokenizer::from_vocab(spm_spec(true)).unwrap();
+        assert_eq!(t.model(), "llama");
+        assert!(t.hf().is_none());
+        let id = |s: &str| t.token_id(s).unwrap();
+        let ids = t.encode("hi<start_of_turn>hi\nhi hi").unwrap();
+        assert_eq!(
+            ids,
+            [
+                id("\u{2581}hi"), // first fragment: prefixed
+                4,
+                id("\u{2581}hi"), // after a control token: prefixed
+                5,                // "\n" is user-defined, so special too
+                id("\u{2581}hi"), // after a user-defined token: prefixed
+                id("\u{2581}hi"), // the space in the text
+            ]
+        );
+        // The prefix is not written back: decoding gives one space per prefix.
+        assert_eq!(t.decode(&ids), " hi<start_of_turn> hi\n hi hi");
+        assert_eq!(t.encode_prompt("hi").unwrap(), [2, id("\u{2581}hi")]);
+        // A template's own BOS at the start is not doubled (llama.cpp drops it from the text).
+        assert_eq!(
+            t.encode_chat_prompt("<bos>hi").unwrap(),
+            [2, id("\u{2581}hi")]
+        );
+        assert_eq!(
+            t.encode_chat_prompt("hi<bos>").unwrap(),
+            [2, id("\u{2581}hi"), 2]
+        );
+        assert!(t.encode("").unwrap().is_empty());
+
+        let t = Tokenizer::from_vocab(spm_spec(false)).unwrap();
+        assert_eq!(t.encode("hi hi").unwrap(), [id("hi"), id("\u{2581}hi")]);
+        assert_eq!(t.decode(&t.encode("  hi").unwrap()), "  hi");
+    }
+
+    #[test]
+    fn spm_decodes_bytes_across_tokens() {
+        let t = Tokenizer::from_vocab(spm_spec(false)).unwrap();
+        // "é" is a piece; "ü" and the emoji fall back to bytes.
+        let text = "é ü😀";
+        let ids = t.encode(text).unwrap();
+        let byte = |b: u8| t.token_id(&format!("<0x{b:02X}>")).unwrap();
+        assert_eq!(ids[0], t.token_id("é").unwrap());
+        assert_eq!(ids[1], t.token_id("\u{2581}").unwrap());
+        assert_eq!(ids[2..4], [byte(0xC3), byte(0xBC)]);
+        assert_eq!(ids.len(), 8);
+        assert_eq!(t.decode(&ids), text);
+        assert_eq!(t.token_bytes(ids[2]), [0xC3]);
+        let mut d = StreamDecoder::new(&t);
+        let outs: Vec<String> = ids.iter().map(|&id| d.push(id)).collect();
+        assert_eq!(outs, ["é", " ", "", "ü", "", "", "", "😀"]);
+        assert_eq!(d.flush(), "");
+        // Control and unknown tokens render as their text; a literal U+2581 comes back as a
+        // space, as in llama.cpp.
+        assert_eq!(t.decode(&[2, 3]), "<bos><unk>");
+        assert_eq!(t.decode(&t.encode("\u{2581}").unwrap()), " ");
+    }
+
+    #[test]
+    fn spm_vocabulary_errors_are_clear() {
+        let msg = |spec: TokenizerSpec| Tokenizer::from_vocab(spec).unwrap_err().to_string();
+        let mut spec = spm_spec(false);
+        spec.scores.clear();
+        assert!(msg(spec).contains("tokenizer.ggml.scores"));
+        let mut spec = spm_spec(false);
+        spec.scores.pop();
+        let n = spec.tokens.len();
+        assert!(msg(spec).contains(&format!("{} scores", n - 1)));
+        let mut spec = spm_spec(false);
+        spec.scores[7] = f32::INFINITY;
+        let m = msg(spec);
+        assert!(m.contains("token 7") && m.contains("finite"), "{m}");
+        let mut spec = spm_spec(false);
+        spec.unk_id = Some(100_000);
+        assert!(msg(spec).contains("unknown token id"));
+        let mut spec = spm_spec(false);
+        spec.merges.push("h i".into());
+        assert!(msg(spec).contains("merges"));
+        let mut spec = toy_spec("gpt-2");
+        spec.scores = vec![0.0; spec.tokens.len()];
+        assert!(msg(spec).contains("scores"));
     }
 
     #[test]
@@ -872,6 +1217,21 @@ mod tests {
         let mut spec = toy_spec("gpt-2");
         spec.tokens[10] = spec.tokens[11].clone();
         assert!(Tokenizer::from_vocab(spec).is_err());
+    }
+
+    #[test]
+    fn prompts_get_bos_only_when_the_model_asks() {
+        let t = toy();
+        assert!(!t.add_bos());
+        let text = "<|endoftext|>hello";
+        assert_eq!(t.encode_prompt(text).unwrap(), t.encode(text).unwrap());
+        assert_eq!(t.encode_chat_prompt(text).unwrap(), t.encode(text).unwrap());
+        let mut spec = toy_spec("gpt-2");
+        spec.bos_id = Some(0);
+        spec.add_bos = true;
+        let t = Tokenizer::from_vocab(spec).unwrap();
+        assert_eq!(t.encode_prompt("hello").unwrap(), [0, id_of(&t, "hello")]);
+        assert_eq!(t.encode_chat_prompt(text).unwrap(), [0, id_of(&t, "hello")]);
     }
 
     #[test]
@@ -911,6 +1271,21 @@ mod tests {
         let long = spec.tokens.len() as u32 - 1;
         let t = Tokenizer::from_vocab(spec).unwrap();
         assert_eq!(t.encode("a<|im_end|>x<|im_end|>").unwrap()[1..], [long, 2]);
+    }
+
+    #[test]
+    fn byte_pairs_never_rule_out_a_substring() {
+        let text = "a<b>\n\n  é😀<unused1>";
+        let pairs = BytePairs::of(text);
+        let b = text.as_bytes();
+        for i in 0..b.len() {
+            for j in i + 1..=b.len() {
+                assert!(pairs.may_contain(&b[i..j]), "{:?}", &b[i..j]);
+            }
+        }
+        for absent in ["<unused2>", "x", " \n", "a>", "b<"] {
+            assert!(!pairs.may_contain(absent.as_bytes()), "{absent}");
+        }
     }
 
     #[test]
