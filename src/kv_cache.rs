@@ -422,10 +422,15 @@ impl KvCache {
         let Some(w) = self.windows[layer] else {
             return;
         };
+        let most = w as usize + WINDOW_SLACK + 1;
         for head in self.layer_mut(layer) {
             if head.len() > w as usize + WINDOW_SLACK {
                 let old = head.view().seen_by(next, Some(w)).start;
                 head.drop_front(old);
+            }
+            // A prompt's ubatch made room past what decoding needs: give it back.
+            if head.capacity() > most && head.len() < most {
+                head.shrink_to(most);
             }
         }
     }
@@ -460,15 +465,22 @@ impl KvCache {
             None => tokens,
         }
     }
-    /// Room for `n` more tokens in every head (a sliding-window head: for what it can
-    /// hold when they are pushed `ubatch` at a time).
+    /// Room for `n` more tokens in every head, pushed `ubatch` at a time. A sliding-window
+    /// head grows by doubling too, but never past what its window holds at most.
     pub fn reserve(&mut self, n: usize, ubatch: usize) {
         let n_kv = self.n_kv_heads;
         for l in 0..self.n_layers {
+            let windowed = self.windows[l].is_some();
+            let ceiling = self.most_slots(l, usize::MAX, ubatch.min(n));
             for i in l * n_kv..(l + 1) * n_kv {
-                let len = self.heads[i].len();
-                let room = self.most_slots(l, len + n, ubatch);
-                self.heads[i].reserve(room.saturating_sub(len));
+                let h = &mut self.heads[i];
+                let (len, cap) = (h.len(), h.capacity());
+                if !windowed {
+                    h.reserve(n);
+                } else if cap < (len + n).min(ceiling) {
+                    let target = (len + n).max(2 * len).min(ceiling);
+                    h.reserve_exact(target - len);
+                }
             }
         }
     }

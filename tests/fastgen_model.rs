@@ -10,7 +10,7 @@ use fastgen::compress::{
     KvSettings, Params, Pool, ProfileRows, SnapSettings, TokenClasses, DECODE_SPARE,
 };
 use fastgen::generate::{generate, GenerateOptions, Sequence};
-use fastgen::kv_cache::{HeadCache, KvDtype};
+use fastgen::kv_cache::{HeadCache, KvDtype, WINDOW_SLACK};
 use fastgen::model::hook::LayerObserver;
 use fastgen::model::{Model, Workspace};
 use fastgen::sampling::SamplerConfig;
@@ -704,4 +704,69 @@ fn decoding_together_equals_decoding_alone() {
         .unwrap_err();
     assert!(err.to_string().contains("before prefill"), "{err}");
     assert_eq!(together[1].kv().seq_len(), before);
+}
+
+/// Gemma 3's sliding-window layers are the model's own: under every method they keep exactly
+/// what their window can still see (no policy, no eviction inside it, no growth past it) and
+/// report `sliding:512`; the methods work on the global layers only; `--recovery 1.0` stays the
+/// engine, bit for bit, across the window's edge.
+#[test]
+fn gemma3_sliding_layers_keep_their_window_under_every_method() {
+    let l = load("gemma3-270m");
+    let cfg = &l.model.cfg;
+    let (prompt, forced) = (&l.essay[..700], &l.essay[700..716]);
+    let n = 716;
+    let mut plain = l.model.new_cache(KvDtype::F16);
+    let want = logits_of(&mut plain, &l, prompt, forced);
+    let mut lossless = cache(&l, forced_settings_t1());
+    assert_eq!(logits_of(&mut lossless, &l, prompt, forced), want);
+    let keep = [
+        "full",
+        "fastgen",
+        "fastgen deferred to 210 tokens",
+        "window ratio",
+        "h2o",
+        "snapkv",
+    ];
+    for (name, s) in registry().into_iter().filter(|(n, _)| keep.contains(n)) {
+        let mut c = cache(&l, s);
+        logits_of(&mut c, &l, prompt, forced);
+        let report = c.report();
+        let mut global_kept = 0;
+        for (layer, spec) in cfg.layers.iter().enumerate() {
+            for h in 0..cfg.n_kv_heads {
+                let head = c.kv().head(layer, h);
+                let pos = head.positions();
+                match spec.window {
+                    Some(w) => {
+                        let w = w as usize;
+                        assert!(
+                            (w..=w + WINDOW_SLACK).contains(&head.len()),
+                            "{name}: layer {layer} holds {} slots (window {w})",
+                            head.len()
+                        );
+                        // Contiguous up to the last token: nothing evicted inside the window.
+                        assert_eq!(pos[pos.len() - 1] as usize, n - 1, "{name}");
+                        assert_eq!(pos[pos.len() - 1] - pos[0] + 1, pos.len() as u32, "{name}");
+                        assert_eq!(report.policies[layer][h], format!("sliding:{w}"), "{name}");
+                    }
+                    None => global_kept += head.len(),
+                }
+            }
+        }
+        let globals = cfg.layers.iter().filter(|s| s.window.is_none()).count() * cfg.n_kv_heads;
+        if name == "full" {
+            assert_eq!(global_kept, globals * n);
+        } else if name != "fastgen" && name != "fastgen deferred to 210 tokens" {
+            assert!(
+                global_kept < globals * n,
+                "{name}: the global layers were not compressed"
+            );
+        }
+    }
+}
+
+/// FastGen forced from the first token with T = 1.
+fn forced_settings_t1() -> KvSettings {
+    forced().with(|s| s.fastgen.recovery = 1.0)
 }

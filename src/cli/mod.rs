@@ -166,7 +166,14 @@ impl PromptArgs {
                 let rendered = tpl.render(&[ChatMessage::new("user", &text)], true)?;
                 loaded.tokenizer.encode_chat_prompt(&rendered)?
             }
-            _ => loaded.tokenizer.encode_prompt(&text)?,
+            (None, false) => {
+                eprintln!(
+                    "note: this model has no chat template (a base model): the prompt is \
+                     continued as plain text, as with --raw"
+                );
+                loaded.tokenizer.encode_prompt(&text)?
+            }
+            (_, true) => loaded.tokenizer.encode_prompt(&text)?,
         })
     }
 }

@@ -72,6 +72,9 @@ pub struct KvReport {
     pub histogram: Vec<Vec<(String, usize)>>,
     /// Per layer: kept entries over `kv_heads * n`.
     pub layer_kept: Vec<f64>,
+    /// The window of each sliding-window layer (the model's own; named `sliding:W` in
+    /// `policies`): their evictions count in `pruned_ratio` under every method.
+    pub sliding: Vec<u32>,
 }
 
 impl KvReport {
@@ -81,9 +84,16 @@ impl KvReport {
         let entry = kv.dtype.entry_bytes(kv.head_dim);
         let n_kv = kv.n_kv_heads;
         let layers: Vec<&[HeadState]> = heads.chunks(n_kv.max(1)).collect();
-        let policies = layers
-            .iter()
-            .map(|hs| hs.iter().map(|h| h.policy.to_string()).collect())
+        // A sliding-window layer's heads follow the model's window, not a policy of ours.
+        let names: Vec<Vec<String>> = (layers.iter().enumerate())
+            .map(|(l, hs)| {
+                hs.iter()
+                    .map(|h| match kv.window(l) {
+                        Some(w) => format!("sliding:{w}"),
+                        None => h.policy.to_string(),
+                    })
+                    .collect()
+            })
             .collect();
         let head_recovery = layers
             .iter()
@@ -92,12 +102,11 @@ impl KvReport {
 
         // Order: the candidate list for FastGen, then any other policy by name.
         let order = s.policy_order();
-        let histogram = layers
+        let histogram = names
             .iter()
             .map(|hs| {
                 let mut counts: Vec<(String, usize)> = Vec::new();
-                for h in hs.iter() {
-                    let name = h.policy.to_string();
+                for name in hs.iter().cloned() {
                     match counts.iter_mut().find(|(n, _)| *n == name) {
                         Some((_, k)) => *k += 1,
                         None => counts.push((name, 1)),
@@ -143,10 +152,11 @@ impl KvReport {
             score_bytes: score_bytes(heads),
             profile_ms: st.profile_ms,
             prefill_ms: st.prefill_ms,
-            policies,
             head_recovery,
             histogram,
             layer_kept,
+            sliding: (0..kv.n_layers).filter_map(|l| kv.window(l)).collect(),
+            policies: names,
         }
     }
 
@@ -192,8 +202,16 @@ impl KvReport {
                 self.kv_bytes_allocated as f64 / MIB,
             );
         }
+        let sliding = match self.sliding.first() {
+            Some(w) => format!(
+                "; {} of {} layers keep the model's {w}-token sliding window",
+                self.sliding.len(),
+                self.policies.len()
+            ),
+            None => String::new(),
+        };
         format!(
-            "kv {what}: pruned {:.1}% (mean {:.1}%), KV {:.2} MiB full -> {:.2} MiB kept ({:.2} MiB allocated, +{:.3} MiB scores), profile {:.0} ms ({:.1}% of prefill)",
+            "kv {what}: pruned {:.1}% (mean {:.1}%), KV {:.2} MiB full -> {:.2} MiB kept ({:.2} MiB allocated, +{:.3} MiB scores), profile {:.0} ms ({:.1}% of prefill){sliding}",
             100.0 * self.pruned_ratio,
             100.0 * self.pruned_ratio_mean,
             self.kv_bytes_full as f64 / MIB,
