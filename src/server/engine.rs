@@ -413,6 +413,7 @@ mod tests {
             head_recovery: vec![vec![None, Some(0.97)], vec![None, None]],
             histogram: Vec::new(),
             layer_kept: vec![0.8, 1.0],
+            sliding: Vec::new(),
         };
         let grant = KvGrant {
             kind: KvKind::FastGen,
