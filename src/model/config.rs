@@ -4,9 +4,9 @@
 //! `{arch}.rope.freq_base`, ...); what GGUF does not record comes from the architecture's
 //! spec (`arch`).
 
-use super::arch::{self, ArchSpec};
+use super::arch::{self, ArchSpec, Sliding};
 use crate::error::{Error, Result};
-use crate::gguf::Gguf;
+use crate::gguf::{Gguf, MetaValue};
 use crate::kv_cache::{KvCache, KvDtype};
 
 #[derive(Debug, Clone)]
@@ -24,6 +24,9 @@ pub struct ModelConfig {
     pub rope_theta: f32,
     /// Dimensions of each head that RoPE rotates (the rest pass through).
     pub rope_dims: usize,
+    /// Linear RoPE scaling (llama.cpp's `freq_scale`): positions are multiplied by it,
+    /// `1 / {arch}.rope.scaling.factor`; 1 without scaling. See [`rope_freq_scale`].
+    pub rope_freq_scale: f32,
     pub rms_eps: f32,
     /// What the architecture does that the file does not say.
     pub spec: ArchSpec,
@@ -38,6 +41,9 @@ pub struct LayerSpec {
     /// `p - window + 1 ..= p`. `None`: every earlier position.
     pub window: Option<u32>,
     pub rope_theta: f32,
+    /// Multiplies the positions before RoPE ([`ModelConfig::rope_freq_scale`] on global
+    /// layers; 1 on sliding ones, which llama.cpp never scales for the architectures here).
+    pub rope_freq_scale: f32,
 }
 
 impl ModelConfig {
@@ -65,6 +71,16 @@ impl ModelConfig {
             Some(_) => get("attention.key_length")?,
             None => n_embd / n_heads,
         };
+        // Value heads as wide as key heads (llama.cpp asserts it for every architecture here).
+        if g.get(&key("attention.value_length")).is_some() {
+            let v = get("attention.value_length")?;
+            if v != head_dim {
+                return Err(Error::Metadata(format!(
+                    "{} = {v} differs from the key head width {head_dim}",
+                    key("attention.value_length")
+                )));
+            }
+        }
         let rope_dims = match g.get(&key("rope.dimension_count")) {
             Some(_) => get("rope.dimension_count")?,
             None => head_dim,
@@ -75,35 +91,39 @@ impl ModelConfig {
         };
         let rms_eps = g.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
         let vocab_size = g.get_str_array("tokenizer.ggml.tokens")?.len();
+        let rope_freq_scale = rope_freq_scale(g, &arch)?;
+        let global = LayerSpec {
+            window: None,
+            rope_theta,
+            rope_freq_scale,
+        };
         let layers = match spec.sliding {
-            None => vec![
-                LayerSpec {
-                    window: None,
-                    rope_theta,
-                };
-                n_layers
-            ],
+            None => vec![global; n_layers],
             Some(sl) => {
-                let window = get("attention.sliding_window")?;
-                let window = u32::try_from(window)
-                    .ok()
-                    .filter(|&w| w > 0)
-                    .ok_or_else(|| {
+                // llama.cpp (src/models/gemma3.cpp): no sliding layers unless the file gives
+                // a non-zero window; the sliding layers' base may be given by the file.
+                let window = match g.get_u64_opt(&key("attention.sliding_window"))? {
+                    None | Some(0) => None,
+                    Some(w) => Some(u32::try_from(w).map_err(|_| {
                         Error::Metadata(format!(
-                            "{} = {window} out of range",
+                            "{} = {w} out of range",
                             key("attention.sliding_window")
                         ))
-                    })?;
+                    })?),
+                };
+                let sliding_base = match g.get(&key("rope.freq_base_swa")) {
+                    Some(_) => g.get_f32(&key("rope.freq_base_swa"))?,
+                    None => sl.rope_base,
+                };
+                let slides = sliding_layers(g, &key("attention.sliding_window_pattern"), sl, n_layers)?;
                 (0..n_layers)
-                    .map(|l| match l % sl.period < sl.period - 1 {
-                        true => LayerSpec {
-                            window: Some(window),
-                            rope_theta: sl.rope_base,
+                    .map(|l| match window {
+                        Some(w) if slides[l] => LayerSpec {
+                            window: Some(w),
+                            rope_theta: sliding_base,
+                            rope_freq_scale: 1.0,
                         },
-                        false => LayerSpec {
-                            window: None,
-                            rope_theta,
-                        },
+                        _ => global,
                     })
                     .collect()
             }
@@ -121,6 +141,7 @@ impl ModelConfig {
             vocab_size,
             rope_theta,
             rope_dims,
+            rope_freq_scale,
             rms_eps,
             spec,
             layers,
@@ -165,11 +186,10 @@ impl ModelConfig {
         if self.n_ctx == 0 || self.n_ctx > 1 << 24 {
             return bad(format!("context_length {} out of range", self.n_ctx));
         }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return bad(format!(
-                "rope.freq_base {} must be positive",
-                self.rope_theta
-            ));
+        for l in &self.layers {
+            if !(l.rope_theta.is_finite() && l.rope_theta > 0.0) {
+                return bad(format!("RoPE base {} must be positive", l.rope_theta));
+            }
         }
         if !(self.rms_eps.is_finite() && self.rms_eps > 0.0 && self.rms_eps < 1.0) {
             return bad(format!(
@@ -197,6 +217,78 @@ impl ModelConfig {
     }
     pub fn kv_dim(&self) -> usize {
         self.n_kv_heads * self.head_dim
+    }
+}
+
+/// Which layers slide: `{arch}.attention.sliding_window_pattern` when the file has it (an
+/// array of one bool per layer, or a period `n`: layer `l` slides when `l % n < n - 1`, every
+/// layer when `n` is 0, as llama.cpp's `set_swa_pattern`), else the architecture's period.
+fn sliding_layers(g: &Gguf, key: &str, sl: Sliding, n_layers: usize) -> Result<Vec<bool>> {
+    let by_period = |n: usize| -> Vec<bool> {
+        (0..n_layers).map(|l| n == 0 || l % n < n - 1).collect()
+    };
+    match g.get(key) {
+        None => Ok(by_period(sl.period)),
+        Some(MetaValue::Array(items)) => {
+            let slides = (items.iter())
+                .map(|v| match v {
+                    MetaValue::Bool(b) => Ok(*b),
+                    other => Err(Error::Metadata(format!(
+                        "{key} holds {}, expected bools",
+                        other.describe()
+                    ))),
+                })
+                .collect::<Result<Vec<bool>>>()?;
+            if slides.len() < n_layers {
+                return Err(Error::Metadata(format!(
+                    "{key} has {} entries for {n_layers} layers",
+                    slides.len()
+                )));
+            }
+            Ok(slides)
+        }
+        Some(_) => Ok(by_period(to_usize(g.get_u64(key)?, key)?)),
+    }
+}
+
+/// Linear RoPE scaling, as llama.cpp reads it (`llama_model::load_hparams` in
+/// src/llama-model.cpp, `llama_context` in src/llama-context.cpp): the type
+/// `{arch}.rope.scaling.type` defaults to `linear`; the factor is `{arch}.rope.scaling.factor`
+/// (or the older `{arch}.rope.scale_linear`), 0 or absent meaning none, and positions are
+/// multiplied by `freq_scale = 1 / factor`; type `none` never scales. Every other type (yarn,
+/// longrope) changes RoPE in ways not implemented here and is refused naming the key, and so
+/// is `{arch}.rope.scaling.attn_factor` other than 1 (it multiplies RoPE's sines and
+/// cosines).
+fn rope_freq_scale(g: &Gguf, arch: &str) -> Result<f32> {
+    let type_key = format!("{arch}.rope.scaling.type");
+    let kind = g.get_str_opt(&type_key)?.unwrap_or("linear");
+    let attn_key = format!("{arch}.rope.scaling.attn_factor");
+    if let Some(a) = g.get_f32_opt(&attn_key)? {
+        if a != 1.0 {
+            return Err(Error::Metadata(format!(
+                "{attn_key} = {a}: RoPE attention factors are not supported"
+            )));
+        }
+    }
+    match kind {
+        "none" => Ok(1.0),
+        "linear" => {
+            let mut factor_key = format!("{arch}.rope.scaling.factor");
+            if g.get(&factor_key).is_none() {
+                factor_key = format!("{arch}.rope.scale_linear");
+            }
+            match g.get_f32_opt(&factor_key)? {
+                None => Ok(1.0),
+                Some(f) if f == 0.0 => Ok(1.0),
+                Some(f) if f.is_finite() && f > 0.0 => Ok(1.0 / f),
+                Some(f) => Err(Error::Metadata(format!(
+                    "{factor_key} = {f} must be positive"
+                ))),
+            }
+        }
+        other => Err(Error::Metadata(format!(
+            "{type_key} = '{other}': only linear RoPE scaling is supported (not yarn, longrope)"
+        ))),
     }
 }
 
