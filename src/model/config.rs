@@ -115,7 +115,8 @@ impl ModelConfig {
                     Some(_) => g.get_f32(&key("rope.freq_base_swa"))?,
                     None => sl.rope_base,
                 };
-                let slides = sliding_layers(g, &key("attention.sliding_window_pattern"), sl, n_layers)?;
+                let slides =
+                    sliding_layers(g, &key("attention.sliding_window_pattern"), sl, n_layers)?;
                 (0..n_layers)
                     .map(|l| match window {
                         Some(w) if slides[l] => LayerSpec {
@@ -224,9 +225,8 @@ impl ModelConfig {
 /// array of one bool per layer, or a period `n`: layer `l` slides when `l % n < n - 1`, every
 /// layer when `n` is 0, as llama.cpp's `set_swa_pattern`), else the architecture's period.
 fn sliding_layers(g: &Gguf, key: &str, sl: Sliding, n_layers: usize) -> Result<Vec<bool>> {
-    let by_period = |n: usize| -> Vec<bool> {
-        (0..n_layers).map(|l| n == 0 || l % n < n - 1).collect()
-    };
+    let by_period =
+        |n: usize| -> Vec<bool> { (0..n_layers).map(|l| n == 0 || l % n < n - 1).collect() };
     match g.get(key) {
         None => Ok(by_period(sl.period)),
         Some(MetaValue::Array(items)) => {
@@ -278,8 +278,7 @@ fn rope_freq_scale(g: &Gguf, arch: &str) -> Result<f32> {
                 factor_key = format!("{arch}.rope.scale_linear");
             }
             match g.get_f32_opt(&factor_key)? {
-                None => Ok(1.0),
-                Some(f) if f == 0.0 => Ok(1.0),
+                None | Some(0.0) => Ok(1.0),
                 Some(f) if f.is_finite() && f > 0.0 => Ok(1.0 / f),
                 Some(f) => Err(Error::Metadata(format!(
                     "{factor_key} = {f} must be positive"
@@ -294,4 +293,143 @@ fn rope_freq_scale(g: &Gguf, arch: &str) -> Result<f32> {
 
 fn to_usize(v: u64, key: &str) -> Result<usize> {
     usize::try_from(v).map_err(|_| Error::Metadata(format!("{key} = {v} is too large")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::write::GgufWriter;
+    use crate::model::synth::SynthModel;
+    use crate::model::weights::Weights;
+    use crate::quant::GgmlType;
+
+    /// A one-layer synthetic model of `arch` as a writer, to change before parsing.
+    fn tiny(arch: &'static str) -> GgufWriter {
+        let m = SynthModel {
+            arch,
+            n_layers: 1,
+            n_embd: 64,
+            n_heads: 2,
+            n_kv_heads: 1,
+            // qwen3: heads wider than n_embd / n_head, as `attention.key_length` says.
+            head_dim: if arch == "qwen3" { 64 } else { 32 },
+            n_ff: 64,
+            weights: GgmlType::Q8_0,
+            qk_norm: arch == "qwen3",
+            ..SynthModel::llama_gqa()
+        };
+        m.writer(None).unwrap()
+    }
+
+    fn set(mut w: GgufWriter, key: &str, v: MetaValue) -> GgufWriter {
+        w.kvs.retain(|(k, _)| k != key);
+        w.kv(key, v)
+    }
+
+    /// The config and weights of the file, or the error's message.
+    fn load(w: &GgufWriter) -> std::result::Result<(ModelConfig, Weights), String> {
+        let g = Gguf::from_bytes(w.build()).unwrap();
+        let cfg = ModelConfig::from_gguf(&g).map_err(|e| e.to_string())?;
+        let weights = Weights::load(&g, &cfg).map_err(|e| e.to_string())?;
+        Ok((cfg, weights))
+    }
+
+    #[test]
+    fn linear_rope_scaling_divides_positions_by_the_factor() {
+        let (cfg, _) = load(&tiny("llama")).unwrap();
+        assert_eq!(cfg.rope_freq_scale, 1.0);
+        let w = tiny("llama");
+        let w = set(
+            w,
+            "llama.rope.scaling.type",
+            MetaValue::Str("linear".into()),
+        );
+        let (cfg, _) = load(&set(w, "llama.rope.scaling.factor", MetaValue::F32(4.0))).unwrap();
+        assert_eq!(cfg.layers[0].rope_freq_scale, 0.25);
+        // The type defaults to linear; the older key name; `none` never scales.
+        let w = set(
+            tiny("llama"),
+            "llama.rope.scale_linear",
+            MetaValue::F32(2.0),
+        );
+        assert_eq!(load(&w).unwrap().0.rope_freq_scale, 0.5);
+        let w = set(w, "llama.rope.scaling.type", MetaValue::Str("none".into()));
+        assert_eq!(load(&w).unwrap().0.rope_freq_scale, 1.0);
+    }
+
+    #[test]
+    fn other_rope_scalings_are_refused_naming_the_key() {
+        for kind in ["yarn", "longrope", "dynamic"] {
+            let w = set(
+                tiny("qwen3"),
+                "qwen3.rope.scaling.type",
+                MetaValue::Str(kind.into()),
+            );
+            let e = load(&w).err().unwrap();
+            assert!(
+                e.contains("qwen3.rope.scaling.type") && e.contains(kind),
+                "{e}"
+            );
+        }
+        let w = set(
+            tiny("llama"),
+            "llama.rope.scaling.attn_factor",
+            MetaValue::F32(0.8),
+        );
+        let e = load(&w).err().unwrap();
+        assert!(e.contains("llama.rope.scaling.attn_factor"), "{e}");
+        let w = set(
+            tiny("llama"),
+            "llama.rope.scaling.factor",
+            MetaValue::F32(-2.0),
+        );
+        assert!(load(&w).err().unwrap().contains("must be positive"));
+    }
+
+    #[test]
+    fn value_heads_must_be_as_wide_as_key_heads() {
+        let w = set(
+            tiny("qwen3"),
+            "qwen3.attention.value_length",
+            MetaValue::U32(32),
+        );
+        let e = load(&w).err().unwrap();
+        assert!(e.contains("qwen3.attention.value_length = 32"), "{e}");
+    }
+
+    #[test]
+    fn rope_factors_are_read_for_llama_and_refused_elsewhere() {
+        let factors: Vec<u8> = (0..16)
+            .flat_map(|i| (1.0 + i as f32).to_le_bytes())
+            .collect();
+        let w = tiny("llama").tensor("rope_freqs.weight", &[16], 0, factors.clone());
+        let (_, weights) = load(&w).unwrap();
+        assert_eq!(weights.rope_freqs.unwrap()[15], 16.0);
+        // llama.cpp does not load the tensor for qwen3, and refuses a file with a tensor it
+        // did not load; so do we.
+        let w = tiny("qwen3").tensor("rope_freqs.weight", &[16], 0, factors);
+        let e = load(&w).err().unwrap();
+        assert!(
+            e.contains("'rope_freqs.weight' is not part of the qwen3"),
+            "{e}"
+        );
+        let bad: Vec<u8> = (0..16).flat_map(|_| 0f32.to_le_bytes()).collect();
+        let w = tiny("llama").tensor("rope_freqs.weight", &[16], 0, bad);
+        assert!(load(&w).err().unwrap().contains("positive factors"));
+    }
+
+    #[test]
+    fn unused_tensors_are_refused() {
+        let bias: Vec<u8> = (0..64).flat_map(|_| 0.5f32.to_le_bytes()).collect();
+        let w = tiny("llama").tensor("blk.0.attn_output.bias", &[64], 0, bias);
+        let e = load(&w).err().unwrap();
+        assert!(e.contains("'blk.0.attn_output.bias'"), "{e}");
+    }
+
+    #[test]
+    fn qwen3_heads_come_from_key_length() {
+        let (cfg, weights) = load(&tiny("qwen3")).unwrap();
+        assert_eq!((cfg.head_dim, cfg.q_dim(), cfg.kv_dim()), (64, 128, 64));
+        assert!(weights.layers[0].q_norm.is_some() && weights.layers[0].bq.is_none());
+    }
 }

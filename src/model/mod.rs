@@ -16,6 +16,7 @@ pub mod config;
 pub mod hook;
 pub mod matmul;
 pub mod ops;
+pub mod synth;
 pub mod weights;
 
 use crate::attention;
