@@ -1,20 +1,22 @@
 //! The decoder-only transformer forward pass (the architectures of `arch`).
 //!
 //! Per layer: RMS norm, Q/K/V projections (+ biases, QK norm where the architecture has
-//! them), RoPE, append K/V to the per-head cache, grouped-query attention (over a sliding
-//! window on such layers), output projection, post-norm where the architecture has one, and
-//! residual; RMS norm, gated feed-forward (SwiGLU or GeGLU), post-norm, residual. Then the
-//! final norm and the output projection (tied to the token embedding when the file has no
-//! `output.weight`). What varies is read from the architecture's spec (`arch`) and the
-//! per-layer specs of `ModelConfig`. Rows go through in ubatches of
-//! at most `UBATCH`: a prompt's tokens, or the new tokens of several sequences together
-//! (`forward_batch`), each sequence attending over its own cache.
+//! them), RoPE (with the file's linear scaling and frequency factors), append K/V to the
+//! per-head cache, grouped-query attention (over a sliding window on such layers), output
+//! projection, post-norm where the architecture has one, and residual; RMS norm, gated
+//! feed-forward (SwiGLU or GeGLU), post-norm, residual. Then the final norm and the output
+//! projection (tied to the token embedding when the file has no `output.weight`). What
+//! varies is read from the architecture's spec (`arch`) and the per-layer specs of
+//! `ModelConfig`. Rows go through in ubatches of at most `UBATCH`: a prompt's tokens, or the
+//! new tokens of several sequences together (`forward_batch`), each sequence attending over
+//! its own cache.
 
 pub mod arch;
 pub mod config;
 pub mod hook;
 pub mod matmul;
 pub mod ops;
+pub mod synth;
 pub mod weights;
 
 use crate::attention;
@@ -109,7 +111,16 @@ impl Model {
         let cfg = ModelConfig::from_gguf(&gguf)?;
         let weights = Weights::load(&gguf, &cfg)?;
         let ropes = (cfg.layers.iter())
-            .map(|ls| Rope::new(cfg.spec.rope, cfg.head_dim, cfg.rope_dims, ls.rope_theta))
+            .map(|ls| {
+                Rope::new(
+                    cfg.spec.rope,
+                    cfg.head_dim,
+                    cfg.rope_dims,
+                    ls.rope_theta,
+                    ls.rope_freq_scale,
+                    weights.rope_freqs.as_deref(),
+                )
+            })
             .collect();
         Ok(Model {
             cfg,

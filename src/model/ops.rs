@@ -72,15 +72,30 @@ pub struct Rope {
     style: RopeStyle,
     head_dim: usize,
     half: usize,
-    /// `theta_base^(-2i / rope_dims)` for each pair `i`.
+    /// `freq_scale * theta_base^(-2i / rope_dims) / factor[i]` for each pair `i`.
     inv_freq: Vec<f32>,
 }
 
 impl Rope {
-    pub fn new(style: RopeStyle, head_dim: usize, rope_dims: usize, theta: f32) -> Rope {
+    /// Pair `i` turns by `pos * freq_scale * theta^(-2i / rope_dims) / factors[i]`, as
+    /// ggml's `ggml_rope_ext` with `freq_factors` and YaRN off (ggml-cpu/ops.cpp,
+    /// `ggml_rope_cache_init` and `rope_yarn`: `theta_extrap = pos * theta_scale^i / ff`,
+    /// then `theta = freq_scale * theta_extrap`). `factors` has `rope_dims / 2` entries.
+    pub fn new(
+        style: RopeStyle,
+        head_dim: usize,
+        rope_dims: usize,
+        theta: f32,
+        freq_scale: f32,
+        factors: Option<&[f32]>,
+    ) -> Rope {
         let half = rope_dims / 2;
         let inv_freq = (0..half)
-            .map(|i| (theta as f64).powf(-2.0 * i as f64 / rope_dims as f64) as f32)
+            .map(|i| {
+                let f = (theta as f64).powf(-2.0 * i as f64 / rope_dims as f64);
+                let ff = factors.map_or(1.0, |ff| ff[i] as f64);
+                (freq_scale as f64 * f / ff) as f32
+            })
             .collect();
         Rope {
             style,
@@ -242,17 +257,28 @@ mod tests {
     #[test]
     fn rope_rotates_pairs_by_position_times_frequency() {
         // head_dim 4, theta 100: frequencies 1 and 100^(-1/2) = 0.1.
-        let rope = Rope::new(RopeStyle::Neox, 4, 4, 100.0);
+        let rope = Rope::new(RopeStyle::Neox, 4, 4, 100.0, 1.0, None);
         let mut x = [1.0, 0.0, 0.0, 0.0];
         rope.apply(&mut x, 2);
         // pair (x0, x2) rotated by 2 rad, pair (x1, x3) = (0, 0) stays.
         assert!((x[0] - 2f32.cos()).abs() < 1e-6 && (x[2] - 2f32.sin()).abs() < 1e-6);
         assert_eq!((x[1], x[3]), (0.0, 0.0));
-        let rope = Rope::new(RopeStyle::Interleaved, 4, 4, 100.0);
+        let rope = Rope::new(RopeStyle::Interleaved, 4, 4, 100.0, 1.0, None);
         let mut x = [0.0, 0.0, 1.0, 0.0];
         rope.apply(&mut x, 10);
         // pair (x2, x3) at frequency 0.1 rotated by 1 rad.
         assert!((x[2] - 1f32.cos()).abs() < 1e-6 && (x[3] - 1f32.sin()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rope_divides_frequencies_by_factors_and_scales_positions() {
+        // Frequencies 1 and 0.1, factors 2 and 4, positions scaled by 1/2: pos 8 turns pair 0
+        // by 8 * 1/2 / 2 = 2 rad and pair 1 by 8 * 1/2 * 0.1 / 4 = 0.1 rad.
+        let rope = Rope::new(RopeStyle::Neox, 4, 4, 100.0, 0.5, Some(&[2.0, 4.0]));
+        let mut x = [1.0, 1.0, 0.0, 0.0];
+        rope.apply(&mut x, 8);
+        assert!((x[0] - 2f32.cos()).abs() < 1e-6 && (x[2] - 2f32.sin()).abs() < 1e-6);
+        assert!((x[1] - 0.1f32.cos()).abs() < 1e-6 && (x[3] - 0.1f32.sin()).abs() < 1e-6);
     }
 
     #[test]

@@ -1,13 +1,17 @@
 //! The model's tensors, looked up by their GGUF names and checked against the config.
 //!
 //! Matrices stay in the memory-mapped file, quantised; only the small vectors (norms,
-//! biases) are copied out as f32.
+//! biases, RoPE factors) are copied out as f32. A file with a tensor that the architecture
+//! does not use is refused (as llama.cpp refuses it: "wrong number of tensors"), since
+//! leaving it out would give wrong answers silently (an output bias, a fused projection...).
 
 use super::arch::{Norms, Presence};
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo};
 use crate::quant::{self, GgmlType};
+use std::cell::RefCell;
+use std::collections::HashSet;
 
 /// A weight matrix `[rows, cols]` stored row-major in the file: `y = W x` takes one dot
 /// product of `x` (length `cols`) per row.
@@ -50,60 +54,107 @@ pub struct Weights {
     /// `output.weight`, or the token embedding when the model ties them.
     pub output: Matrix, // [vocab, n_embd]
     pub tied_output: bool,
+    /// RoPE frequency factors (`rope_freqs.weight`, `[rope_dims / 2]`) where the architecture
+    /// reads them and the file has them: frequency `i` is divided by factor `i`.
+    pub rope_freqs: Option<Vec<f32>>,
     pub layers: Vec<LayerWeights>,
 }
 
 impl Weights {
     pub fn load(g: &Gguf, cfg: &ModelConfig) -> Result<Weights> {
-        let token_embd = matrix(g, "token_embd.weight", cfg.vocab_size, cfg.n_embd)?;
-        let output_norm = vector(g, "output_norm.weight", cfg.n_embd)?;
+        let ld = Loader {
+            g,
+            used: RefCell::new(HashSet::new()),
+        };
+        let token_embd = ld.matrix("token_embd.weight", cfg.vocab_size, cfg.n_embd)?;
+        let output_norm = ld.vector("output_norm.weight", cfg.n_embd)?;
         let (output, tied_output) = match g.tensor("output.weight") {
             Some(_) => (
-                matrix(g, "output.weight", cfg.vocab_size, cfg.n_embd)?,
+                ld.matrix("output.weight", cfg.vocab_size, cfg.n_embd)?,
                 false,
             ),
             None => (token_embd.clone(), true),
+        };
+        let rope_freqs = match g.tensor("rope_freqs.weight") {
+            Some(_) if cfg.spec.rope_freqs => {
+                let f = ld.vector("rope_freqs.weight", cfg.rope_dims / 2)?;
+                if let Some(bad) = f.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                    return Err(Error::Metadata(format!(
+                        "tensor 'rope_freqs.weight' holds {bad}, expected positive factors"
+                    )));
+                }
+                Some(f)
+            }
+            _ => None,
         };
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let n = |s: &str| format!("blk.{l}.{s}");
             let bias = |s: &str, len: usize| -> Result<Option<Vec<f32>>> {
                 match (g.tensor(&n(s)), cfg.spec.qkv_bias) {
-                    (Some(_), _) | (None, Presence::Required) => vector(g, &n(s), len).map(Some),
+                    (Some(_), _) | (None, Presence::Required) => ld.vector(&n(s), len).map(Some),
                     (None, Presence::Optional) => Ok(None),
                 }
             };
             let spec = &cfg.spec;
             let when = |on: bool, s: &str, len: usize| -> Result<Option<Vec<f32>>> {
-                on.then(|| vector(g, &n(s), len)).transpose()
+                on.then(|| ld.vector(&n(s), len)).transpose()
             };
             let post = spec.norms == Norms::PreAndPost;
             layers.push(LayerWeights {
-                attn_norm: vector(g, &n("attn_norm.weight"), cfg.n_embd)?,
-                wq: matrix(g, &n("attn_q.weight"), cfg.q_dim(), cfg.n_embd)?,
-                wk: matrix(g, &n("attn_k.weight"), cfg.kv_dim(), cfg.n_embd)?,
-                wv: matrix(g, &n("attn_v.weight"), cfg.kv_dim(), cfg.n_embd)?,
+                attn_norm: ld.vector(&n("attn_norm.weight"), cfg.n_embd)?,
+                wq: ld.matrix(&n("attn_q.weight"), cfg.q_dim(), cfg.n_embd)?,
+                wk: ld.matrix(&n("attn_k.weight"), cfg.kv_dim(), cfg.n_embd)?,
+                wv: ld.matrix(&n("attn_v.weight"), cfg.kv_dim(), cfg.n_embd)?,
                 bq: bias("attn_q.bias", cfg.q_dim())?,
                 bk: bias("attn_k.bias", cfg.kv_dim())?,
                 bv: bias("attn_v.bias", cfg.kv_dim())?,
                 q_norm: when(spec.qk_norm, "attn_q_norm.weight", cfg.head_dim)?,
                 k_norm: when(spec.qk_norm, "attn_k_norm.weight", cfg.head_dim)?,
-                wo: matrix(g, &n("attn_output.weight"), cfg.n_embd, cfg.q_dim())?,
+                wo: ld.matrix(&n("attn_output.weight"), cfg.n_embd, cfg.q_dim())?,
                 post_attn_norm: when(post, "post_attention_norm.weight", cfg.n_embd)?,
-                ffn_norm: vector(g, &n("ffn_norm.weight"), cfg.n_embd)?,
+                ffn_norm: ld.vector(&n("ffn_norm.weight"), cfg.n_embd)?,
                 post_ffn_norm: when(post, "post_ffw_norm.weight", cfg.n_embd)?,
-                w_gate: matrix(g, &n("ffn_gate.weight"), cfg.n_ff, cfg.n_embd)?,
-                w_up: matrix(g, &n("ffn_up.weight"), cfg.n_ff, cfg.n_embd)?,
-                w_down: matrix(g, &n("ffn_down.weight"), cfg.n_embd, cfg.n_ff)?,
+                w_gate: ld.matrix(&n("ffn_gate.weight"), cfg.n_ff, cfg.n_embd)?,
+                w_up: ld.matrix(&n("ffn_up.weight"), cfg.n_ff, cfg.n_embd)?,
+                w_down: ld.matrix(&n("ffn_down.weight"), cfg.n_embd, cfg.n_ff)?,
             });
+        }
+        let used = ld.used.into_inner();
+        if let Some(t) = g.tensors.iter().find(|t| !used.contains(&t.name)) {
+            return Err(Error::Metadata(format!(
+                "tensor '{}' is not part of the {} architecture as fastgen runs it",
+                t.name, cfg.arch
+            )));
         }
         Ok(Weights {
             token_embd,
             output_norm,
             output,
             tied_output,
+            rope_freqs,
             layers,
         })
+    }
+}
+
+/// Looks tensors up and remembers which were taken.
+struct Loader<'g> {
+    g: &'g Gguf,
+    used: RefCell<HashSet<String>>,
+}
+
+impl Loader<'_> {
+    fn take(&self, name: &str) {
+        self.used.borrow_mut().insert(name.to_string());
+    }
+    fn matrix(&self, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
+        self.take(name);
+        matrix(self.g, name, rows, cols)
+    }
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
+        self.take(name);
+        vector(self.g, name, len)
     }
 }
 

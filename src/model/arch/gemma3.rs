@@ -2,9 +2,11 @@
 //!
 //! - Sliding-window attention on five layers of every six (`l % 6 < 5`), over the last
 //!   `gemma3.attention.sliding_window` tokens (512), the query's own included; every sixth
-//!   layer is global. llama.cpp hard-codes the pattern (`set_swa_pattern(6)`) and the sliding
-//!   layers' RoPE base, 10,000 (`rope_freq_base_train_swa`); the global layers take
-//!   `gemma3.rope.freq_base` (1,000,000).
+//!   layer is global. llama.cpp defaults the pattern (`set_swa_pattern(6)`, unless the file
+//!   has `gemma3.attention.sliding_window_pattern`) and the sliding layers' RoPE base, 10,000
+//!   (`rope_freq_base_train_swa`, unless the file has `gemma3.rope.freq_base_swa`); the global
+//!   layers take `gemma3.rope.freq_base` (1,000,000) and the file's linear RoPE scaling (the
+//!   larger Gemma 3 models have a factor of 8), the sliding ones none.
 //! - RoPE on halves (LLAMA_ROPE_TYPE_NEOX), head_dim 256 (`attention.key_length`), so the
 //!   query width (4 x 256) differs from the embedding width (640). One KV head (MQA).
 //! - RMS norm of each query and key head before RoPE; norms before and after each
@@ -29,4 +31,5 @@ pub const SPEC: ArchSpec = ArchSpec {
         period: 6,
         rope_base: 10_000.0,
     }),
+    rope_freqs: false,
 };

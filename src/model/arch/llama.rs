@@ -5,6 +5,9 @@
 //! - Pre-norm blocks (RMS norm before attention and before the feed-forward), SwiGLU MLP.
 //! - No Q/K/V biases in the original models; llama.cpp loads them when a file has them.
 //! - The output projection may be tied to the token embedding (no `output.weight`).
+//! - Llama 3.1 and later: `rope_freqs.weight` (`[rope_dims / 2]`, f32) divides each RoPE
+//!   frequency by its factor (the converter computes them from the model's `llama3` rope
+//!   scaling); llama.cpp passes it to `ggml_rope_ext` as `freq_factors`.
 
 use super::{ArchSpec, Presence, RopeStyle};
 
@@ -12,5 +15,6 @@ pub const SPEC: ArchSpec = ArchSpec {
     name: "llama",
     rope: RopeStyle::Interleaved,
     qkv_bias: Presence::Optional,
+    rope_freqs: true,
     ..ArchSpec::BASE
 };

@@ -1,6 +1,6 @@
 //! Architectures as data: what a file's `general.architecture` means for the forward pass.
 //!
-//! Each architecture is one small file (`llama.rs`, `qwen2.rs`) whose header lists what is
+//! Each architecture is one small file (`llama.rs`, `qwen2.rs`, `qwen3.rs`, `gemma3.rs`) whose header lists what is
 //! special about it and whose [`ArchSpec`] states it; the forward pass and the weight loader
 //! read the spec, never the architecture's name. Numbers a file records (layer count, rope
 //! base, norm epsilon...) stay in `ModelConfig`, read from its metadata; the spec holds the
@@ -9,6 +9,7 @@
 mod gemma3;
 mod llama;
 mod qwen2;
+mod qwen3;
 
 use crate::error::{Error, Result};
 
@@ -60,9 +61,11 @@ pub enum EmbedScale {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sliding {
     /// Layer `l` slides when `l % period < period - 1`: `period - 1` sliding layers, then
-    /// one global layer.
+    /// one global layer (unless the file says otherwise in
+    /// `{arch}.attention.sliding_window_pattern`).
     pub period: usize,
-    /// RoPE base of the sliding layers (the global ones take `{arch}.rope.freq_base`).
+    /// RoPE base of the sliding layers unless the file gives `{arch}.rope.freq_base_swa`
+    /// (the global ones take `{arch}.rope.freq_base`). Sliding layers' RoPE is never scaled.
     pub rope_base: f32,
 }
 
@@ -80,6 +83,10 @@ pub struct ArchSpec {
     pub act: GatedAct,
     pub embed_scale: EmbedScale,
     pub sliding: Option<Sliding>,
+    /// RoPE frequency factors from the file's `rope_freqs.weight` when it has one (Llama 3.1
+    /// and later): llama.cpp passes them to `ggml_rope_ext` for a few architectures only
+    /// (`llama_model::get_rope_factors`), the others do not load the tensor.
+    pub rope_freqs: bool,
 }
 
 impl ArchSpec {
@@ -93,11 +100,12 @@ impl ArchSpec {
         act: GatedAct::Silu,
         embed_scale: EmbedScale::One,
         sliding: None,
+        rope_freqs: false,
     };
 }
 
 /// Every architecture fastgen runs. Anything else is refused by name.
-const ARCHITECTURES: &[ArchSpec] = &[llama::SPEC, qwen2::SPEC, gemma3::SPEC];
+const ARCHITECTURES: &[ArchSpec] = &[llama::SPEC, qwen2::SPEC, qwen3::SPEC, gemma3::SPEC];
 
 /// The spec of architecture `name`.
 pub fn spec(name: &str) -> Result<ArchSpec> {
@@ -124,6 +132,9 @@ mod tests {
         assert_eq!(spec("gemma3").unwrap().sliding.unwrap().period, 6);
         let e = spec("gemma2").unwrap_err().to_string();
         assert!(e.contains("gemma2"), "{e}");
-        assert_eq!(names(), ["llama", "qwen2", "gemma3"]);
+        assert!(spec("qwen3").unwrap().qk_norm);
+        assert!(spec("llama").unwrap().rope_freqs && !spec("qwen3").unwrap().rope_freqs);
+        assert_eq!(spec("qwen3").unwrap().rope, RopeStyle::Neox);
+        assert_eq!(names(), ["llama", "qwen2", "qwen3", "gemma3"]);
     }
 }
