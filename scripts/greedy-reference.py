@@ -23,38 +23,13 @@ import argparse
 import json
 import os
 import pathlib
-import subprocess
 import sys
-import time
-import urllib.request
+
+from llama_server import LlamaServer
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 STEPS = 48
 TOP = 10
-
-
-def post(port, path, body):
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=600) as r:
-        return json.load(r)
-
-
-def wait_ready(port, proc):
-    for _ in range(600):
-        if proc.poll() is not None:
-            sys.exit(f"llama-server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    sys.exit("llama-server did not become ready")
 
 
 def prompts():
@@ -87,27 +62,22 @@ def main():
                     help="cut each prompt to its first T tokens (0: whole)")
     args = ap.parse_args()
 
-    server = os.path.join(args.llama_cpp, "bin", "llama-server")
-    proc = subprocess.Popen(
-        [server, "-m", args.model, "--port", str(args.port), "-t", "1", "-c", "8192",
-         "--parallel", "1", "--no-webui", *args.server_arg],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_ready(args.port, proc)
+    binary = os.path.join(args.llama_cpp, "bin", "llama-server")
+    server_args = ["-t", "1", "-c", "8192", "--parallel", "1", "--no-webui", *args.server_arg]
+    with LlamaServer(binary, args.model, args.port, server_args) as server:
+        post = server.post
         dest = ROOT / f"tests/reference/greedy-{args.name}.jsonl"
         with open(dest, "w") as f:
             cases = prompts()
             if args.cases:
                 cases = cases[:args.cases] + [c for c in cases[args.cases:] if c[0] == "raw-long"]
             for kind, text in cases:
-                ids = post(args.port, "/tokenize",
+                ids = post("/tokenize",
                            {"content": text, "add_special": True, "parse_special": True})["tokens"]
                 if args.max_prompt_tokens and len(ids) > args.max_prompt_tokens:
                     ids = ids[:args.max_prompt_tokens]
-                    text = post(args.port, "/detokenize", {"tokens": ids})["content"]
-                r = post(args.port, "/completion", {
+                    text = post("/detokenize", {"tokens": ids})["content"]
+                r = post("/completion", {
                     "prompt": ids,
                     "n_predict": args.steps,
                     "samplers": ["top_k"],
@@ -135,7 +105,7 @@ def main():
                           f"character and has no probabilities: {len(greedy)} steps cut to {cut}",
                           file=sys.stderr)
                     steps, greedy = steps[:cut], greedy[:cut]
-                    r["content"] = post(args.port, "/detokenize", {"tokens": greedy})["content"]
+                    r["content"] = post("/detokenize", {"tokens": greedy})["content"]
                 f.write(json.dumps({
                     "kind": kind,
                     "prompt": text,
@@ -146,9 +116,6 @@ def main():
                 }) + "\n")
                 print(f"{kind}: {len(ids)} prompt tokens, {len(greedy)} steps", file=sys.stderr)
         print(f"wrote {dest}", file=sys.stderr)
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 if __name__ == "__main__":

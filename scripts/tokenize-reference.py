@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from llama_server import LlamaServer
 
 ROOT = Path(__file__).resolve().parent.parent
 HOME = Path(os.environ.get("FASTGEN_HOME", Path.home() / ".cache" / "fastgen"))
@@ -64,31 +62,6 @@ def essay_excerpt(limit: int = 4000) -> str | None:
     return text[: text.rindex("\n")]
 
 
-def post(port: int, path: str, body: dict) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.load(resp)
-
-
-def wait_ready(port: int, proc: subprocess.Popen, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"llama-server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-                if json.load(r).get("status") == "ok":
-                    return
-        except (urllib.error.URLError, ConnectionError, json.JSONDecodeError):
-            pass
-        time.sleep(0.5)
-    sys.exit("llama-server did not become ready")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("model", type=Path, help="GGUF file")
@@ -113,22 +86,12 @@ def main() -> None:
     if not texts:
         sys.exit("no texts: give --texts-from and/or --spm-extras")
 
-    cmd = [str(a.server), "-m", str(a.model), "-t", "1", "-c", "512", "--port", str(a.port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(a.port, proc)
+    with LlamaServer(a.server, a.model, a.port, ["-t", "1", "-c", "512"]) as server:
         with a.out.open("w", encoding="utf-8") as out:
             for text in texts:
                 body = {"content": text, "add_special": False, "parse_special": True}
-                ids = post(a.port, "/tokenize", body)["tokens"]
+                ids = server.post("/tokenize", body)["tokens"]
                 out.write(json.dumps({"text": text, "ids": ids}, ensure_ascii=False) + "\n")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     print(f"{a.out}: {len(texts)} lines")
 
 
