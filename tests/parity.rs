@@ -308,13 +308,17 @@ fn gemma3_batched_matches_llama_cpp() {
 
 /// A synthetic model (`fastgen::model::synth`) written to a temporary file, removed when
 /// dropped. The file has a placeholder vocabulary where llama.cpp's had SmolLM2's: the
-/// same weights, so the same logits for the fixture's token ids.
+/// same weights, so the same logits for the fixture's token ids. Each one has its own file
+/// (tests run in parallel threads of one process, several on the same model).
 struct SynthFile(PathBuf);
 
 impl SynthFile {
     fn new(m: &SynthModel) -> SynthFile {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir();
-        let path = dir.join(format!("fastgen-{}-{}.gguf", m.name, std::process::id()));
+        let name = format!("fastgen-{}-{}-{n}.gguf", m.name, std::process::id());
+        let path = dir.join(name);
         m.write(&path, None).expect("synthetic model written");
         SynthFile(path)
     }
