@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use std::ptr::read_unaligned;
 
 use super::blocks::*;
-use super::table::{Kernels, Tile, TILE_A, TILE_R};
+use super::table::{Kernels, Tile, N_TYPES, TILE_A, TILE_R};
 
 pub fn supported() -> bool {
     crate::cpu::hardware() >= crate::cpu::Level::Avx2
@@ -22,7 +22,7 @@ pub fn supported() -> bool {
 pub static KERNELS: Kernels = Kernels {
     name: "avx2",
     dot: [
-        dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k,
+        dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k, dot_q5_k,
     ],
     quant: [
         super::scalar::quantize_f32,
@@ -33,8 +33,9 @@ pub static KERNELS: Kernels = Kernels {
         quantize_q8_0,
         quantize_q8_k,
         quantize_q8_k,
+        quantize_q8_k,
     ],
-    rows: [None; 8],
+    rows: [None; N_TYPES],
     tile: [
         None,
         None,
@@ -44,6 +45,7 @@ pub static KERNELS: Kernels = Kernels {
         Some(tile_q8_0),
         Some(tile_q4_k),
         Some(tile_q6_k),
+        Some(tile_q5_k),
     ],
 };
 
@@ -343,6 +345,52 @@ pub unsafe fn dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     hsum_ps(_mm256_sub_ps(acc, accm))
 }
 
+/// Chunk `c` (0..4) of a Q5_K block whose `qh` bytes are `qh`: the quants (0..=31) of
+/// sub-blocks `2c` and `2c + 1`. The fifth bits are bits `2c` and `2c + 1` of the `qh`
+/// bytes; the 16-bit shift only brings bits of the neighbouring byte into bits >= 2, which
+/// the masks drop.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5k_chunk(qs: *const u8, qh: __m256i, c: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let q = ld256(qs.add(32 * c));
+    let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32));
+    let h0 = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(1)), 4);
+    let h1 = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(2)), 3);
+    let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+    let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+    (lo, hi)
+}
+
+/// Q5_K x Q8_K: as [`dot_q4_k`] with the quants of [`q5k_chunk`] (u8 0..=31 x i8 pairs fit
+/// maddubs' i16; times a 6-bit scale they fit madd's i32).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in 0..n / QK_K {
+        let (wb, ab) = (&w[i * Q5_K_BYTES..], &a[i * Q8_K_BYTES..]);
+        let (sc, mn) = q4k_scales_mins(&wb[Q5_K_OFF_SCALES..Q5_K_OFF_QH]);
+        let (qs, y) = (wb.as_ptr().add(Q5_K_OFF_QS), ab.as_ptr().add(Q8_K_OFF_QS));
+        let qh = ld256(wb.as_ptr().add(Q5_K_OFF_QH));
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let (lo, hi) = q5k_chunk(qs, qh, c);
+            let plo = _mm256_maddubs_epi16(lo, ld256(y.add(64 * c)));
+            let phi = _mm256_maddubs_epi16(hi, ld256(y.add(64 * c + 32)));
+            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c] as i16));
+            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+        }
+        let yd = _mm_set1_ps(f32_at(ab.as_ptr()));
+        let dd = _mm_mul_ps(f16_pair(wb.as_ptr(), wb.as_ptr().add(2)), yd); // [d, dmin]
+        let mins = q4k_min_terms(&mn, ab.as_ptr().add(Q8_K_OFF_BSUMS));
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
+        let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+        accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm);
+    }
+    hsum_ps(_mm256_sub_ps(acc, accm))
+}
+
 /// The four 32-byte groups of 6-bit quants (stored + 32) of one 128-element Q6_K half.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -530,6 +578,57 @@ unsafe fn q4_k_tile<const R: usize, const A: usize>(
     std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(_mm256_sub_ps(acc[k][r], accm[k][r]))))
 }
 
+/// As [`q4_k_tile`], with the quants of [`q5k_chunk`]; the same operations as [`dot_q5_k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_tile<const R: usize, const A: usize>(
+    n: usize,
+    w: [*const u8; R],
+    a: [*const u8; A],
+) -> [[f32; R]; A] {
+    let (mut acc, mut accm) = ([[_mm256_setzero_ps(); R]; A], [[_mm256_setzero_ps(); R]; A]);
+    for i in 0..n / QK_K {
+        let (mut sc, mut mn, mut dd) = ([[0u8; 8]; R], [[0u8; 8]; R], [_mm_setzero_ps(); R]);
+        let mut qh = [_mm256_setzero_si256(); R];
+        for r in 0..R {
+            let wb = w[r].add(i * Q5_K_BYTES);
+            let s = std::slice::from_raw_parts(wb.add(Q5_K_OFF_SCALES), 12);
+            (sc[r], mn[r]) = q4k_scales_mins(s);
+            dd[r] = f16_pair(wb, wb.add(2)); // [d, dmin]
+            qh[r] = ld256(wb.add(Q5_K_OFF_QH));
+        }
+        let mut sumi = [[_mm256_setzero_si256(); R]; A];
+        for c in 0..4 {
+            for r in 0..R {
+                let (lo, hi) = q5k_chunk(w[r].add(i * Q5_K_BYTES + Q5_K_OFF_QS), qh[r], c);
+                let slo = _mm256_set1_epi16(sc[r][2 * c] as i16);
+                let shi = _mm256_set1_epi16(sc[r][2 * c + 1] as i16);
+                for k in 0..A {
+                    let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 64 * c);
+                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ld256(y)), slo);
+                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ld256(y.add(32))), shi);
+                    sumi[k][r] = _mm256_add_epi32(sumi[k][r], _mm256_add_epi32(plo, phi));
+                }
+            }
+        }
+        for k in 0..A {
+            let ab = a[k].add(i * Q8_K_BYTES);
+            let yd = _mm_set1_ps(f32_at(ab));
+            for r in 0..R {
+                let d = _mm_mul_ps(dd[r], yd);
+                let mins = q4k_min_terms(&mn[r], ab.add(Q8_K_OFF_BSUMS));
+                let (dq, dmin) = (
+                    _mm256_broadcastss_ps(d),
+                    _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
+                );
+                acc[k][r] = _mm256_fmadd_ps(dq, _mm256_cvtepi32_ps(sumi[k][r]), acc[k][r]);
+                accm[k][r] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm[k][r]);
+            }
+        }
+    }
+    std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(_mm256_sub_ps(acc[k][r], accm[k][r]))))
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_tile<const R: usize, const A: usize>(
@@ -589,6 +688,7 @@ tile_entry!(tile_q5_0, q5_0_tile);
 tile_entry!(tile_q8_0, q8_0_tile);
 tile_entry!(tile_q4_k, q4_k_tile);
 tile_entry!(tile_q6_k, q6_k_tile);
+tile_entry!(tile_q5_k, q5_k_tile);
 
 // ---------------------------------------------------------------- activation quantisers
 

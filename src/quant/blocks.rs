@@ -37,6 +37,17 @@ pub const Q4_K_BYTES: usize = 144;
 pub const Q4_K_OFF_SCALES: usize = 4;
 pub const Q4_K_OFF_QS: usize = 16;
 
+/// Q5_K, 256 weights in 176 bytes: `[d: f16][dmin: f16][scales: 12 B][qh: 32 B][qs: 128 B]`
+/// (ggml's `block_q5_K`). Scales and mins packed as Q4_K's ([`q4k_scales_mins`]); `qs` as
+/// Q4_K's: chunk `c` (32 bytes) holds sub-block `2c` in its low nibbles and `2c + 1` in its
+/// high nibbles. The fifth bit of element `64c + l` is bit `2c` of `qh[l]`, of element
+/// `64c + 32 + l` bit `2c + 1` of `qh[l]` (ggml `dequantize_row_q5_K`: masks `u1 = 1 << 2c`,
+/// `u2 = 2 << 2c`). q in 0..=31; weight = d * sc * q - dmin * m.
+pub const Q5_K_BYTES: usize = 176;
+pub const Q5_K_OFF_SCALES: usize = 4;
+pub const Q5_K_OFF_QH: usize = 16;
+pub const Q5_K_OFF_QS: usize = 48;
+
 /// Q6_K, 256 weights in 210 bytes: `[ql: 128 B][qh: 64 B][scales: 16 x i8][d: f16]`.
 /// Two halves of 128 elements, each using 64 B of `ql` and 32 B of `qh`. Within a half, for
 /// `l` in 0..32: element `l` = ql[l] low | qh[l] bits 0-1, `l + 32` = ql[l + 32] low |

@@ -3,7 +3,7 @@
 //!
 //! A matrix product `y = W x` quantises the activation row `x` once, into the format that the
 //! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1,
-//! Q8_K for Q4_K/Q6_K, f32 for F32, f16 for F16), then takes one dot product per weight row.
+//! Q8_K for Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16), then takes one dot product per weight row.
 //!
 //! Layout: `blocks` (byte layouts), `scalar` (portable reference kernels), `avx2`/`avx512`
 //! (x86 kernels), `table` (a kernel set as a table of function pointers, and the checked
@@ -39,10 +39,11 @@ pub enum GgmlType {
     Q8_0,
     Q4_K,
     Q6_K,
+    Q5_K,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 8] = [
+    pub const ALL: [GgmlType; 9] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -51,6 +52,7 @@ impl GgmlType {
         GgmlType::Q8_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
+        GgmlType::Q5_K,
     ];
 
     /// From the GGUF type id; unknown or unsupported ids give `Error::UnsupportedTensorType`
@@ -64,6 +66,7 @@ impl GgmlType {
             6 => GgmlType::Q5_0,
             8 => GgmlType::Q8_0,
             12 => GgmlType::Q4_K,
+            13 => GgmlType::Q5_K,
             14 => GgmlType::Q6_K,
             _ => {
                 let msg = match ggml_type_name(id) {
@@ -86,6 +89,7 @@ impl GgmlType {
             GgmlType::Q8_0 => 8,
             GgmlType::Q4_K => 12,
             GgmlType::Q6_K => 14,
+            GgmlType::Q5_K => 13,
         }
     }
 
@@ -99,6 +103,7 @@ impl GgmlType {
             GgmlType::Q8_0 => "Q8_0",
             GgmlType::Q4_K => "Q4_K",
             GgmlType::Q6_K => "Q6_K",
+            GgmlType::Q5_K => "Q5_K",
         }
     }
 
@@ -107,7 +112,7 @@ impl GgmlType {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 => QK,
-            GgmlType::Q4_K | GgmlType::Q6_K => QK_K,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
         }
     }
 
@@ -122,6 +127,7 @@ impl GgmlType {
             GgmlType::Q8_0 => Q8_0_BYTES,
             GgmlType::Q4_K => Q4_K_BYTES,
             GgmlType::Q6_K => Q6_K_BYTES,
+            GgmlType::Q5_K => Q5_K_BYTES,
         }
     }
 
@@ -144,7 +150,7 @@ impl GgmlType {
             GgmlType::F16 => 2 * n,
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => n / QK * Q8_0_BYTES,
             GgmlType::Q4_1 => n / QK * Q8_1_BYTES,
-            GgmlType::Q4_K | GgmlType::Q6_K => n / QK_K * Q8_K_BYTES,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => n / QK_K * Q8_K_BYTES,
         }
     }
 }

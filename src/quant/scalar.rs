@@ -77,6 +77,17 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        GgmlType::Q5_K => {
+            for (y, b) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(Q5_K_BYTES)) {
+                let (d, dmin) = (read_f16(b, 0), read_f16(b, 2));
+                let (sc, mn) = q4k_scales_mins(&b[Q5_K_OFF_SCALES..Q5_K_OFF_QH]);
+                let mut q = [0u8; QK_K];
+                q5k_unpack(b, &mut q);
+                for (e, (y, &q)) in y.iter_mut().zip(&q).enumerate() {
+                    *y = d * sc[e / 32] as f32 * q as f32 - dmin * mn[e / 32] as f32;
+                }
+            }
+        }
         GgmlType::Q6_K => {
             for (y, b) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(Q6_K_BYTES)) {
                 let d = read_f16(b, Q6_K_OFF_D);
@@ -87,6 +98,19 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                     *y = d * (sc as i32 * q as i32) as f32;
                 }
             }
+        }
+    }
+}
+
+/// Unpacks the 256 five-bit quants (0..=31) of a Q5_K block, in element order.
+fn q5k_unpack(b: &[u8], out: &mut [u8; QK_K]) {
+    let qh = &b[Q5_K_OFF_QH..Q5_K_OFF_QS];
+    let qs = &b[Q5_K_OFF_QS..Q5_K_BYTES];
+    for c in 0..4 {
+        for l in 0..32 {
+            let q = qs[32 * c + l];
+            out[64 * c + l] = (q & 0xF) | ((qh[l] >> (2 * c)) & 1) << 4;
+            out[64 * c + 32 + l] = (q >> 4) | ((qh[l] >> (2 * c + 1)) & 1) << 4;
         }
     }
 }
@@ -117,7 +141,7 @@ pub fn quantize_acts(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
         GgmlType::F16 => quantize_f16(x, dst),
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => quantize_q8_0(x, dst),
         GgmlType::Q4_1 => quantize_q8_1(x, dst),
-        GgmlType::Q4_K | GgmlType::Q6_K => quantize_q8_k(x, dst),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => quantize_q8_k(x, dst),
     }
 }
 
@@ -209,6 +233,7 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q8_0 => dot_q8_0(n, w, a),
         GgmlType::Q4_K => dot_q4_k(n, w, a),
         GgmlType::Q6_K => dot_q6_k(n, w, a),
+        GgmlType::Q5_K => dot_q5_k(n, w, a),
     }
 }
 
@@ -319,6 +344,29 @@ pub fn dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         }
         for (j, &m) in mn.iter().enumerate() {
             summ += m as i32 * (q8k_bsum(a, 2 * j) + q8k_bsum(a, 2 * j + 1));
+        }
+        let yd = read_f32(a, 0);
+        sumf += read_f16(w, 0) * yd * sumi as f32 - read_f16(w, 2) * yd * summ as f32;
+    }
+    sumf
+}
+
+/// As [`dot_q4_k`] with five-bit quants (ggml `ggml_vec_dot_q5_K_q8_K`): per block
+/// `d yd sum_j sc_j sum(q y) - dmin yd sum_j m_j bsum_j`.
+pub fn dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    let mut q = [0u8; QK_K];
+    for (w, a) in blocks(n, QK_K, w, Q5_K_BYTES, a, Q8_K_BYTES) {
+        let (sc, mn) = q4k_scales_mins(&w[Q5_K_OFF_SCALES..Q5_K_OFF_QH]);
+        q5k_unpack(w, &mut q);
+        let y = &a[Q8_K_OFF_QS..Q8_K_OFF_BSUMS];
+        let (mut sumi, mut summ) = (0i32, 0i32);
+        for j in 0..8 {
+            let s: i32 = (32 * j..32 * j + 32)
+                .map(|e| q[e] as i32 * y[e] as i8 as i32)
+                .sum();
+            sumi += sc[j] as i32 * s;
+            summ += mn[j] as i32 * (q8k_bsum(a, 2 * j) + q8k_bsum(a, 2 * j + 1));
         }
         let yd = read_f32(a, 0);
         sumf += read_f16(w, 0) * yd * sumi as f32 - read_f16(w, 2) * yd * summ as f32;

@@ -130,6 +130,46 @@ fn q4_k_block() {
 }
 
 #[test]
+fn q5_k_block() {
+    // d = 1, dmin = 0.5; scales and mins packed exactly as in q4_k_block:
+    // sc = [1, 2, 0, 0, 33, 0, 0, 63], mn = [0, 3, 0, 0, 0, 20, 0, 0].
+    // qh[0] = 0b1000_0011: fifth bit of elem 0 (chunk 0 low, bit 0), elem 32 (chunk 0 high,
+    //   bit 1) and elem 224 (chunk 3 high, bit 7). qh[1] = 0b0001_0000: elem 128 + 1 = 129
+    //   (chunk 2 low, bit 4). qh[31] = 0b0010_0000: elem 160 + 31 = 191 (chunk 2 high, bit 5).
+    // qs[0] = 0x53: elem 0 = 1 * (3 + 16) = 19; elem 32 = 2 * (5 + 16) - 1.5 = 40.5.
+    // qs[65] = 0x07: elem 129 = 33 * (7 + 16) = 759; elem 161 = 0 - 10 = -10.
+    // qs[96] = 0xF0: elem 192 = 0 (sc 0, mn 0); elem 224 = 63 * (15 + 16) = 1953.
+    // elem 191: q = 0 + 16 but sc 0 -> -10 like the rest of sub-block 5.
+    // elem 255: q = 0 -> 0. All other q = 0 -> -dmin*mn: -1.5 in sub-block 1, -10 in 5.
+    let mut b = [0u8; Q5_K_BYTES];
+    b[..2].copy_from_slice(&H_1);
+    b[2..4].copy_from_slice(&H_0_5);
+    let s = &mut b[Q5_K_OFF_SCALES..Q5_K_OFF_QH];
+    (s[0], s[1], s[3], s[5], s[8], s[9], s[11]) = (0x81, 2, 0xC0, 0x43, 0x01, 0x40, 0x0F);
+    let qh = &mut b[Q5_K_OFF_QH..Q5_K_OFF_QS];
+    (qh[0], qh[1], qh[31]) = (0b1000_0011, 0b0001_0000, 0b0010_0000);
+    let qs = &mut b[Q5_K_OFF_QS..];
+    (qs[0], qs[65], qs[96]) = (0x53, 0x07, 0xF0);
+    let mut want = [0f32; 256];
+    want[32..64].fill(-1.5);
+    want[160..192].fill(-10.0);
+    (want[0], want[32], want[129], want[161], want[224]) = (19.0, 40.5, 759.0, -10.0, 1953.0);
+    assert_eq!(deq(GgmlType::Q5_K, &b), want);
+    // Dot against Q8_K activations y = 1 everywhere (d = 1: x = -127 in the first element
+    // makes max = -127, iscale = 1; then y[0] = -127): sum of want with elem 0 weighted -127.
+    let mut x = [1f32; 256];
+    x[0] = -127.0;
+    let mut a = vec![0u8; GgmlType::Q5_K.act_row_bytes(256)];
+    scalar::quantize_q8_k(&x, &mut a);
+    let exact: f32 = want.iter().zip(&x).map(|(w, x)| w * x).sum();
+    assert_eq!(
+        exact,
+        19.0 * -127.0 + 40.5 + 31.0 * -1.5 + 759.0 + 32.0 * -10.0 + 1953.0
+    );
+    assert_eq!(scalar::dot_q5_k(256, &b, &a), exact);
+}
+
+#[test]
 fn q6_k_block() {
     // d = 0.5; scales: group 0 = 2, group 2 = -1, group 8 = 3, group 15 = 4, others 0.
     // elem 0 (half 0, l 0, group 0): ql[0] low = 5, qh[0] bits 0-1 = 2 -> q = 5 | 32 = 37,
@@ -228,7 +268,7 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
                 put(c, off, rng);
             }
         }
-        GgmlType::Q4_1 | GgmlType::Q4_K => {
+        GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
             for c in b.chunks_exact_mut(ty.block_bytes()) {
                 put(c, 0, rng);
                 put(c, 2, rng);
@@ -248,7 +288,7 @@ fn random_acts(rng: &mut Rng, n: usize) -> Vec<f32> {
 fn sizes(ty: GgmlType) -> Vec<usize> {
     let blocks: &[usize] = match ty {
         GgmlType::F32 | GgmlType::F16 => &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 1000],
-        GgmlType::Q4_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
         _ => &[1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 48],
     };
     blocks.iter().map(|b| b * ty.block_len()).collect()
@@ -264,7 +304,7 @@ fn vec_dot_matches_dequantised_dot() {
     for ty in GgmlType::ALL {
         let act_block = match ty {
             GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q4_K | GgmlType::Q6_K => QK_K,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
             _ => QK,
         };
         for n in sizes(ty) {
