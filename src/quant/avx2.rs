@@ -23,6 +23,7 @@ pub static KERNELS: Kernels = Kernels {
     name: "avx2",
     dot: [
         dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k, dot_q5_k,
+        dot_q5_1,
     ],
     quant: [
         super::scalar::quantize_f32,
@@ -34,6 +35,7 @@ pub static KERNELS: Kernels = Kernels {
         quantize_q8_k,
         quantize_q8_k,
         quantize_q8_k,
+        quantize_q8_1,
     ],
     rows: [None; N_TYPES],
     tile: [
@@ -46,6 +48,7 @@ pub static KERNELS: Kernels = Kernels {
         Some(tile_q4_k),
         Some(tile_q6_k),
         Some(tile_q5_k),
+        Some(tile_q5_1),
     ],
 };
 
@@ -231,6 +234,33 @@ pub(super) unsafe fn q4_0_blocks(w: *const u8, a: *const u8, from: usize, to: us
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     q4_0_blocks(w.as_ptr(), a.as_ptr(), 0, n / QK)
+}
+
+/// Q5_1's 32 quants (0..=31): the nibbles with the fifth bits of `qh` at bit 4.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_quants(wb: *const u8) -> __m256i {
+    let h = bytes_from_bits(read_unaligned(wb.add(4).cast::<u32>()));
+    _mm256_or_si256(
+        nibbles32(wb.add(8)),
+        _mm256_and_si256(h, _mm256_set1_epi8(0x10)),
+    )
+}
+
+/// Q5_1 x Q8_1: as [`q4_1_blocks`] with the quants of [`q5_1_quants`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for i in 0..n / QK {
+        let (wb, ab) = (w.add(i * Q5_1_BYTES), a.add(i * Q8_1_BYTES));
+        let d = _mm256_set1_ps(f16_mul(wb, ab));
+        summs += f16_mul(wb.add(2), ab.add(2));
+        let p = dot_u8i8(q5_1_quants(wb), ld256(ab.add(4)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + summs
 }
 
 /// Q4_1 x Q8_1: `d_w d_a sum(q_w q_a) + m_w s_a` per block.
@@ -497,35 +527,45 @@ i8_tile!(q5_0_tile, Q5_0_BYTES, |wb| _mm256_or_si256(
 ));
 i8_tile!(q8_0_tile, Q8_0_BYTES, |wb| ld256(wb.add(2)));
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_tile<const R: usize, const A: usize>(
-    n: usize,
-    w: [*const u8; R],
-    a: [*const u8; A],
-) -> [[f32; R]; A] {
-    let mut acc = [[_mm256_setzero_ps(); R]; A];
-    let mut summs = [[0f32; R]; A];
-    let mut y = [_mm256_setzero_si256(); A];
-    let (mut ad, mut as_) = ([0f32; A], [0f32; A]);
-    for i in 0..n / QK {
-        for k in 0..A {
-            let ab = a[k].add(i * Q8_1_BYTES);
-            (y[k], ad[k], as_[k]) = (ld256(ab.add(4)), f16_at(ab), f16_at(ab.add(2)));
-        }
-        for r in 0..R {
-            let wb = w[r].add(i * Q4_1_BYTES);
-            let (u, wd, wm) = (nibbles32(wb.add(4)), f16_at(wb), f16_at(wb.add(2)));
-            for k in 0..A {
-                summs[k][r] += wm * as_[k];
-                let p = dot_u8i8(u, y[k]);
-                let d = _mm256_set1_ps(wd * ad[k]);
-                acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k][r]);
+/// A u8 x i8 tile over 32-element blocks of `$bw` bytes starting `[d: f16][m: f16]`,
+/// against Q8_1 (Q4_1, Q5_1): `$u` turns the weight block at `$wb` into 32 unsigned bytes.
+macro_rules! offset_tile {
+    ($name:ident, $bw:expr, |$wb:ident| $u:expr) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const R: usize, const A: usize>(
+            n: usize,
+            w: [*const u8; R],
+            a: [*const u8; A],
+        ) -> [[f32; R]; A] {
+            let mut acc = [[_mm256_setzero_ps(); R]; A];
+            let mut summs = [[0f32; R]; A];
+            let mut y = [_mm256_setzero_si256(); A];
+            let (mut ad, mut as_) = ([0f32; A], [0f32; A]);
+            for i in 0..n / QK {
+                for k in 0..A {
+                    let ab = a[k].add(i * Q8_1_BYTES);
+                    (y[k], ad[k], as_[k]) = (ld256(ab.add(4)), f16_at(ab), f16_at(ab.add(2)));
+                }
+                for r in 0..R {
+                    let $wb = w[r].add(i * $bw);
+                    let u: __m256i = $u;
+                    let (wd, wm) = (f16_at($wb), f16_at($wb.add(2)));
+                    for k in 0..A {
+                        summs[k][r] += wm * as_[k];
+                        let p = dot_u8i8(u, y[k]);
+                        let d = _mm256_set1_ps(wd * ad[k]);
+                        acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k][r]);
+                    }
+                }
             }
+            std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(acc[k][r]) + summs[k][r]))
         }
-    }
-    std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(acc[k][r]) + summs[k][r]))
+    };
 }
+
+offset_tile!(q4_1_tile, Q4_1_BYTES, |wb| nibbles32(wb.add(4)));
+offset_tile!(q5_1_tile, Q5_1_BYTES, |wb| q5_1_quants(wb));
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -689,6 +729,7 @@ tile_entry!(tile_q8_0, q8_0_tile);
 tile_entry!(tile_q4_k, q4_k_tile);
 tile_entry!(tile_q6_k, q6_k_tile);
 tile_entry!(tile_q5_k, q5_k_tile);
+tile_entry!(tile_q5_1, q5_1_tile);
 
 // ---------------------------------------------------------------- activation quantisers
 

@@ -38,6 +38,7 @@ const QUANT: [QuantFn; N_TYPES] = [
     quantize_q8_k,
     quantize_q8_k,
     quantize_q8_k,
+    quantize_q8_1,
 ];
 
 macro_rules! table {
@@ -56,6 +57,7 @@ macro_rules! table {
                 // Types without AVX-512 kernels run the AVX2 ones (every AVX-512 CPU has
                 // AVX2, FMA and F16C).
                 super::avx2::dot_q5_k,
+                super::avx2::dot_q5_1,
             ],
             quant: QUANT,
             rows: [
@@ -68,6 +70,7 @@ macro_rules! table {
                 Some($m::rows_q4_k),
                 Some($m::rows_q6_k),
                 None,
+                None,
             ],
             tile: [
                 None,
@@ -79,6 +82,7 @@ macro_rules! table {
                 Some($m::tile_q4_k),
                 Some($m::tile_q6_k),
                 Some(super::avx2::tile_q5_k),
+                Some(super::avx2::tile_q5_1),
             ],
         }
     };

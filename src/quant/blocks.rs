@@ -21,12 +21,16 @@ pub const Q4_1_BYTES: usize = 20;
 /// Low four bits as Q4_0; bit `i` of `qh` is the fifth bit of element `i`; weight = d * (q - 16).
 pub const Q5_0_BYTES: usize = 22;
 
+/// Q5_1, 32 weights in 24 bytes: `[d: f16][m: f16][qh: u32 LE][qs: 16 B]` (ggml's
+/// `block_q5_1`). Low four bits as Q4_0, fifth bits as Q5_0; weight = d * q + m, q in 0..=31.
+pub const Q5_1_BYTES: usize = 24;
+
 /// Q8_0, 32 values in 34 bytes: `[d: f16][qs: 32 x i8]`; value = d * q.
 /// Also the activation format for Q4_0, Q5_0 and Q8_0 weights.
 pub const Q8_0_BYTES: usize = 34;
 
-/// Q8_1 (activations for Q4_1), 32 values in 36 bytes: `[d: f16][s: f16][qs: 32 x i8]`,
-/// where `s = d * sum(qs)` lets the dot product fold in Q4_1's offset `m` with one multiply.
+/// Q8_1 (activations for Q4_1 and Q5_1), 32 values in 36 bytes: `[d: f16][s: f16][qs: 32 x i8]`,
+/// where `s = d * sum(qs)` lets the dot product fold in Q4_1's / Q5_1's offset `m` with one multiply.
 pub const Q8_1_BYTES: usize = 36;
 
 /// Q4_K, 256 weights in 144 bytes: `[d: f16][dmin: f16][scales: 12 B][qs: 128 B]`.

@@ -19,6 +19,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::dot_q4_k,
         scalar::dot_q6_k,
         scalar::dot_q5_k,
+        scalar::dot_q5_1,
     ],
     quant: [
         scalar::quantize_f32,
@@ -30,6 +31,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::quantize_q8_k,
         scalar::quantize_q8_k,
         scalar::quantize_q8_k,
+        scalar::quantize_q8_1,
     ],
     rows: [None; N_TYPES],
     tile: [None; N_TYPES],

@@ -2,7 +2,7 @@
 //! products.
 //!
 //! A matrix product `y = W x` quantises the activation row `x` once, into the format that the
-//! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1,
+//! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
 //! Q8_K for Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16), then takes one dot product per weight row.
 //!
 //! Layout: `blocks` (byte layouts), `scalar` (portable reference kernels), `avx2`/`avx512`
@@ -40,10 +40,11 @@ pub enum GgmlType {
     Q4_K,
     Q6_K,
     Q5_K,
+    Q5_1,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 9] = [
+    pub const ALL: [GgmlType; 10] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -53,6 +54,7 @@ impl GgmlType {
         GgmlType::Q4_K,
         GgmlType::Q6_K,
         GgmlType::Q5_K,
+        GgmlType::Q5_1,
     ];
 
     /// From the GGUF type id; unknown or unsupported ids give `Error::UnsupportedTensorType`
@@ -64,6 +66,7 @@ impl GgmlType {
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
             6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
             12 => GgmlType::Q4_K,
             13 => GgmlType::Q5_K,
@@ -90,6 +93,7 @@ impl GgmlType {
             GgmlType::Q4_K => 12,
             GgmlType::Q6_K => 14,
             GgmlType::Q5_K => 13,
+            GgmlType::Q5_1 => 7,
         }
     }
 
@@ -104,6 +108,7 @@ impl GgmlType {
             GgmlType::Q4_K => "Q4_K",
             GgmlType::Q6_K => "Q6_K",
             GgmlType::Q5_K => "Q5_K",
+            GgmlType::Q5_1 => "Q5_1",
         }
     }
 
@@ -111,7 +116,9 @@ impl GgmlType {
     pub fn block_len(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 => QK,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+                QK
+            }
             GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
         }
     }
@@ -128,6 +135,7 @@ impl GgmlType {
             GgmlType::Q4_K => Q4_K_BYTES,
             GgmlType::Q6_K => Q6_K_BYTES,
             GgmlType::Q5_K => Q5_K_BYTES,
+            GgmlType::Q5_1 => Q5_1_BYTES,
         }
     }
 
@@ -149,7 +157,7 @@ impl GgmlType {
             GgmlType::F32 => 4 * n,
             GgmlType::F16 => 2 * n,
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => n / QK * Q8_0_BYTES,
-            GgmlType::Q4_1 => n / QK * Q8_1_BYTES,
+            GgmlType::Q4_1 | GgmlType::Q5_1 => n / QK * Q8_1_BYTES,
             GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => n / QK_K * Q8_K_BYTES,
         }
     }

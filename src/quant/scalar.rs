@@ -53,6 +53,18 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        GgmlType::Q5_1 => {
+            for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q5_1_BYTES)) {
+                let (d, m) = (read_f16(b, 0), read_f16(b, 2));
+                let qh = read_u32(b, 4);
+                for (j, &q) in b[8..24].iter().enumerate() {
+                    let h0 = ((qh >> j) & 1) << 4;
+                    let h1 = ((qh >> (j + 16)) & 1) << 4;
+                    y[j] = d * ((q & 0xF) as u32 | h0) as f32 + m;
+                    y[j + 16] = d * ((q >> 4) as u32 | h1) as f32 + m;
+                }
+            }
+        }
         GgmlType::Q8_0 => {
             for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q8_0_BYTES)) {
                 let d = read_f16(b, 0);
@@ -140,7 +152,7 @@ pub fn quantize_acts(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
         GgmlType::F32 => quantize_f32(x, dst),
         GgmlType::F16 => quantize_f16(x, dst),
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => quantize_q8_0(x, dst),
-        GgmlType::Q4_1 => quantize_q8_1(x, dst),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => quantize_q8_1(x, dst),
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => quantize_q8_k(x, dst),
     }
 }
@@ -234,6 +246,7 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q4_K => dot_q4_k(n, w, a),
         GgmlType::Q6_K => dot_q6_k(n, w, a),
         GgmlType::Q5_K => dot_q5_k(n, w, a),
+        GgmlType::Q5_1 => dot_q5_1(n, w, a),
     }
 }
 
@@ -309,6 +322,23 @@ pub fn dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             sumi += x0 * a[2 + j] as i8 as i32 + x1 * a[18 + j] as i8 as i32;
         }
         sumf += read_f16(w, 0) * read_f16(a, 0) * sumi as f32;
+    }
+    sumf
+}
+
+/// Q5_1 x Q8_1 (ggml `ggml_vec_dot_q5_1_q8_1`): `d_w d_a sum(q_w q_a) + m_w s_a` per block.
+pub fn dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (w, a) in blocks(n, QK, w, Q5_1_BYTES, a, Q8_1_BYTES) {
+        let qh = read_u32(w, 4);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = w[8 + j] as u32;
+            let x0 = ((q & 0xF) | (((qh >> j) & 1) << 4)) as i32;
+            let x1 = ((q >> 4) | (((qh >> (j + 16)) & 1) << 4)) as i32;
+            sumi += x0 * a[4 + j] as i8 as i32 + x1 * a[20 + j] as i8 as i32;
+        }
+        sumf += read_f16(w, 0) * read_f16(a, 0) * sumi as f32 + read_f16(w, 2) * read_f16(a, 2);
     }
     sumf
 }

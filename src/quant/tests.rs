@@ -93,6 +93,31 @@ fn q5_0_block() {
 }
 
 #[test]
+fn q5_1_block() {
+    // d = 0.5, m = -1, qh = 0x8000_0003 (bits 0, 1 and 31 set);
+    // qs[0] = 0x2F: elem 0 = (15|16)*0.5-1 = 14.5, elem 16 = 2*0.5-1 = 0;
+    // qs[1] = 0x00: elem 1 = (0|16)*0.5-1 = 7, elem 17 = -1;
+    // qs[15] = 0xA0: elem 15 = -1, elem 31 = (10|16)*0.5-1 = 12; every other q 0 -> -1.
+    let mut b = [0u8; Q5_1_BYTES];
+    b[..2].copy_from_slice(&H_0_5);
+    b[2..4].copy_from_slice(&H_M1);
+    b[4..8].copy_from_slice(&0x8000_0003u32.to_le_bytes());
+    b[8] = 0x2F;
+    b[8 + 15] = 0xA0;
+    let mut want = [-1f32; 32];
+    (want[0], want[16], want[1], want[31]) = (14.5, 0.0, 7.0, 12.0);
+    assert_eq!(deq(GgmlType::Q5_1, &b), want);
+    // Against Q8_1 of x = [127, 0, 0, ..., 0, -127 at 31]: d = 1, q = x, s = d * 0 = 0:
+    // dot = 14.5 * 127 + 12 * (-127) = 317.5; the kernel: d_w d_a sumi + m s
+    // = 0.5 * (31 * 127 - 26 * 127) + (-1) * 0 = 317.5.
+    let mut x = [0f32; 32];
+    (x[0], x[31]) = (127.0, -127.0);
+    let mut a = [0u8; Q8_1_BYTES];
+    scalar::quantize_q8_1(&x, &mut a);
+    assert_eq!(scalar::dot_q5_1(32, &b, &a), 317.5);
+}
+
+#[test]
 fn q8_0_block() {
     // d = 2; qs[0] = 1 -> 2, qs[1] = -1 -> -2, qs[5] = 127 -> 254, qs[31] = -128 -> -256.
     let mut b = [0u8; Q8_0_BYTES];
@@ -233,7 +258,7 @@ fn type_ids_and_sizes() {
         );
     }
     let msg = |id| GgmlType::from_id(id).unwrap_err().to_string();
-    assert_eq!(msg(7), "unsupported tensor type Q5_1 (id 7)");
+    assert_eq!(msg(10), "unsupported tensor type Q2_K (id 10)");
     assert_eq!(msg(30), "unsupported tensor type BF16 (id 30)");
     assert_eq!(msg(999), "unsupported tensor type unknown type id 999");
     let e = GgmlType::Q4_K.row_bytes(300).unwrap_err().to_string();
@@ -268,7 +293,7 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
                 put(c, off, rng);
             }
         }
-        GgmlType::Q4_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
             for c in b.chunks_exact_mut(ty.block_bytes()) {
                 put(c, 0, rng);
                 put(c, 2, rng);
@@ -328,8 +353,8 @@ fn vec_dot_matches_dequantised_dot() {
                 };
                 tol += step * wb.iter().map(|w| w.abs() as f64).sum::<f64>();
             }
-            if ty == GgmlType::Q4_1 {
-                for (wb, ab) in w.chunks(Q4_1_BYTES).zip(a.chunks(Q8_1_BYTES)) {
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                for (wb, ab) in w.chunks(ty.block_bytes()).zip(a.chunks(Q8_1_BYTES)) {
                     tol += (read_f16(wb, 2) * read_f16(ab, 2)).abs() as f64 * 2f64.powi(-10);
                 }
             }
