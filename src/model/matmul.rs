@@ -29,6 +29,7 @@ fn act_format(ty: GgmlType) -> GgmlType {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
         GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q4_1,
+        GgmlType::F32 | GgmlType::BF16 => GgmlType::F32,
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => GgmlType::Q4_K,
         other => other,
     }
@@ -523,6 +524,7 @@ mod tests {
             GgmlType::Q6_K,
             GgmlType::Q5_K,
             GgmlType::Q5_1,
+            GgmlType::BF16,
         ] {
             let cols = 512;
             // Row counts that do not divide the chunk, tile or 4-row sizes.

@@ -23,7 +23,7 @@ pub static KERNELS: Kernels = Kernels {
     name: "avx2",
     dot: [
         dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k, dot_q5_k,
-        dot_q5_1,
+        dot_q5_1, dot_bf16,
     ],
     quant: [
         super::scalar::quantize_f32,
@@ -36,6 +36,7 @@ pub static KERNELS: Kernels = Kernels {
         quantize_q8_k,
         quantize_q8_k,
         quantize_q8_1,
+        super::scalar::quantize_f32,
     ],
     rows: [None; N_TYPES],
     tile: [
@@ -49,6 +50,7 @@ pub static KERNELS: Kernels = Kernels {
         Some(tile_q6_k),
         Some(tile_q5_k),
         Some(tile_q5_1),
+        None,
     ],
 };
 
@@ -209,6 +211,37 @@ pub unsafe fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut s = hsum_ps(acc);
     while i < n {
         s += f16_at(w.add(2 * i)) * f16_at(a.add(2 * i));
+        i += 1;
+    }
+    s
+}
+
+/// BF16 weights against f32 activations: a bfloat16 widened to u32 and shifted up 16 bits
+/// is its f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr().cast::<f32>());
+    let ld = |i: usize| {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.add(2 * i).cast()));
+        _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+    };
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_fmadd_ps(ld(i + 8 * k), _mm256_loadu_ps(a.add(i + 8 * k)), *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(ld(i), _mm256_loadu_ps(a.add(i)), acc[0]);
+        i += 8;
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(acc);
+    while i < n {
+        let x = f32::from_bits((read_unaligned(w.add(2 * i).cast::<u16>()) as u32) << 16);
+        s += x * read_unaligned(a.add(i));
         i += 1;
     }
     s

@@ -39,6 +39,7 @@ const QUANT: [QuantFn; N_TYPES] = [
     quantize_q8_k,
     quantize_q8_k,
     quantize_q8_1,
+    super::scalar::quantize_f32,
 ];
 
 macro_rules! table {
@@ -58,6 +59,7 @@ macro_rules! table {
                 // AVX2, FMA and F16C).
                 super::avx2::dot_q5_k,
                 super::avx2::dot_q5_1,
+                super::avx2::dot_bf16,
             ],
             quant: QUANT,
             rows: [
@@ -69,6 +71,7 @@ macro_rules! table {
                 Some($m::rows_q8_0),
                 Some($m::rows_q4_k),
                 Some($m::rows_q6_k),
+                None,
                 None,
                 None,
             ],
@@ -83,6 +86,7 @@ macro_rules! table {
                 Some($m::tile_q6_k),
                 Some(super::avx2::tile_q5_k),
                 Some(super::avx2::tile_q5_1),
+                None,
             ],
         }
     };

@@ -90,6 +90,12 @@ pub fn read_f32(b: &[u8], off: usize) -> f32 {
     f32::from_bits(read_u32(b, off))
 }
 
+/// The bfloat16 at `off`: the top half of an f32.
+#[inline(always)]
+pub fn read_bf16(b: &[u8], off: usize) -> f32 {
+    f32::from_bits((read_u16(b, off) as u32) << 16)
+}
+
 #[inline(always)]
 pub fn write_f16(b: &mut [u8], off: usize, v: f32) {
     b[off..off + 2].copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes());

@@ -20,6 +20,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::dot_q6_k,
         scalar::dot_q5_k,
         scalar::dot_q5_1,
+        scalar::dot_bf16,
     ],
     quant: [
         scalar::quantize_f32,
@@ -32,6 +33,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::quantize_q8_k,
         scalar::quantize_q8_k,
         scalar::quantize_q8_1,
+        scalar::quantize_f32,
     ],
     rows: [None; N_TYPES],
     tile: [None; N_TYPES],

@@ -23,6 +23,11 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 *y = read_f16(b, 0);
             }
         }
+        GgmlType::BF16 => {
+            for (y, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *y = read_bf16(b, 0);
+            }
+        }
         GgmlType::Q4_0 => {
             for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q4_0_BYTES)) {
                 let d = read_f16(b, 0);
@@ -149,7 +154,7 @@ fn q6k_unpack(b: &[u8], out: &mut [i8; QK_K]) {
 pub fn quantize_acts(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
     debug_assert_eq!(dst.len(), ty.act_row_bytes(x.len()));
     match ty {
-        GgmlType::F32 => quantize_f32(x, dst),
+        GgmlType::F32 | GgmlType::BF16 => quantize_f32(x, dst),
         GgmlType::F16 => quantize_f16(x, dst),
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => quantize_q8_0(x, dst),
         GgmlType::Q4_1 | GgmlType::Q5_1 => quantize_q8_1(x, dst),
@@ -247,6 +252,7 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q6_K => dot_q6_k(n, w, a),
         GgmlType::Q5_K => dot_q5_k(n, w, a),
         GgmlType::Q5_1 => dot_q5_1(n, w, a),
+        GgmlType::BF16 => dot_bf16(n, w, a),
     }
 }
 
@@ -264,6 +270,16 @@ pub fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut s = 0f64;
     for (w, a) in w.chunks_exact(2).zip(a.chunks_exact(2)).take(n) {
         s += (read_f16(w, 0) * read_f16(a, 0)) as f64;
+    }
+    s as f32
+}
+
+/// BF16 weights against f32 activations (each product is exact in f32: 8 x 24 mantissa bits).
+pub fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && a.len() >= 4 * n);
+    let mut s = 0f64;
+    for (w, a) in w.chunks_exact(2).zip(a.chunks_exact(4)).take(n) {
+        s += (read_bf16(w, 0) * read_f32(a, 0)) as f64;
     }
     s as f32
 }

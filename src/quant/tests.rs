@@ -51,6 +51,19 @@ fn f32_and_f16_rows() {
 }
 
 #[test]
+fn bf16_row() {
+    // bfloat16 = top 16 bits of an f32: 0x3FC0 = 1.5, 0xC000 = -2, 0x4049 = 3.140625,
+    // 0x0001 = 2^-133 (smallest subnormal), 0xFF80 = -inf.
+    let b = [0xC0, 0x3F, 0x00, 0xC0, 0x49, 0x40, 0x01, 0x00, 0x80, 0xFF];
+    let want = [1.5, -2.0, 3.140625, 2f32.powi(-133), f32::NEG_INFINITY];
+    assert_eq!(deq(GgmlType::BF16, &b), want);
+    // Dot against f32 activations [2, 0.5, 1, 0, 0]: 3 - 1 + 3.140625 = 5.140625.
+    let mut a = vec![0u8; GgmlType::BF16.act_row_bytes(4)];
+    scalar::quantize_acts(GgmlType::BF16, &[2.0, 0.5, 1.0, 0.0], &mut a);
+    assert_eq!(scalar::dot_bf16(4, &b, &a), 5.140625);
+}
+
+#[test]
 fn q4_0_block() {
     // d = 0.5; qs[0] = 0x0F: elem 0 = (15-8)*0.5 = 3.5, elem 16 = (0-8)*0.5 = -4;
     // qs[1] = 0x81: elem 1 = (1-8)*0.5 = -3.5, elem 17 = (8-8)*0.5 = 0; other qs 0x88 -> 0.
@@ -259,7 +272,7 @@ fn type_ids_and_sizes() {
     }
     let msg = |id| GgmlType::from_id(id).unwrap_err().to_string();
     assert_eq!(msg(10), "unsupported tensor type Q2_K (id 10)");
-    assert_eq!(msg(30), "unsupported tensor type BF16 (id 30)");
+    assert_eq!(msg(29), "unsupported tensor type IQ1_M (id 29)");
     assert_eq!(msg(999), "unsupported tensor type unknown type id 999");
     let e = GgmlType::Q4_K.row_bytes(300).unwrap_err().to_string();
     assert!(e.contains("Q4_K") && e.contains("300"), "{e}");
@@ -287,6 +300,11 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
                 put(c, 0, rng);
             }
         }
+        GgmlType::BF16 => {
+            for c in b.chunks_exact_mut(2) {
+                c.copy_from_slice(&((rng.f().to_bits() >> 16) as u16).to_le_bytes());
+            }
+        }
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q6_K => {
             let off = if ty == GgmlType::Q6_K { Q6_K_OFF_D } else { 0 };
             for c in b.chunks_exact_mut(ty.block_bytes()) {
@@ -312,7 +330,9 @@ fn random_acts(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 fn sizes(ty: GgmlType) -> Vec<usize> {
     let blocks: &[usize] = match ty {
-        GgmlType::F32 | GgmlType::F16 => &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 1000],
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 1000]
+        }
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
         _ => &[1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 48],
     };
@@ -328,7 +348,7 @@ fn vec_dot_matches_dequantised_dot() {
     let mut rng = Rng(0x5EED_0001);
     for ty in GgmlType::ALL {
         let act_block = match ty {
-            GgmlType::F32 | GgmlType::F16 => 1,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
             GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
             _ => QK,
         };
@@ -347,7 +367,7 @@ fn vec_dot_matches_dequantised_dot() {
             for (wb, xb) in wf.chunks(act_block).zip(x.chunks(act_block)) {
                 let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
                 let step = match ty {
-                    GgmlType::F32 => 0.0,
+                    GgmlType::F32 | GgmlType::BF16 => 0.0,
                     GgmlType::F16 => amax * 2f64.powi(-11),
                     _ => amax / 127.0 * 0.5 + amax * 2f64.powi(-10),
                 };
