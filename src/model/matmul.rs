@@ -28,7 +28,9 @@ use crate::quant::{self, GgmlType};
 fn act_format(ty: GgmlType) -> GgmlType {
     match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
-        GgmlType::Q4_K | GgmlType::Q6_K => GgmlType::Q4_K,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q4_1,
+        GgmlType::F32 | GgmlType::BF16 => GgmlType::F32,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => GgmlType::Q4_K,
         other => other,
     }
 }
@@ -464,7 +466,7 @@ mod tests {
         let rb = ty.row_bytes(cols).unwrap();
         let mut bytes: Vec<u8> = (0..rows * rb).map(|_| rng.next() as u8).collect();
         let scales: &[usize] = match ty {
-            GgmlType::Q4_1 | GgmlType::Q4_K => &[0, 2],
+            GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[blocks::Q6_K_OFF_D],
             _ => &[0],
         };
@@ -520,6 +522,9 @@ mod tests {
             GgmlType::Q5_0,
             GgmlType::Q8_0,
             GgmlType::Q6_K,
+            GgmlType::Q5_K,
+            GgmlType::Q5_1,
+            GgmlType::BF16,
         ] {
             let cols = 512;
             // Row counts that do not divide the chunk, tile or 4-row sizes.

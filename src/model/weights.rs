@@ -172,7 +172,7 @@ fn matrix(g: &Gguf, name: &str, rows: usize, cols: usize) -> Result<Matrix> {
             t.dims
         )));
     }
-    if matches!(t.ty, GgmlType::F32 | GgmlType::F16) && !cols.is_multiple_of(32) {
+    if matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) && !cols.is_multiple_of(32) {
         return Err(Error::Metadata(format!(
             "tensor '{name}': row length {cols} is not a multiple of 32"
         )));

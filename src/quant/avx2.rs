@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use std::ptr::read_unaligned;
 
 use super::blocks::*;
-use super::table::{Kernels, Tile, TILE_A, TILE_R};
+use super::table::{Kernels, Tile, N_TYPES, TILE_A, TILE_R};
 
 pub fn supported() -> bool {
     crate::cpu::hardware() >= crate::cpu::Level::Avx2
@@ -22,7 +22,8 @@ pub fn supported() -> bool {
 pub static KERNELS: Kernels = Kernels {
     name: "avx2",
     dot: [
-        dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k,
+        dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k, dot_q5_k,
+        dot_q5_1, dot_bf16,
     ],
     quant: [
         super::scalar::quantize_f32,
@@ -33,8 +34,11 @@ pub static KERNELS: Kernels = Kernels {
         quantize_q8_0,
         quantize_q8_k,
         quantize_q8_k,
+        quantize_q8_k,
+        quantize_q8_1,
+        super::scalar::quantize_f32,
     ],
-    rows: [None; 8],
+    rows: [None; N_TYPES],
     tile: [
         None,
         None,
@@ -44,6 +48,9 @@ pub static KERNELS: Kernels = Kernels {
         Some(tile_q8_0),
         Some(tile_q4_k),
         Some(tile_q6_k),
+        Some(tile_q5_k),
+        Some(tile_q5_1),
+        None,
     ],
 };
 
@@ -209,6 +216,37 @@ pub unsafe fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
     s
 }
 
+/// BF16 weights against f32 activations: a bfloat16 widened to u32 and shifted up 16 bits
+/// is its f32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr().cast::<f32>());
+    let ld = |i: usize| {
+        let h = _mm256_cvtepu16_epi32(_mm_loadu_si128(w.add(2 * i).cast()));
+        _mm256_castsi256_ps(_mm256_slli_epi32(h, 16))
+    };
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            *acc = _mm256_fmadd_ps(ld(i + 8 * k), _mm256_loadu_ps(a.add(i + 8 * k)), *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(ld(i), _mm256_loadu_ps(a.add(i)), acc[0]);
+        i += 8;
+    }
+    let acc = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let mut s = hsum_ps(acc);
+    while i < n {
+        let x = f32::from_bits((read_unaligned(w.add(2 * i).cast::<u16>()) as u32) << 16);
+        s += x * read_unaligned(a.add(i));
+        i += 1;
+    }
+    s
+}
+
 // ---------------------------------------------------------------- 32-element block dots
 
 /// Q4_0 x Q8_0 over blocks `from..to` (also the odd-block tail of the AVX-512 kernel).
@@ -229,6 +267,33 @@ pub(super) unsafe fn q4_0_blocks(w: *const u8, a: *const u8, from: usize, to: us
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     q4_0_blocks(w.as_ptr(), a.as_ptr(), 0, n / QK)
+}
+
+/// Q5_1's 32 quants (0..=31): the nibbles with the fifth bits of `qh` at bit 4.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_quants(wb: *const u8) -> __m256i {
+    let h = bytes_from_bits(read_unaligned(wb.add(4).cast::<u32>()));
+    _mm256_or_si256(
+        nibbles32(wb.add(8)),
+        _mm256_and_si256(h, _mm256_set1_epi8(0x10)),
+    )
+}
+
+/// Q5_1 x Q8_1: as [`q4_1_blocks`] with the quants of [`q5_1_quants`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    for i in 0..n / QK {
+        let (wb, ab) = (w.add(i * Q5_1_BYTES), a.add(i * Q8_1_BYTES));
+        let d = _mm256_set1_ps(f16_mul(wb, ab));
+        summs += f16_mul(wb.add(2), ab.add(2));
+        let p = dot_u8i8(q5_1_quants(wb), ld256(ab.add(4)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + summs
 }
 
 /// Q4_1 x Q8_1: `d_w d_a sum(q_w q_a) + m_w s_a` per block.
@@ -327,6 +392,52 @@ pub unsafe fn dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
             let q = ld256(qs.add(32 * c));
             let lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
             let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
+            let plo = _mm256_maddubs_epi16(lo, ld256(y.add(64 * c)));
+            let phi = _mm256_maddubs_epi16(hi, ld256(y.add(64 * c + 32)));
+            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c] as i16));
+            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+        }
+        let yd = _mm_set1_ps(f32_at(ab.as_ptr()));
+        let dd = _mm_mul_ps(f16_pair(wb.as_ptr(), wb.as_ptr().add(2)), yd); // [d, dmin]
+        let mins = q4k_min_terms(&mn, ab.as_ptr().add(Q8_K_OFF_BSUMS));
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
+        let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+        accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm);
+    }
+    hsum_ps(_mm256_sub_ps(acc, accm))
+}
+
+/// Chunk `c` (0..4) of a Q5_K block whose `qh` bytes are `qh`: the quants (0..=31) of
+/// sub-blocks `2c` and `2c + 1`. The fifth bits are bits `2c` and `2c + 1` of the `qh`
+/// bytes; the 16-bit shift only brings bits of the neighbouring byte into bits >= 2, which
+/// the masks drop.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5k_chunk(qs: *const u8, qh: __m256i, c: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let q = ld256(qs.add(32 * c));
+    let h = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32));
+    let h0 = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(1)), 4);
+    let h1 = _mm256_slli_epi16(_mm256_and_si256(h, _mm256_set1_epi8(2)), 3);
+    let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+    let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+    (lo, hi)
+}
+
+/// Q5_K x Q8_K: as [`dot_q4_k`] with the quants of [`q5k_chunk`] (u8 0..=31 x i8 pairs fit
+/// maddubs' i16; times a 6-bit scale they fit madd's i32).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in 0..n / QK_K {
+        let (wb, ab) = (&w[i * Q5_K_BYTES..], &a[i * Q8_K_BYTES..]);
+        let (sc, mn) = q4k_scales_mins(&wb[Q5_K_OFF_SCALES..Q5_K_OFF_QH]);
+        let (qs, y) = (wb.as_ptr().add(Q5_K_OFF_QS), ab.as_ptr().add(Q8_K_OFF_QS));
+        let qh = ld256(wb.as_ptr().add(Q5_K_OFF_QH));
+        let mut sumi = _mm256_setzero_si256();
+        for c in 0..4 {
+            let (lo, hi) = q5k_chunk(qs, qh, c);
             let plo = _mm256_maddubs_epi16(lo, ld256(y.add(64 * c)));
             let phi = _mm256_maddubs_epi16(hi, ld256(y.add(64 * c + 32)));
             let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c] as i16));
@@ -449,35 +560,45 @@ i8_tile!(q5_0_tile, Q5_0_BYTES, |wb| _mm256_or_si256(
 ));
 i8_tile!(q8_0_tile, Q8_0_BYTES, |wb| ld256(wb.add(2)));
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_tile<const R: usize, const A: usize>(
-    n: usize,
-    w: [*const u8; R],
-    a: [*const u8; A],
-) -> [[f32; R]; A] {
-    let mut acc = [[_mm256_setzero_ps(); R]; A];
-    let mut summs = [[0f32; R]; A];
-    let mut y = [_mm256_setzero_si256(); A];
-    let (mut ad, mut as_) = ([0f32; A], [0f32; A]);
-    for i in 0..n / QK {
-        for k in 0..A {
-            let ab = a[k].add(i * Q8_1_BYTES);
-            (y[k], ad[k], as_[k]) = (ld256(ab.add(4)), f16_at(ab), f16_at(ab.add(2)));
-        }
-        for r in 0..R {
-            let wb = w[r].add(i * Q4_1_BYTES);
-            let (u, wd, wm) = (nibbles32(wb.add(4)), f16_at(wb), f16_at(wb.add(2)));
-            for k in 0..A {
-                summs[k][r] += wm * as_[k];
-                let p = dot_u8i8(u, y[k]);
-                let d = _mm256_set1_ps(wd * ad[k]);
-                acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k][r]);
+/// A u8 x i8 tile over 32-element blocks of `$bw` bytes starting `[d: f16][m: f16]`,
+/// against Q8_1 (Q4_1, Q5_1): `$u` turns the weight block at `$wb` into 32 unsigned bytes.
+macro_rules! offset_tile {
+    ($name:ident, $bw:expr, |$wb:ident| $u:expr) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const R: usize, const A: usize>(
+            n: usize,
+            w: [*const u8; R],
+            a: [*const u8; A],
+        ) -> [[f32; R]; A] {
+            let mut acc = [[_mm256_setzero_ps(); R]; A];
+            let mut summs = [[0f32; R]; A];
+            let mut y = [_mm256_setzero_si256(); A];
+            let (mut ad, mut as_) = ([0f32; A], [0f32; A]);
+            for i in 0..n / QK {
+                for k in 0..A {
+                    let ab = a[k].add(i * Q8_1_BYTES);
+                    (y[k], ad[k], as_[k]) = (ld256(ab.add(4)), f16_at(ab), f16_at(ab.add(2)));
+                }
+                for r in 0..R {
+                    let $wb = w[r].add(i * $bw);
+                    let u: __m256i = $u;
+                    let (wd, wm) = (f16_at($wb), f16_at($wb.add(2)));
+                    for k in 0..A {
+                        summs[k][r] += wm * as_[k];
+                        let p = dot_u8i8(u, y[k]);
+                        let d = _mm256_set1_ps(wd * ad[k]);
+                        acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc[k][r]);
+                    }
+                }
             }
+            std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(acc[k][r]) + summs[k][r]))
         }
-    }
-    std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(acc[k][r]) + summs[k][r]))
+    };
 }
+
+offset_tile!(q4_1_tile, Q4_1_BYTES, |wb| nibbles32(wb.add(4)));
+offset_tile!(q5_1_tile, Q5_1_BYTES, |wb| q5_1_quants(wb));
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -502,6 +623,57 @@ unsafe fn q4_k_tile<const R: usize, const A: usize>(
                 let q = ld256(w[r].add(i * Q4_K_BYTES + Q4_K_OFF_QS + 32 * c));
                 let lo = _mm256_and_si256(q, m4);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                let slo = _mm256_set1_epi16(sc[r][2 * c] as i16);
+                let shi = _mm256_set1_epi16(sc[r][2 * c + 1] as i16);
+                for k in 0..A {
+                    let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 64 * c);
+                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ld256(y)), slo);
+                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ld256(y.add(32))), shi);
+                    sumi[k][r] = _mm256_add_epi32(sumi[k][r], _mm256_add_epi32(plo, phi));
+                }
+            }
+        }
+        for k in 0..A {
+            let ab = a[k].add(i * Q8_K_BYTES);
+            let yd = _mm_set1_ps(f32_at(ab));
+            for r in 0..R {
+                let d = _mm_mul_ps(dd[r], yd);
+                let mins = q4k_min_terms(&mn[r], ab.add(Q8_K_OFF_BSUMS));
+                let (dq, dmin) = (
+                    _mm256_broadcastss_ps(d),
+                    _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
+                );
+                acc[k][r] = _mm256_fmadd_ps(dq, _mm256_cvtepi32_ps(sumi[k][r]), acc[k][r]);
+                accm[k][r] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm[k][r]);
+            }
+        }
+    }
+    std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(_mm256_sub_ps(acc[k][r], accm[k][r]))))
+}
+
+/// As [`q4_k_tile`], with the quants of [`q5k_chunk`]; the same operations as [`dot_q5_k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_k_tile<const R: usize, const A: usize>(
+    n: usize,
+    w: [*const u8; R],
+    a: [*const u8; A],
+) -> [[f32; R]; A] {
+    let (mut acc, mut accm) = ([[_mm256_setzero_ps(); R]; A], [[_mm256_setzero_ps(); R]; A]);
+    for i in 0..n / QK_K {
+        let (mut sc, mut mn, mut dd) = ([[0u8; 8]; R], [[0u8; 8]; R], [_mm_setzero_ps(); R]);
+        let mut qh = [_mm256_setzero_si256(); R];
+        for r in 0..R {
+            let wb = w[r].add(i * Q5_K_BYTES);
+            let s = std::slice::from_raw_parts(wb.add(Q5_K_OFF_SCALES), 12);
+            (sc[r], mn[r]) = q4k_scales_mins(s);
+            dd[r] = f16_pair(wb, wb.add(2)); // [d, dmin]
+            qh[r] = ld256(wb.add(Q5_K_OFF_QH));
+        }
+        let mut sumi = [[_mm256_setzero_si256(); R]; A];
+        for c in 0..4 {
+            for r in 0..R {
+                let (lo, hi) = q5k_chunk(w[r].add(i * Q5_K_BYTES + Q5_K_OFF_QS), qh[r], c);
                 let slo = _mm256_set1_epi16(sc[r][2 * c] as i16);
                 let shi = _mm256_set1_epi16(sc[r][2 * c + 1] as i16);
                 for k in 0..A {
@@ -589,6 +761,8 @@ tile_entry!(tile_q5_0, q5_0_tile);
 tile_entry!(tile_q8_0, q8_0_tile);
 tile_entry!(tile_q4_k, q4_k_tile);
 tile_entry!(tile_q6_k, q6_k_tile);
+tile_entry!(tile_q5_k, q5_k_tile);
+tile_entry!(tile_q5_1, q5_1_tile);
 
 // ---------------------------------------------------------------- activation quantisers
 

@@ -18,7 +18,7 @@ use std::ptr::read_unaligned;
 
 use super::avx2::{self, f16_at, f16_pair, f32_at, ld256};
 use super::blocks::*;
-use super::table::{Kernels, QuantFn, Tile, ROWS_R, TILE_A, TILE_R};
+use super::table::{Kernels, QuantFn, Tile, N_TYPES, ROWS_R, TILE_A, TILE_R};
 
 pub fn supported_bw() -> bool {
     crate::cpu::hardware() >= crate::cpu::Level::Avx512
@@ -28,7 +28,7 @@ pub fn supported_vnni() -> bool {
     crate::cpu::hardware() >= crate::cpu::Level::Avx512Vnni
 }
 
-const QUANT: [QuantFn; 8] = [
+const QUANT: [QuantFn; N_TYPES] = [
     super::scalar::quantize_f32,
     quantize_f16,
     quantize_q8_0,
@@ -37,6 +37,9 @@ const QUANT: [QuantFn; 8] = [
     quantize_q8_0,
     quantize_q8_k,
     quantize_q8_k,
+    quantize_q8_k,
+    quantize_q8_1,
+    super::scalar::quantize_f32,
 ];
 
 macro_rules! table {
@@ -52,6 +55,11 @@ macro_rules! table {
                 $m::dot_q8_0,
                 $m::dot_q4_k,
                 $m::dot_q6_k,
+                // Types without AVX-512 kernels run the AVX2 ones (every AVX-512 CPU has
+                // AVX2, FMA and F16C).
+                super::avx2::dot_q5_k,
+                super::avx2::dot_q5_1,
+                super::avx2::dot_bf16,
             ],
             quant: QUANT,
             rows: [
@@ -63,6 +71,9 @@ macro_rules! table {
                 Some($m::rows_q8_0),
                 Some($m::rows_q4_k),
                 Some($m::rows_q6_k),
+                None,
+                None,
+                None,
             ],
             tile: [
                 None,
@@ -73,6 +84,9 @@ macro_rules! table {
                 Some($m::tile_q8_0),
                 Some($m::tile_q4_k),
                 Some($m::tile_q6_k),
+                Some(super::avx2::tile_q5_k),
+                Some(super::avx2::tile_q5_1),
+                None,
             ],
         }
     };

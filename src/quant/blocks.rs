@@ -21,12 +21,16 @@ pub const Q4_1_BYTES: usize = 20;
 /// Low four bits as Q4_0; bit `i` of `qh` is the fifth bit of element `i`; weight = d * (q - 16).
 pub const Q5_0_BYTES: usize = 22;
 
+/// Q5_1, 32 weights in 24 bytes: `[d: f16][m: f16][qh: u32 LE][qs: 16 B]` (ggml's
+/// `block_q5_1`). Low four bits as Q4_0, fifth bits as Q5_0; weight = d * q + m, q in 0..=31.
+pub const Q5_1_BYTES: usize = 24;
+
 /// Q8_0, 32 values in 34 bytes: `[d: f16][qs: 32 x i8]`; value = d * q.
 /// Also the activation format for Q4_0, Q5_0 and Q8_0 weights.
 pub const Q8_0_BYTES: usize = 34;
 
-/// Q8_1 (activations for Q4_1), 32 values in 36 bytes: `[d: f16][s: f16][qs: 32 x i8]`,
-/// where `s = d * sum(qs)` lets the dot product fold in Q4_1's offset `m` with one multiply.
+/// Q8_1 (activations for Q4_1 and Q5_1), 32 values in 36 bytes: `[d: f16][s: f16][qs: 32 x i8]`,
+/// where `s = d * sum(qs)` lets the dot product fold in Q4_1's / Q5_1's offset `m` with one multiply.
 pub const Q8_1_BYTES: usize = 36;
 
 /// Q4_K, 256 weights in 144 bytes: `[d: f16][dmin: f16][scales: 12 B][qs: 128 B]`.
@@ -36,6 +40,17 @@ pub const Q8_1_BYTES: usize = 36;
 pub const Q4_K_BYTES: usize = 144;
 pub const Q4_K_OFF_SCALES: usize = 4;
 pub const Q4_K_OFF_QS: usize = 16;
+
+/// Q5_K, 256 weights in 176 bytes: `[d: f16][dmin: f16][scales: 12 B][qh: 32 B][qs: 128 B]`
+/// (ggml's `block_q5_K`). Scales and mins packed as Q4_K's ([`q4k_scales_mins`]); `qs` as
+/// Q4_K's: chunk `c` (32 bytes) holds sub-block `2c` in its low nibbles and `2c + 1` in its
+/// high nibbles. The fifth bit of element `64c + l` is bit `2c` of `qh[l]`, of element
+/// `64c + 32 + l` bit `2c + 1` of `qh[l]` (ggml `dequantize_row_q5_K`: masks `u1 = 1 << 2c`,
+/// `u2 = 2 << 2c`). q in 0..=31; weight = d * sc * q - dmin * m.
+pub const Q5_K_BYTES: usize = 176;
+pub const Q5_K_OFF_SCALES: usize = 4;
+pub const Q5_K_OFF_QH: usize = 16;
+pub const Q5_K_OFF_QS: usize = 48;
 
 /// Q6_K, 256 weights in 210 bytes: `[ql: 128 B][qh: 64 B][scales: 16 x i8][d: f16]`.
 /// Two halves of 128 elements, each using 64 B of `ql` and 32 B of `qh`. Within a half, for
@@ -73,6 +88,12 @@ pub fn read_f16(b: &[u8], off: usize) -> f32 {
 #[inline(always)]
 pub fn read_f32(b: &[u8], off: usize) -> f32 {
     f32::from_bits(read_u32(b, off))
+}
+
+/// The bfloat16 at `off`: the top half of an f32.
+#[inline(always)]
+pub fn read_bf16(b: &[u8], off: usize) -> f32 {
+    f32::from_bits((read_u16(b, off) as u32) << 16)
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 
 use super::scalar;
-use super::table::Kernels;
+use super::table::{Kernels, N_TYPES};
 
 pub(crate) static SCALAR: Kernels = Kernels {
     name: "scalar",
@@ -18,6 +18,9 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::dot_q8_0,
         scalar::dot_q4_k,
         scalar::dot_q6_k,
+        scalar::dot_q5_k,
+        scalar::dot_q5_1,
+        scalar::dot_bf16,
     ],
     quant: [
         scalar::quantize_f32,
@@ -28,9 +31,12 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::quantize_q8_0,
         scalar::quantize_q8_k,
         scalar::quantize_q8_k,
+        scalar::quantize_q8_k,
+        scalar::quantize_q8_1,
+        scalar::quantize_f32,
     ],
-    rows: [None; 8],
-    tile: [None; 8],
+    rows: [None; N_TYPES],
+    tile: [None; N_TYPES],
 };
 
 /// Every kernel set this CPU can run, slowest first (scalar is always there).

@@ -2,8 +2,9 @@
 //! products.
 //!
 //! A matrix product `y = W x` quantises the activation row `x` once, into the format that the
-//! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1,
-//! Q8_K for Q4_K/Q6_K, f32 for F32, f16 for F16), then takes one dot product per weight row.
+//! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
+//! Q8_K for Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16;
+//! BF16 weights take f32 activations, where llama.cpp converts them to BF16), then takes one dot product per weight row.
 //!
 //! Layout: `blocks` (byte layouts), `scalar` (portable reference kernels), `avx2`/`avx512`
 //! (x86 kernels), `table` (a kernel set as a table of function pointers, and the checked
@@ -39,10 +40,13 @@ pub enum GgmlType {
     Q8_0,
     Q4_K,
     Q6_K,
+    Q5_K,
+    Q5_1,
+    BF16,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 8] = [
+    pub const ALL: [GgmlType; 11] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -51,6 +55,9 @@ impl GgmlType {
         GgmlType::Q8_0,
         GgmlType::Q4_K,
         GgmlType::Q6_K,
+        GgmlType::Q5_K,
+        GgmlType::Q5_1,
+        GgmlType::BF16,
     ];
 
     /// From the GGUF type id; unknown or unsupported ids give `Error::UnsupportedTensorType`
@@ -62,9 +69,12 @@ impl GgmlType {
             2 => GgmlType::Q4_0,
             3 => GgmlType::Q4_1,
             6 => GgmlType::Q5_0,
+            7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
             12 => GgmlType::Q4_K,
+            13 => GgmlType::Q5_K,
             14 => GgmlType::Q6_K,
+            30 => GgmlType::BF16,
             _ => {
                 let msg = match ggml_type_name(id) {
                     Some(name) => format!("{name} (id {id})"),
@@ -86,6 +96,9 @@ impl GgmlType {
             GgmlType::Q8_0 => 8,
             GgmlType::Q4_K => 12,
             GgmlType::Q6_K => 14,
+            GgmlType::Q5_K => 13,
+            GgmlType::Q5_1 => 7,
+            GgmlType::BF16 => 30,
         }
     }
 
@@ -99,15 +112,20 @@ impl GgmlType {
             GgmlType::Q8_0 => "Q8_0",
             GgmlType::Q4_K => "Q4_K",
             GgmlType::Q6_K => "Q6_K",
+            GgmlType::Q5_K => "Q5_K",
+            GgmlType::Q5_1 => "Q5_1",
+            GgmlType::BF16 => "BF16",
         }
     }
 
     /// Elements per block.
     pub fn block_len(self) -> usize {
         match self {
-            GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q8_0 => QK,
-            GgmlType::Q4_K | GgmlType::Q6_K => QK_K,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
+                QK
+            }
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
         }
     }
 
@@ -122,6 +140,9 @@ impl GgmlType {
             GgmlType::Q8_0 => Q8_0_BYTES,
             GgmlType::Q4_K => Q4_K_BYTES,
             GgmlType::Q6_K => Q6_K_BYTES,
+            GgmlType::Q5_K => Q5_K_BYTES,
+            GgmlType::Q5_1 => Q5_1_BYTES,
+            GgmlType::BF16 => 2,
         }
     }
 
@@ -140,11 +161,11 @@ impl GgmlType {
     /// Bytes of an activation row of `n` elements quantised for this weight type.
     pub fn act_row_bytes(self, n: usize) -> usize {
         match self {
-            GgmlType::F32 => 4 * n,
+            GgmlType::F32 | GgmlType::BF16 => 4 * n,
             GgmlType::F16 => 2 * n,
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => n / QK * Q8_0_BYTES,
-            GgmlType::Q4_1 => n / QK * Q8_1_BYTES,
-            GgmlType::Q4_K | GgmlType::Q6_K => n / QK_K * Q8_K_BYTES,
+            GgmlType::Q4_1 | GgmlType::Q5_1 => n / QK * Q8_1_BYTES,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => n / QK_K * Q8_K_BYTES,
         }
     }
 }

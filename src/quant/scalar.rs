@@ -23,6 +23,11 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 *y = read_f16(b, 0);
             }
         }
+        GgmlType::BF16 => {
+            for (y, b) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *y = read_bf16(b, 0);
+            }
+        }
         GgmlType::Q4_0 => {
             for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q4_0_BYTES)) {
                 let d = read_f16(b, 0);
@@ -53,6 +58,18 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        GgmlType::Q5_1 => {
+            for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q5_1_BYTES)) {
+                let (d, m) = (read_f16(b, 0), read_f16(b, 2));
+                let qh = read_u32(b, 4);
+                for (j, &q) in b[8..24].iter().enumerate() {
+                    let h0 = ((qh >> j) & 1) << 4;
+                    let h1 = ((qh >> (j + 16)) & 1) << 4;
+                    y[j] = d * ((q & 0xF) as u32 | h0) as f32 + m;
+                    y[j + 16] = d * ((q >> 4) as u32 | h1) as f32 + m;
+                }
+            }
+        }
         GgmlType::Q8_0 => {
             for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q8_0_BYTES)) {
                 let d = read_f16(b, 0);
@@ -77,6 +94,17 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        GgmlType::Q5_K => {
+            for (y, b) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(Q5_K_BYTES)) {
+                let (d, dmin) = (read_f16(b, 0), read_f16(b, 2));
+                let (sc, mn) = q4k_scales_mins(&b[Q5_K_OFF_SCALES..Q5_K_OFF_QH]);
+                let mut q = [0u8; QK_K];
+                q5k_unpack(b, &mut q);
+                for (e, (y, &q)) in y.iter_mut().zip(&q).enumerate() {
+                    *y = d * sc[e / 32] as f32 * q as f32 - dmin * mn[e / 32] as f32;
+                }
+            }
+        }
         GgmlType::Q6_K => {
             for (y, b) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(Q6_K_BYTES)) {
                 let d = read_f16(b, Q6_K_OFF_D);
@@ -87,6 +115,19 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                     *y = d * (sc as i32 * q as i32) as f32;
                 }
             }
+        }
+    }
+}
+
+/// Unpacks the 256 five-bit quants (0..=31) of a Q5_K block, in element order.
+fn q5k_unpack(b: &[u8], out: &mut [u8; QK_K]) {
+    let qh = &b[Q5_K_OFF_QH..Q5_K_OFF_QS];
+    let qs = &b[Q5_K_OFF_QS..Q5_K_BYTES];
+    for c in 0..4 {
+        for l in 0..32 {
+            let q = qs[32 * c + l];
+            out[64 * c + l] = (q & 0xF) | ((qh[l] >> (2 * c)) & 1) << 4;
+            out[64 * c + 32 + l] = (q >> 4) | ((qh[l] >> (2 * c + 1)) & 1) << 4;
         }
     }
 }
@@ -113,11 +154,11 @@ fn q6k_unpack(b: &[u8], out: &mut [i8; QK_K]) {
 pub fn quantize_acts(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
     debug_assert_eq!(dst.len(), ty.act_row_bytes(x.len()));
     match ty {
-        GgmlType::F32 => quantize_f32(x, dst),
+        GgmlType::F32 | GgmlType::BF16 => quantize_f32(x, dst),
         GgmlType::F16 => quantize_f16(x, dst),
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => quantize_q8_0(x, dst),
-        GgmlType::Q4_1 => quantize_q8_1(x, dst),
-        GgmlType::Q4_K | GgmlType::Q6_K => quantize_q8_k(x, dst),
+        GgmlType::Q4_1 | GgmlType::Q5_1 => quantize_q8_1(x, dst),
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => quantize_q8_k(x, dst),
     }
 }
 
@@ -209,6 +250,9 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q8_0 => dot_q8_0(n, w, a),
         GgmlType::Q4_K => dot_q4_k(n, w, a),
         GgmlType::Q6_K => dot_q6_k(n, w, a),
+        GgmlType::Q5_K => dot_q5_k(n, w, a),
+        GgmlType::Q5_1 => dot_q5_1(n, w, a),
+        GgmlType::BF16 => dot_bf16(n, w, a),
     }
 }
 
@@ -226,6 +270,16 @@ pub fn dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut s = 0f64;
     for (w, a) in w.chunks_exact(2).zip(a.chunks_exact(2)).take(n) {
         s += (read_f16(w, 0) * read_f16(a, 0)) as f64;
+    }
+    s as f32
+}
+
+/// BF16 weights against f32 activations (each product is exact in f32: 8 x 24 mantissa bits).
+pub fn dot_bf16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && a.len() >= 4 * n);
+    let mut s = 0f64;
+    for (w, a) in w.chunks_exact(2).zip(a.chunks_exact(4)).take(n) {
+        s += (read_bf16(w, 0) * read_f32(a, 0)) as f64;
     }
     s as f32
 }
@@ -288,6 +342,23 @@ pub fn dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sumf
 }
 
+/// Q5_1 x Q8_1 (ggml `ggml_vec_dot_q5_1_q8_1`): `d_w d_a sum(q_w q_a) + m_w s_a` per block.
+pub fn dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (w, a) in blocks(n, QK, w, Q5_1_BYTES, a, Q8_1_BYTES) {
+        let qh = read_u32(w, 4);
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = w[8 + j] as u32;
+            let x0 = ((q & 0xF) | (((qh >> j) & 1) << 4)) as i32;
+            let x1 = ((q >> 4) | (((qh >> (j + 16)) & 1) << 4)) as i32;
+            sumi += x0 * a[4 + j] as i8 as i32 + x1 * a[20 + j] as i8 as i32;
+        }
+        sumf += read_f16(w, 0) * read_f16(a, 0) * sumi as f32 + read_f16(w, 2) * read_f16(a, 2);
+    }
+    sumf
+}
+
 pub fn dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for (w, a) in blocks(n, QK, w, Q8_0_BYTES, a, Q8_0_BYTES) {
@@ -319,6 +390,29 @@ pub fn dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         }
         for (j, &m) in mn.iter().enumerate() {
             summ += m as i32 * (q8k_bsum(a, 2 * j) + q8k_bsum(a, 2 * j + 1));
+        }
+        let yd = read_f32(a, 0);
+        sumf += read_f16(w, 0) * yd * sumi as f32 - read_f16(w, 2) * yd * summ as f32;
+    }
+    sumf
+}
+
+/// As [`dot_q4_k`] with five-bit quants (ggml `ggml_vec_dot_q5_K_q8_K`): per block
+/// `d yd sum_j sc_j sum(q y) - dmin yd sum_j m_j bsum_j`.
+pub fn dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    let mut q = [0u8; QK_K];
+    for (w, a) in blocks(n, QK_K, w, Q5_K_BYTES, a, Q8_K_BYTES) {
+        let (sc, mn) = q4k_scales_mins(&w[Q5_K_OFF_SCALES..Q5_K_OFF_QH]);
+        q5k_unpack(w, &mut q);
+        let y = &a[Q8_K_OFF_QS..Q8_K_OFF_BSUMS];
+        let (mut sumi, mut summ) = (0i32, 0i32);
+        for j in 0..8 {
+            let s: i32 = (32 * j..32 * j + 32)
+                .map(|e| q[e] as i32 * y[e] as i8 as i32)
+                .sum();
+            sumi += sc[j] as i32 * s;
+            summ += mn[j] as i32 * (q8k_bsum(a, 2 * j) + q8k_bsum(a, 2 * j + 1));
         }
         let yd = read_f32(a, 0);
         sumf += read_f16(w, 0) * yd * sumi as f32 - read_f16(w, 2) * yd * summ as f32;

@@ -4,6 +4,9 @@
 
 use super::GgmlType;
 
+/// Entries per kernel table: one per [`GgmlType`], indexed by `GgmlType as usize`.
+pub(crate) const N_TYPES: usize = GgmlType::ALL.len();
+
 /// `(n, weight row, activation row) -> dot`. Unsafe because SIMD kernels require their CPU
 /// features and read whole blocks through raw pointers; [`Kernels`] checks both before calling.
 pub(crate) type DotFn = unsafe fn(usize, &[u8], &[u8]) -> f32;
@@ -31,12 +34,12 @@ pub(crate) type TileFn = unsafe fn(usize, [*const u8; TILE_R], [*const u8; TILE_
 pub struct Kernels {
     pub name: &'static str,
     /// Indexed by `GgmlType as usize`.
-    pub(crate) dot: [DotFn; 8],
+    pub(crate) dot: [DotFn; N_TYPES],
     /// Indexed by `GgmlType as usize`: the activation quantiser for that weight type.
-    pub(crate) quant: [QuantFn; 8],
+    pub(crate) quant: [QuantFn; N_TYPES],
     /// Multi-row kernels where the instruction set has them, by `GgmlType as usize`.
-    pub(crate) rows: [Option<RowsFn>; 8],
-    pub(crate) tile: [Option<TileFn>; 8],
+    pub(crate) rows: [Option<RowsFn>; N_TYPES],
+    pub(crate) tile: [Option<TileFn>; N_TYPES],
 }
 
 impl Kernels {

@@ -51,6 +51,19 @@ fn f32_and_f16_rows() {
 }
 
 #[test]
+fn bf16_row() {
+    // bfloat16 = top 16 bits of an f32: 0x3FC0 = 1.5, 0xC000 = -2, 0x4049 = 3.140625,
+    // 0x0001 = 2^-133 (smallest subnormal), 0xFF80 = -inf.
+    let b = [0xC0, 0x3F, 0x00, 0xC0, 0x49, 0x40, 0x01, 0x00, 0x80, 0xFF];
+    let want = [1.5, -2.0, 3.140625, 2f32.powi(-133), f32::NEG_INFINITY];
+    assert_eq!(deq(GgmlType::BF16, &b), want);
+    // Dot against f32 activations [2, 0.5, 1, 0, 0]: 3 - 1 + 3.140625 = 5.140625.
+    let mut a = vec![0u8; GgmlType::BF16.act_row_bytes(4)];
+    scalar::quantize_acts(GgmlType::BF16, &[2.0, 0.5, 1.0, 0.0], &mut a);
+    assert_eq!(scalar::dot_bf16(4, &b, &a), 5.140625);
+}
+
+#[test]
 fn q4_0_block() {
     // d = 0.5; qs[0] = 0x0F: elem 0 = (15-8)*0.5 = 3.5, elem 16 = (0-8)*0.5 = -4;
     // qs[1] = 0x81: elem 1 = (1-8)*0.5 = -3.5, elem 17 = (8-8)*0.5 = 0; other qs 0x88 -> 0.
@@ -93,6 +106,31 @@ fn q5_0_block() {
 }
 
 #[test]
+fn q5_1_block() {
+    // d = 0.5, m = -1, qh = 0x8000_0003 (bits 0, 1 and 31 set);
+    // qs[0] = 0x2F: elem 0 = (15|16)*0.5-1 = 14.5, elem 16 = 2*0.5-1 = 0;
+    // qs[1] = 0x00: elem 1 = (0|16)*0.5-1 = 7, elem 17 = -1;
+    // qs[15] = 0xA0: elem 15 = -1, elem 31 = (10|16)*0.5-1 = 12; every other q 0 -> -1.
+    let mut b = [0u8; Q5_1_BYTES];
+    b[..2].copy_from_slice(&H_0_5);
+    b[2..4].copy_from_slice(&H_M1);
+    b[4..8].copy_from_slice(&0x8000_0003u32.to_le_bytes());
+    b[8] = 0x2F;
+    b[8 + 15] = 0xA0;
+    let mut want = [-1f32; 32];
+    (want[0], want[16], want[1], want[31]) = (14.5, 0.0, 7.0, 12.0);
+    assert_eq!(deq(GgmlType::Q5_1, &b), want);
+    // Against Q8_1 of x = [127, 0, 0, ..., 0, -127 at 31]: d = 1, q = x, s = d * 0 = 0:
+    // dot = 14.5 * 127 + 12 * (-127) = 317.5; the kernel: d_w d_a sumi + m s
+    // = 0.5 * (31 * 127 - 26 * 127) + (-1) * 0 = 317.5.
+    let mut x = [0f32; 32];
+    (x[0], x[31]) = (127.0, -127.0);
+    let mut a = [0u8; Q8_1_BYTES];
+    scalar::quantize_q8_1(&x, &mut a);
+    assert_eq!(scalar::dot_q5_1(32, &b, &a), 317.5);
+}
+
+#[test]
 fn q8_0_block() {
     // d = 2; qs[0] = 1 -> 2, qs[1] = -1 -> -2, qs[5] = 127 -> 254, qs[31] = -128 -> -256.
     let mut b = [0u8; Q8_0_BYTES];
@@ -127,6 +165,46 @@ fn q4_k_block() {
     want[160..192].fill(-10.0);
     (want[0], want[32], want[128], want[160], want[255]) = (3.0, 8.5, 231.0, -10.0, 945.0);
     assert_eq!(deq(GgmlType::Q4_K, &b), want);
+}
+
+#[test]
+fn q5_k_block() {
+    // d = 1, dmin = 0.5; scales and mins packed exactly as in q4_k_block:
+    // sc = [1, 2, 0, 0, 33, 0, 0, 63], mn = [0, 3, 0, 0, 0, 20, 0, 0].
+    // qh[0] = 0b1000_0011: fifth bit of elem 0 (chunk 0 low, bit 0), elem 32 (chunk 0 high,
+    //   bit 1) and elem 224 (chunk 3 high, bit 7). qh[1] = 0b0001_0000: elem 128 + 1 = 129
+    //   (chunk 2 low, bit 4). qh[31] = 0b0010_0000: elem 160 + 31 = 191 (chunk 2 high, bit 5).
+    // qs[0] = 0x53: elem 0 = 1 * (3 + 16) = 19; elem 32 = 2 * (5 + 16) - 1.5 = 40.5.
+    // qs[65] = 0x07: elem 129 = 33 * (7 + 16) = 759; elem 161 = 0 - 10 = -10.
+    // qs[96] = 0xF0: elem 192 = 0 (sc 0, mn 0); elem 224 = 63 * (15 + 16) = 1953.
+    // elem 191: q = 0 + 16 but sc 0 -> -10 like the rest of sub-block 5.
+    // elem 255: q = 0 -> 0. All other q = 0 -> -dmin*mn: -1.5 in sub-block 1, -10 in 5.
+    let mut b = [0u8; Q5_K_BYTES];
+    b[..2].copy_from_slice(&H_1);
+    b[2..4].copy_from_slice(&H_0_5);
+    let s = &mut b[Q5_K_OFF_SCALES..Q5_K_OFF_QH];
+    (s[0], s[1], s[3], s[5], s[8], s[9], s[11]) = (0x81, 2, 0xC0, 0x43, 0x01, 0x40, 0x0F);
+    let qh = &mut b[Q5_K_OFF_QH..Q5_K_OFF_QS];
+    (qh[0], qh[1], qh[31]) = (0b1000_0011, 0b0001_0000, 0b0010_0000);
+    let qs = &mut b[Q5_K_OFF_QS..];
+    (qs[0], qs[65], qs[96]) = (0x53, 0x07, 0xF0);
+    let mut want = [0f32; 256];
+    want[32..64].fill(-1.5);
+    want[160..192].fill(-10.0);
+    (want[0], want[32], want[129], want[161], want[224]) = (19.0, 40.5, 759.0, -10.0, 1953.0);
+    assert_eq!(deq(GgmlType::Q5_K, &b), want);
+    // Dot against Q8_K activations y = 1 everywhere (d = 1: x = -127 in the first element
+    // makes max = -127, iscale = 1; then y[0] = -127): sum of want with elem 0 weighted -127.
+    let mut x = [1f32; 256];
+    x[0] = -127.0;
+    let mut a = vec![0u8; GgmlType::Q5_K.act_row_bytes(256)];
+    scalar::quantize_q8_k(&x, &mut a);
+    let exact: f32 = want.iter().zip(&x).map(|(w, x)| w * x).sum();
+    assert_eq!(
+        exact,
+        19.0 * -127.0 + 40.5 + 31.0 * -1.5 + 759.0 + 32.0 * -10.0 + 1953.0
+    );
+    assert_eq!(scalar::dot_q5_k(256, &b, &a), exact);
 }
 
 #[test]
@@ -193,8 +271,8 @@ fn type_ids_and_sizes() {
         );
     }
     let msg = |id| GgmlType::from_id(id).unwrap_err().to_string();
-    assert_eq!(msg(7), "unsupported tensor type Q5_1 (id 7)");
-    assert_eq!(msg(30), "unsupported tensor type BF16 (id 30)");
+    assert_eq!(msg(10), "unsupported tensor type Q2_K (id 10)");
+    assert_eq!(msg(29), "unsupported tensor type IQ1_M (id 29)");
     assert_eq!(msg(999), "unsupported tensor type unknown type id 999");
     let e = GgmlType::Q4_K.row_bytes(300).unwrap_err().to_string();
     assert!(e.contains("Q4_K") && e.contains("300"), "{e}");
@@ -222,13 +300,18 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
                 put(c, 0, rng);
             }
         }
+        GgmlType::BF16 => {
+            for c in b.chunks_exact_mut(2) {
+                c.copy_from_slice(&((rng.f().to_bits() >> 16) as u16).to_le_bytes());
+            }
+        }
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q6_K => {
             let off = if ty == GgmlType::Q6_K { Q6_K_OFF_D } else { 0 };
             for c in b.chunks_exact_mut(ty.block_bytes()) {
                 put(c, off, rng);
             }
         }
-        GgmlType::Q4_1 | GgmlType::Q4_K => {
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
             for c in b.chunks_exact_mut(ty.block_bytes()) {
                 put(c, 0, rng);
                 put(c, 2, rng);
@@ -247,8 +330,10 @@ fn random_acts(rng: &mut Rng, n: usize) -> Vec<f32> {
 
 fn sizes(ty: GgmlType) -> Vec<usize> {
     let blocks: &[usize] = match ty {
-        GgmlType::F32 | GgmlType::F16 => &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 1000],
-        GgmlType::Q4_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
+            &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 1000]
+        }
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
         _ => &[1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 48],
     };
     blocks.iter().map(|b| b * ty.block_len()).collect()
@@ -263,8 +348,8 @@ fn vec_dot_matches_dequantised_dot() {
     let mut rng = Rng(0x5EED_0001);
     for ty in GgmlType::ALL {
         let act_block = match ty {
-            GgmlType::F32 | GgmlType::F16 => 1,
-            GgmlType::Q4_K | GgmlType::Q6_K => QK_K,
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
             _ => QK,
         };
         for n in sizes(ty) {
@@ -282,14 +367,14 @@ fn vec_dot_matches_dequantised_dot() {
             for (wb, xb) in wf.chunks(act_block).zip(x.chunks(act_block)) {
                 let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
                 let step = match ty {
-                    GgmlType::F32 => 0.0,
+                    GgmlType::F32 | GgmlType::BF16 => 0.0,
                     GgmlType::F16 => amax * 2f64.powi(-11),
                     _ => amax / 127.0 * 0.5 + amax * 2f64.powi(-10),
                 };
                 tol += step * wb.iter().map(|w| w.abs() as f64).sum::<f64>();
             }
-            if ty == GgmlType::Q4_1 {
-                for (wb, ab) in w.chunks(Q4_1_BYTES).zip(a.chunks(Q8_1_BYTES)) {
+            if matches!(ty, GgmlType::Q4_1 | GgmlType::Q5_1) {
+                for (wb, ab) in w.chunks(ty.block_bytes()).zip(a.chunks(Q8_1_BYTES)) {
                     tol += (read_f16(wb, 2) * read_f16(ab, 2)).abs() as f64 * 2f64.powi(-10);
                 }
             }
