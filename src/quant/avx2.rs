@@ -380,32 +380,17 @@ pub(super) unsafe fn q6k_offset_terms(scales: *const u8, bsums: *const u8) -> __
     _mm256_slli_epi32(_mm256_madd_epi16(sc, ld256(bsums)), 5)
 }
 
+/// Chunk `c` (0..4) of a Q4_K block's quants at `qs`: the nibbles (0..=15) of sub-blocks
+/// `2c` (low) and `2c + 1` (high).
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for i in 0..n / QK_K {
-        let (wb, ab) = (&w[i * Q4_K_BYTES..], &a[i * Q8_K_BYTES..]);
-        let (sc, mn) = q4k_scales_mins(&wb[Q4_K_OFF_SCALES..Q4_K_OFF_QS]);
-        let (qs, y) = (wb.as_ptr().add(Q4_K_OFF_QS), ab.as_ptr().add(Q8_K_OFF_QS));
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            let q = ld256(qs.add(32 * c));
-            let lo = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), _mm256_set1_epi8(0x0F));
-            let plo = _mm256_maddubs_epi16(lo, ld256(y.add(64 * c)));
-            let phi = _mm256_maddubs_epi16(hi, ld256(y.add(64 * c + 32)));
-            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c] as i16));
-            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
-        }
-        let yd = _mm_set1_ps(f32_at(ab.as_ptr()));
-        let dd = _mm_mul_ps(f16_pair(wb.as_ptr(), wb.as_ptr().add(2)), yd); // [d, dmin]
-        let mins = q4k_min_terms(&mn, ab.as_ptr().add(Q8_K_OFF_BSUMS));
-        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
-        let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
-        accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm);
-    }
-    hsum_ps(_mm256_sub_ps(acc, accm))
+unsafe fn q4k_chunk(qs: *const u8, c: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0F);
+    let q = ld256(qs.add(32 * c));
+    (
+        _mm256_and_si256(q, m4),
+        _mm256_and_si256(_mm256_srli_epi16(q, 4), m4),
+    )
 }
 
 /// Chunk `c` (0..4) of a Q5_K block whose `qh` bytes are `qh`: the quants (0..=31) of
@@ -425,34 +410,50 @@ unsafe fn q5k_chunk(qs: *const u8, qh: __m256i, c: usize) -> (__m256i, __m256i) 
     (lo, hi)
 }
 
-/// Q5_K x Q8_K: as [`dot_q4_k`] with the quants of [`q5k_chunk`] (u8 0..=31 x i8 pairs fit
-/// maddubs' i16; times a 6-bit scale they fit madd's i32).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    for i in 0..n / QK_K {
-        let (wb, ab) = (&w[i * Q5_K_BYTES..], &a[i * Q8_K_BYTES..]);
-        let (sc, mn) = q4k_scales_mins(&wb[Q5_K_OFF_SCALES..Q5_K_OFF_QH]);
-        let (qs, y) = (wb.as_ptr().add(Q5_K_OFF_QS), ab.as_ptr().add(Q8_K_OFF_QS));
-        let qh = ld256(wb.as_ptr().add(Q5_K_OFF_QH));
-        let mut sumi = _mm256_setzero_si256();
-        for c in 0..4 {
-            let (lo, hi) = q5k_chunk(qs, qh, c);
-            let plo = _mm256_maddubs_epi16(lo, ld256(y.add(64 * c)));
-            let phi = _mm256_maddubs_epi16(hi, ld256(y.add(64 * c + 32)));
-            let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c] as i16));
-            let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1] as i16));
-            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+/// A K-quant dot product against Q8_K for blocks of `$bw` bytes starting `[d: f16][dmin: f16]`
+/// with 12 bytes of 6-bit scales and mins at `$scales` (Q4_K, Q5_K): `$chunk` gives the unsigned quants
+/// of chunk `$c` (sub-blocks `2c`, `2c + 1`) of the block at `$wb`. Each sub-block's 6-bit
+/// scale times its i16 pair sums fits madd's i32; the mins come from Q8_K's block sums.
+macro_rules! scale_min_dot {
+    ($name:ident, $bw:expr, $scales:expr, |$wb:ident, $c:ident| $chunk:expr) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $name(n: usize, w: &[u8], a: &[u8]) -> f32 {
+            let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for i in 0..n / QK_K {
+                let ($wb, ab) = (w.as_ptr().add(i * $bw), a.as_ptr().add(i * Q8_K_BYTES));
+                let (sc, mn) = q4k_scales_mins(std::slice::from_raw_parts($wb.add($scales), 12));
+                let y = ab.add(Q8_K_OFF_QS);
+                let mut sumi = _mm256_setzero_si256();
+                for $c in 0..4 {
+                    let (lo, hi) = $chunk;
+                    let plo = _mm256_maddubs_epi16(lo, ld256(y.add(64 * $c)));
+                    let phi = _mm256_maddubs_epi16(hi, ld256(y.add(64 * $c + 32)));
+                    let plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * $c] as i16));
+                    let phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * $c + 1] as i16));
+                    sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+                }
+                let yd = _mm_set1_ps(f32_at(ab));
+                let dd = _mm_mul_ps(f16_pair($wb, $wb.add(2)), yd); // [d, dmin]
+                let mins = q4k_min_terms(&mn, ab.add(Q8_K_OFF_BSUMS));
+                acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
+                let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+                accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm);
+            }
+            hsum_ps(_mm256_sub_ps(acc, accm))
         }
-        let yd = _mm_set1_ps(f32_at(ab.as_ptr()));
-        let dd = _mm_mul_ps(f16_pair(wb.as_ptr(), wb.as_ptr().add(2)), yd); // [d, dmin]
-        let mins = q4k_min_terms(&mn, ab.as_ptr().add(Q8_K_OFF_BSUMS));
-        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
-        let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
-        accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm);
-    }
-    hsum_ps(_mm256_sub_ps(acc, accm))
+    };
 }
+
+scale_min_dot!(dot_q4_k, Q4_K_BYTES, Q4_K_OFF_SCALES, |wb, c| q4k_chunk(
+    wb.add(Q4_K_OFF_QS),
+    c
+));
+// Q5_K: u8 quants 0..=31 times i8 in pairs still fit maddubs' i16.
+scale_min_dot!(dot_q5_k, Q5_K_BYTES, Q5_K_OFF_SCALES, |wb, c| q5k_chunk(
+    wb.add(Q5_K_OFF_QS),
+    ld256(wb.add(Q5_K_OFF_QH)),
+    c
+));
 
 /// The four 32-byte groups of 6-bit quants (stored + 32) of one 128-element Q6_K half.
 #[inline]
@@ -600,107 +601,75 @@ macro_rules! offset_tile {
 offset_tile!(q4_1_tile, Q4_1_BYTES, |wb| nibbles32(wb.add(4)));
 offset_tile!(q5_1_tile, Q5_1_BYTES, |wb| q5_1_quants(wb));
 
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_tile<const R: usize, const A: usize>(
-    n: usize,
-    w: [*const u8; R],
-    a: [*const u8; A],
-) -> [[f32; R]; A] {
-    let m4 = _mm256_set1_epi8(0x0F);
-    let (mut acc, mut accm) = ([[_mm256_setzero_ps(); R]; A], [[_mm256_setzero_ps(); R]; A]);
-    for i in 0..n / QK_K {
-        let (mut sc, mut mn, mut dd) = ([[0u8; 8]; R], [[0u8; 8]; R], [_mm_setzero_ps(); R]);
-        for r in 0..R {
-            let wb = w[r].add(i * Q4_K_BYTES);
-            let s = std::slice::from_raw_parts(wb.add(Q4_K_OFF_SCALES), 12);
-            (sc[r], mn[r]) = q4k_scales_mins(s);
-            dd[r] = f16_pair(wb, wb.add(2)); // [d, dmin]
-        }
-        let mut sumi = [[_mm256_setzero_si256(); R]; A];
-        for c in 0..4 {
-            for r in 0..R {
-                let q = ld256(w[r].add(i * Q4_K_BYTES + Q4_K_OFF_QS + 32 * c));
-                let lo = _mm256_and_si256(q, m4);
-                let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-                let slo = _mm256_set1_epi16(sc[r][2 * c] as i16);
-                let shi = _mm256_set1_epi16(sc[r][2 * c + 1] as i16);
+/// The tile of [`scale_min_dot`]'s types: `R` weight rows against `A` Q8_K rows, the same
+/// operations per (row, activation) pair as the dot.
+macro_rules! scale_min_tile {
+    ($name:ident, $bw:expr, $scales:expr, |$wb:ident, $c:ident| $chunk:expr) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn $name<const R: usize, const A: usize>(
+            n: usize,
+            w: [*const u8; R],
+            a: [*const u8; A],
+        ) -> [[f32; R]; A] {
+            let (mut acc, mut accm) =
+                ([[_mm256_setzero_ps(); R]; A], [[_mm256_setzero_ps(); R]; A]);
+            for i in 0..n / QK_K {
+                let (mut sc, mut mn, mut dd) =
+                    ([[0u8; 8]; R], [[0u8; 8]; R], [_mm_setzero_ps(); R]);
+                for r in 0..R {
+                    let wb = w[r].add(i * $bw);
+                    (sc[r], mn[r]) =
+                        q4k_scales_mins(std::slice::from_raw_parts(wb.add($scales), 12));
+                    dd[r] = f16_pair(wb, wb.add(2)); // [d, dmin]
+                }
+                let mut sumi = [[_mm256_setzero_si256(); R]; A];
+                for $c in 0..4 {
+                    for r in 0..R {
+                        let $wb = w[r].add(i * $bw);
+                        let (lo, hi) = $chunk;
+                        let slo = _mm256_set1_epi16(sc[r][2 * $c] as i16);
+                        let shi = _mm256_set1_epi16(sc[r][2 * $c + 1] as i16);
+                        for k in 0..A {
+                            let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 64 * $c);
+                            let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ld256(y)), slo);
+                            let phi =
+                                _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ld256(y.add(32))), shi);
+                            sumi[k][r] = _mm256_add_epi32(sumi[k][r], _mm256_add_epi32(plo, phi));
+                        }
+                    }
+                }
                 for k in 0..A {
-                    let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 64 * c);
-                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ld256(y)), slo);
-                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ld256(y.add(32))), shi);
-                    sumi[k][r] = _mm256_add_epi32(sumi[k][r], _mm256_add_epi32(plo, phi));
+                    let ab = a[k].add(i * Q8_K_BYTES);
+                    let yd = _mm_set1_ps(f32_at(ab));
+                    for r in 0..R {
+                        let d = _mm_mul_ps(dd[r], yd);
+                        let mins = q4k_min_terms(&mn[r], ab.add(Q8_K_OFF_BSUMS));
+                        let (dq, dmin) = (
+                            _mm256_broadcastss_ps(d),
+                            _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
+                        );
+                        acc[k][r] = _mm256_fmadd_ps(dq, _mm256_cvtepi32_ps(sumi[k][r]), acc[k][r]);
+                        accm[k][r] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm[k][r]);
+                    }
                 }
             }
+            std::array::from_fn(|k| {
+                std::array::from_fn(|r| hsum_ps(_mm256_sub_ps(acc[k][r], accm[k][r])))
+            })
         }
-        for k in 0..A {
-            let ab = a[k].add(i * Q8_K_BYTES);
-            let yd = _mm_set1_ps(f32_at(ab));
-            for r in 0..R {
-                let d = _mm_mul_ps(dd[r], yd);
-                let mins = q4k_min_terms(&mn[r], ab.add(Q8_K_OFF_BSUMS));
-                let (dq, dmin) = (
-                    _mm256_broadcastss_ps(d),
-                    _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
-                );
-                acc[k][r] = _mm256_fmadd_ps(dq, _mm256_cvtepi32_ps(sumi[k][r]), acc[k][r]);
-                accm[k][r] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm[k][r]);
-            }
-        }
-    }
-    std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(_mm256_sub_ps(acc[k][r], accm[k][r]))))
+    };
 }
 
-/// As [`q4_k_tile`], with the quants of [`q5k_chunk`]; the same operations as [`dot_q5_k`].
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_k_tile<const R: usize, const A: usize>(
-    n: usize,
-    w: [*const u8; R],
-    a: [*const u8; A],
-) -> [[f32; R]; A] {
-    let (mut acc, mut accm) = ([[_mm256_setzero_ps(); R]; A], [[_mm256_setzero_ps(); R]; A]);
-    for i in 0..n / QK_K {
-        let (mut sc, mut mn, mut dd) = ([[0u8; 8]; R], [[0u8; 8]; R], [_mm_setzero_ps(); R]);
-        let mut qh = [_mm256_setzero_si256(); R];
-        for r in 0..R {
-            let wb = w[r].add(i * Q5_K_BYTES);
-            let s = std::slice::from_raw_parts(wb.add(Q5_K_OFF_SCALES), 12);
-            (sc[r], mn[r]) = q4k_scales_mins(s);
-            dd[r] = f16_pair(wb, wb.add(2)); // [d, dmin]
-            qh[r] = ld256(wb.add(Q5_K_OFF_QH));
-        }
-        let mut sumi = [[_mm256_setzero_si256(); R]; A];
-        for c in 0..4 {
-            for r in 0..R {
-                let (lo, hi) = q5k_chunk(w[r].add(i * Q5_K_BYTES + Q5_K_OFF_QS), qh[r], c);
-                let slo = _mm256_set1_epi16(sc[r][2 * c] as i16);
-                let shi = _mm256_set1_epi16(sc[r][2 * c + 1] as i16);
-                for k in 0..A {
-                    let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 64 * c);
-                    let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ld256(y)), slo);
-                    let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, ld256(y.add(32))), shi);
-                    sumi[k][r] = _mm256_add_epi32(sumi[k][r], _mm256_add_epi32(plo, phi));
-                }
-            }
-        }
-        for k in 0..A {
-            let ab = a[k].add(i * Q8_K_BYTES);
-            let yd = _mm_set1_ps(f32_at(ab));
-            for r in 0..R {
-                let d = _mm_mul_ps(dd[r], yd);
-                let mins = q4k_min_terms(&mn[r], ab.add(Q8_K_OFF_BSUMS));
-                let (dq, dmin) = (
-                    _mm256_broadcastss_ps(d),
-                    _mm256_broadcastss_ps(_mm_movehdup_ps(d)),
-                );
-                acc[k][r] = _mm256_fmadd_ps(dq, _mm256_cvtepi32_ps(sumi[k][r]), acc[k][r]);
-                accm[k][r] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm[k][r]);
-            }
-        }
-    }
-    std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(_mm256_sub_ps(acc[k][r], accm[k][r]))))
-}
+scale_min_tile!(q4_k_tile, Q4_K_BYTES, Q4_K_OFF_SCALES, |wb, c| q4k_chunk(
+    wb.add(Q4_K_OFF_QS),
+    c
+));
+scale_min_tile!(q5_k_tile, Q5_K_BYTES, Q5_K_OFF_SCALES, |wb, c| q5k_chunk(
+    wb.add(Q5_K_OFF_QS),
+    ld256(wb.add(Q5_K_OFF_QH)),
+    c
+));
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
