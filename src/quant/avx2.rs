@@ -96,6 +96,20 @@ pub(super) unsafe fn f32_at(p: *const u8) -> f32 {
     read_unaligned(p.cast::<f32>())
 }
 
+/// A tile's horizontal sums, in plain loops: a closure (`map`, `from_fn`) does not inherit the
+/// target features, so it is not inlined and passes each register through memory.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_tile<const R: usize, const A: usize>(acc: &[[__m256; R]; A]) -> [[f32; R]; A] {
+    let mut out = [[0f32; R]; A];
+    for k in 0..A {
+        for r in 0..R {
+            out[k][r] = hsum_ps(acc[k][r]);
+        }
+    }
+    out
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn hsum_ps(v: __m256) -> f32 {
@@ -543,7 +557,7 @@ macro_rules! i8_tile {
                     }
                 }
             }
-            acc.map(|row| row.map(|v| hsum_ps(v)))
+            hsum_tile(&acc)
         }
     };
 }
@@ -593,7 +607,11 @@ macro_rules! offset_tile {
                     }
                 }
             }
-            std::array::from_fn(|k| std::array::from_fn(|r| hsum_ps(acc[k][r]) + summs[k][r]))
+            let mut out = hsum_tile(&acc);
+            for (o, s) in out.iter_mut().zip(&summs) {
+                o.iter_mut().zip(s).for_each(|(o, s)| *o += s);
+            }
+            out
         }
     };
 }
@@ -654,9 +672,12 @@ macro_rules! scale_min_tile {
                     }
                 }
             }
-            std::array::from_fn(|k| {
-                std::array::from_fn(|r| hsum_ps(_mm256_sub_ps(acc[k][r], accm[k][r])))
-            })
+            for k in 0..A {
+                for r in 0..R {
+                    acc[k][r] = _mm256_sub_ps(acc[k][r], accm[k][r]);
+                }
+            }
+            hsum_tile(&acc)
         }
     };
 }
@@ -711,7 +732,7 @@ unsafe fn q6_k_tile<const R: usize, const A: usize>(
             }
         }
     }
-    acc.map(|row| row.map(|v| hsum_ps(v)))
+    hsum_tile(&acc)
 }
 
 /// The dispatch table's tile entry point of a generic tile kernel.
@@ -875,10 +896,12 @@ pub unsafe fn quantize_q8_k(x: &[f32], dst: &mut [u8]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn round_pack_q8k(v: [__m256; 4], iscale: f32) -> [__m256i; 4] {
     let s = _mm256_set1_ps(iscale);
-    v.map(|v| {
+    let mut out = [_mm256_setzero_si256(); 4];
+    for (o, v) in out.iter_mut().zip(v) {
         let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(v, s),
         );
-        _mm256_cvtps_epi32(r)
-    })
+        *o = _mm256_cvtps_epi32(r);
+    }
+    out
 }
