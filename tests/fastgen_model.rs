@@ -770,3 +770,39 @@ fn gemma3_sliding_layers_keep_their_window_under_every_method() {
 fn forced_settings_t1() -> KvSettings {
     forced().with(|s| s.fastgen.recovery = 1.0)
 }
+
+/// Budget mode on Gemma 3: the sliding layers keep their windows whatever the budget, so
+/// what they hold counts against it and the global layers get the rest.
+#[test]
+fn gemma3_budget_counts_the_sliding_windows() {
+    let l = load("gemma3-270m");
+    let cfg = &l.model.cfg;
+    let prompt = &l.essay[..1200];
+    let all = cfg.n_layers * cfg.n_kv_heads * prompt.len();
+    let held_by_windows: usize = (cfg.layers.iter())
+        .filter_map(|s| s.window)
+        .map(|w| cfg.n_kv_heads * (w as usize + WINDOW_SLACK).min(prompt.len()))
+        .sum();
+    // Half the cache: the windows alone hold about 40% of it, the three global layers the rest.
+    let budget = KvBudget::Ratio(0.5);
+    let mut c = cache(&l, forced().with(|s| s.fastgen.budget = Some(budget)));
+    c.prefill(&l.model, &mut Workspace::default(), prompt)
+        .unwrap();
+    let r = c.report();
+    assert!(held_by_windows < all / 2, "{held_by_windows} of {all}");
+    assert_eq!(r.budget_met, Some(true));
+    assert!(
+        r.kept_entries <= all / 2,
+        "kept {} entries, budget {}",
+        r.kept_entries,
+        all / 2
+    );
+    // The global layers were compressed to make room (they would keep the whole prompt at T=1).
+    let global_kept: usize = (cfg.layers.iter().enumerate())
+        .filter(|(_, s)| s.window.is_none())
+        .flat_map(|(l, _)| (0..cfg.n_kv_heads).map(move |h| (l, h)))
+        .map(|(l, h)| c.kv().head(l, h).len())
+        .sum();
+    let globals = cfg.layers.iter().filter(|s| s.window.is_none()).count() * cfg.n_kv_heads;
+    assert!(global_kept < globals * prompt.len(), "{global_kept}");
+}

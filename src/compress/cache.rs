@@ -259,6 +259,13 @@ impl CompressedCache {
                     KvBudget::Ratio(r) => (r * (self.heads.len() * s) as f64).floor() as usize,
                     KvBudget::Bytes(bytes) => bytes / self.kv.dtype.entry_bytes(self.kv.head_dim),
                 };
+                // Sliding-window heads keep their window whatever the budget, so what they
+                // hold comes off it before the other heads' choices are fitted.
+                let windows: usize = (0..self.heads.len())
+                    .filter(|&i| windowed(i))
+                    .map(|i| kv.head(i / n_kv, i % n_kv).len())
+                    .sum();
+                let entries = entries.saturating_sub(windows);
                 let opts: Vec<HeadOptions> = options.iter().flatten().cloned().collect();
                 let fit = fit_threshold(&opts, entries);
                 self.stats.budget_met = Some(fit.met);
