@@ -1,6 +1,8 @@
 //! Perplexity by llama.cpp's `llama-perplexity` protocol: cut the token stream into
 //! consecutive chunks of `ctx` tokens, evaluate each from an empty cache, and score only the
-//! second half of each chunk (the first half gives every scored token enough context).
+//! second half of each chunk (the first half gives every scored token enough context). For a
+//! model that starts its prompts with BOS (Gemma), the stream is tokenized with it and each
+//! chunk's first token is replaced by BOS, as llama.cpp does.
 
 use crate::error::{Error, Result};
 use crate::kv_cache::KvDtype;
@@ -23,11 +25,12 @@ pub fn nll(logits: &[f32], target: u32) -> f64 {
     max + sum.ln() - logits[target as usize] as f64
 }
 
-/// Perplexity over the first `chunks` chunks of `ctx` tokens of `tokens`.
-/// `on_chunk(i, running_ppl)` reports progress.
+/// Perplexity over the first `chunks` chunks of `ctx` tokens of `tokens`, each chunk starting
+/// with `bos` when given. `on_chunk(i, running_ppl)` reports progress.
 pub fn perplexity(
     model: &Model,
     tokens: &[u32],
+    bos: Option<u32>,
     ctx: usize,
     chunks: usize,
     on_chunk: &mut dyn FnMut(usize, f64),
@@ -50,9 +53,12 @@ pub fn perplexity(
     let mut nlls: Vec<f64> = Vec::new();
     let mut running = Vec::new();
     for c in 0..chunks {
-        let chunk = &tokens[c * ctx..(c + 1) * ctx];
+        let mut chunk = tokens[c * ctx..(c + 1) * ctx].to_vec();
+        if let Some(bos) = bos {
+            chunk[0] = bos;
+        }
         let mut cache = model.new_cache(KvDtype::F16);
-        model.forward(chunk, &mut cache, &mut ws, first, &mut |i, logits| {
+        model.forward(&chunk, &mut cache, &mut ws, first, &mut |i, logits| {
             if i + 1 < ctx {
                 nlls.push(nll(logits, chunk[i + 1]));
             }

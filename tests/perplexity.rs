@@ -1,5 +1,6 @@
 //! Perplexity on `worked.txt` by the protocol of `tests/reference/README.md`
-//! (chunks of 1,024 tokens, 8 chunks, second half scored) lands within 1% of llama.cpp's.
+//! (chunks of 1,024 tokens, 8 chunks, second half scored) lands within 1% of llama.cpp's
+//! (`llama-perplexity -m MODEL -f worked.txt -c 1024 -b 1024 -t 2 --chunks 8`).
 
 use fastgen::model::Model;
 use fastgen::perplexity::perplexity;
@@ -9,8 +10,10 @@ fn check(model_name: &str, llama_cpp_ppl: f64) {
     let model = Model::load(&fastgen::fetch::ensure_model(model_name).unwrap()).unwrap();
     let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
     let text = fastgen::fetch::essay_text("worked.txt").unwrap();
-    let ids = tok.encode(&text).unwrap();
-    let r = perplexity(&model, &ids, 1024, 8, &mut |_, _| {}).unwrap();
+    // As llama-perplexity: BOS first where the model wants it, and at the start of each chunk.
+    let ids = tok.encode_prompt(&text).unwrap();
+    let bos = tok.bos_id().filter(|_| tok.add_bos());
+    let r = perplexity(&model, &ids, bos, 1024, 8, &mut |_, _| {}).unwrap();
     let rel = (r.ppl - llama_cpp_ppl).abs() / llama_cpp_ppl;
     eprintln!(
         "{model_name}: PPL {:.4} +/- {:.4} over {} tokens (llama.cpp {llama_cpp_ppl}; {:.2}% apart); running {:?}",
@@ -37,4 +40,9 @@ fn smollm2_perplexity_within_1_percent_of_llama_cpp() {
 #[test]
 fn qwen25_perplexity_within_1_percent_of_llama_cpp() {
     check("qwen2.5-0.5b", 31.6075);
+}
+
+#[test]
+fn gemma3_perplexity_within_1_percent_of_llama_cpp() {
+    check("gemma3-270m", 20.4340);
 }

@@ -5,7 +5,7 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct FetchArgs {
-    /// Models to fetch: smollm2, qwen2.5-0.5b, or all (default: smollm2).
+    /// Models to fetch: smollm2, qwen2.5-0.5b, gemma3-270m, or all (default: smollm2).
     names: Vec<String>,
 }
 

@@ -70,7 +70,7 @@ pub fn dispatch(cli: Cli) -> Result<()> {
 /// Which model to use and how many threads to run it on.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// A known model name (smollm2, qwen2.5-0.5b), fetched on first use, or a path to a GGUF file.
+    /// A known model name (smollm2, qwen2.5-0.5b, gemma3-270m), fetched on first use, or a path to a GGUF file.
     #[arg(long, short = 'm', default_value = fetcher::DEFAULT_MODEL)]
     pub model: String,
     /// Worker threads (default: the number of cores).
