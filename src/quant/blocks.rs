@@ -6,7 +6,7 @@
 
 /// Elements per block of the 32-element formats (Q4_0, Q4_1, Q5_0, Q8_0, Q8_1).
 pub const QK: usize = 32;
-/// Elements per super-block of the K-quants (Q4_K, Q6_K, Q8_K).
+/// Elements per super-block of the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K).
 pub const QK_K: usize = 256;
 
 /// Q4_0, 32 weights in 18 bytes: `[d: f16][qs: 16 B]`.
@@ -32,6 +32,16 @@ pub const Q8_0_BYTES: usize = 34;
 /// Q8_1 (activations for Q4_1 and Q5_1), 32 values in 36 bytes: `[d: f16][s: f16][qs: 32 x i8]`,
 /// where `s = d * sum(qs)` lets the dot product fold in Q4_1's / Q5_1's offset `m` with one multiply.
 pub const Q8_1_BYTES: usize = 36;
+
+/// Q2_K, 256 weights in 84 bytes: `[scales: 16 B][qs: 64 B][d: f16][dmin: f16]` (ggml's
+/// `block_q2_K`). Sixteen groups of 16 elements: `scales[g]` holds group `g`'s 4-bit scale
+/// `sc` in its low nibble and 4-bit min `m` in its high nibble. `qs` is two 32-byte halves;
+/// element `128h + 32j + l` (j in 0..4, l in 0..32) is bits `2j..2j + 2` of `qs[32h + l]`,
+/// so element `e` is in group `e / 16`. q in 0..=3; weight = d * sc * q - dmin * m.
+pub const Q2_K_BYTES: usize = 84;
+pub const Q2_K_OFF_QS: usize = 16;
+pub const Q2_K_OFF_D: usize = 80;
+pub const Q2_K_OFF_DMIN: usize = 82;
 
 /// Q4_K, 256 weights in 144 bytes: `[d: f16][dmin: f16][scales: 12 B][qs: 128 B]`.
 /// Eight sub-blocks of 32, each with a 6-bit scale `sc` and 6-bit min `m` packed into `scales`

@@ -3,7 +3,7 @@
 //!
 //! A matrix product `y = W x` quantises the activation row `x` once, into the format that the
 //! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
-//! Q8_K for Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16;
+//! Q8_K for Q2_K/Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16;
 //! BF16 weights take f32 activations, where llama.cpp converts them to BF16), then takes one dot product per weight row.
 //!
 //! Layout: `blocks` (byte layouts), `scalar` (portable reference kernels), `avx2`/`avx512`
@@ -43,10 +43,11 @@ pub enum GgmlType {
     Q5_K,
     Q5_1,
     BF16,
+    Q2_K,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 11] = [
+    pub const ALL: [GgmlType; 12] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -58,6 +59,7 @@ impl GgmlType {
         GgmlType::Q5_K,
         GgmlType::Q5_1,
         GgmlType::BF16,
+        GgmlType::Q2_K,
     ];
 
     /// From the GGUF type id; unknown or unsupported ids give `Error::UnsupportedTensorType`
@@ -71,6 +73,7 @@ impl GgmlType {
             6 => GgmlType::Q5_0,
             7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            10 => GgmlType::Q2_K,
             12 => GgmlType::Q4_K,
             13 => GgmlType::Q5_K,
             14 => GgmlType::Q6_K,
@@ -99,6 +102,7 @@ impl GgmlType {
             GgmlType::Q5_K => 13,
             GgmlType::Q5_1 => 7,
             GgmlType::BF16 => 30,
+            GgmlType::Q2_K => 10,
         }
     }
 
@@ -115,6 +119,7 @@ impl GgmlType {
             GgmlType::Q5_K => "Q5_K",
             GgmlType::Q5_1 => "Q5_1",
             GgmlType::BF16 => "BF16",
+            GgmlType::Q2_K => "Q2_K",
         }
     }
 
@@ -125,7 +130,7 @@ impl GgmlType {
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
                 QK
             }
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
+            GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
         }
     }
 
@@ -143,6 +148,7 @@ impl GgmlType {
             GgmlType::Q5_K => Q5_K_BYTES,
             GgmlType::Q5_1 => Q5_1_BYTES,
             GgmlType::BF16 => 2,
+            GgmlType::Q2_K => Q2_K_BYTES,
         }
     }
 
@@ -165,7 +171,9 @@ impl GgmlType {
             GgmlType::F16 => 2 * n,
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => n / QK * Q8_0_BYTES,
             GgmlType::Q4_1 | GgmlType::Q5_1 => n / QK * Q8_1_BYTES,
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => n / QK_K * Q8_K_BYTES,
+            GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                n / QK_K * Q8_K_BYTES
+            }
         }
     }
 }

@@ -207,6 +207,64 @@ fn q5_k_block() {
     assert_eq!(scalar::dot_q5_k(256, &b, &a), exact);
 }
 
+/// Q8_K activations of x = 1 everywhere but x[0] = -127: max = -127, so iscale = 1, d = 1
+/// and the quants are x itself; every bsum is 16 but the first, -127 + 15 = -112.
+fn ones_but_first_q8_k() -> ([f32; QK_K], Vec<u8>) {
+    let mut x = [1f32; QK_K];
+    x[0] = -127.0;
+    let mut a = vec![0u8; Q8_K_BYTES];
+    scalar::quantize_q8_k(&x, &mut a);
+    assert_eq!(
+        (read_f32(&a, 0), q8k_bsum(&a, 0), q8k_bsum(&a, 1)),
+        (1.0, -112, 16)
+    );
+    (x, a)
+}
+
+/// The dot of a hand-built block with its activations, by every kernel set this CPU runs: the
+/// hand-worked values are exact in f32 whatever the order of summation.
+fn dot_by_every_set(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let want = scalar::vec_dot(ty, n, w, a);
+    for k in supported_kernels() {
+        assert_eq!(k.vec_dot(ty, n, w, a), want, "{} {}", k.name, ty.name());
+    }
+    want
+}
+
+#[test]
+fn q2_k_block() {
+    // d = 1, dmin = 0.5. scales[g] = sc | m << 4: group 0 (elems 0..16) sc 1, m 2 (0x21);
+    // group 1 (16..32) sc 3, m 0 (0x03); group 5 (80..96) sc 2, m 15 (0xF2);
+    // group 15 (240..256) sc 15, m 1 (0x1F); every other group sc 0, m 0.
+    // Element 128h + 32j + l is bits 2j..2j+2 of qs[32h + l]:
+    // qs[0] = 0x03: elem 0 (j 0) q = 3 -> 1*1*3 - 0.5*2 = 2; elems 32, 64, 96 q = 0 (groups
+    //   2, 4, 6: 0).
+    // qs[17] = 0x21: elem 17 (j 0, group 1) q = 1 -> 3*1 = 3; elem 49 (j 1, group 3) q = 0;
+    //   elem 81 (j 2, group 5) q = 2 -> 2*2 - 0.5*15 = -3.5; elem 113 (j 3, group 7) q = 0.
+    // qs[63] = 0xC0: elem 255 (h 1, j 3, l 31, group 15) q = 3 -> 15*3 - 0.5 = 44.5.
+    // Every other q is 0, giving -dmin*m: -1 in group 0, -7.5 in group 5, -0.5 in group 15.
+    let mut b = [0u8; Q2_K_BYTES];
+    (b[0], b[1], b[5], b[15]) = (0x21, 0x03, 0xF2, 0x1F);
+    let qs = &mut b[Q2_K_OFF_QS..Q2_K_OFF_D];
+    (qs[0], qs[17], qs[63]) = (0x03, 0x21, 0xC0);
+    b[Q2_K_OFF_D..Q2_K_OFF_DMIN].copy_from_slice(&H_1);
+    b[Q2_K_OFF_DMIN..].copy_from_slice(&H_0_5);
+    let mut want = [0f32; 256];
+    want[0..16].fill(-1.0);
+    want[80..96].fill(-7.5);
+    want[240..256].fill(-0.5);
+    (want[0], want[17], want[81], want[255]) = (2.0, 3.0, -3.5, 44.5);
+    assert_eq!(deq(GgmlType::Q2_K, &b), want);
+    // Dot against y = [-127, 1, 1, ...] (d = 1): sum of want with elem 0 weighted -127
+    // = 2 * -127 + 15 * -1 + 3 + 15 * -7.5 - 3.5 + 15 * -0.5 + 44.5 = -345. The kernel's way:
+    // sum_g sc_g sum(q y) = 1 * (3 * -127) + 3 * 1 + 2 * 2 + 15 * 3 = -329;
+    // sum_g m_g bsum_g = 2 * -112 + 15 * 16 + 1 * 16 = 32; 1 * -329 - 0.5 * 32 = -345.
+    let (x, a) = ones_but_first_q8_k();
+    let exact: f32 = want.iter().zip(&x).map(|(w, x)| w * x).sum();
+    assert_eq!(exact, -345.0);
+    assert_eq!(dot_by_every_set(GgmlType::Q2_K, 256, &b, &a), exact);
+}
+
 #[test]
 fn q6_k_block() {
     // d = 0.5; scales: group 0 = 2, group 2 = -1, group 8 = 3, group 15 = 4, others 0.
@@ -271,7 +329,7 @@ fn type_ids_and_sizes() {
         );
     }
     let msg = |id| GgmlType::from_id(id).unwrap_err().to_string();
-    assert_eq!(msg(10), "unsupported tensor type Q2_K (id 10)");
+    assert_eq!(msg(16), "unsupported tensor type IQ2_XXS (id 16)");
     assert_eq!(msg(29), "unsupported tensor type IQ1_M (id 29)");
     assert_eq!(msg(999), "unsupported tensor type unknown type id 999");
     let e = GgmlType::Q4_K.row_bytes(300).unwrap_err().to_string();
@@ -280,6 +338,11 @@ fn type_ids_and_sizes() {
     assert_eq!(GgmlType::Q4_1.act_row_bytes(64), 72);
     assert_eq!(GgmlType::Q6_K.act_row_bytes(512), 584);
     assert_eq!(GgmlType::F16.act_row_bytes(5), 10);
+    assert_eq!(
+        (GgmlType::Q2_K.block_bytes(), GgmlType::Q2_K.block_len()),
+        (84, 256)
+    );
+    assert_eq!(GgmlType::Q2_K.act_row_bytes(512), 584);
 }
 
 // ---------------------------------------------------------------- random rows
@@ -317,6 +380,12 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
                 put(c, 2, rng);
             }
         }
+        GgmlType::Q2_K => {
+            for c in b.chunks_exact_mut(ty.block_bytes()) {
+                put(c, Q2_K_OFF_D, rng);
+                put(c, Q2_K_OFF_DMIN, rng);
+            }
+        }
     }
     b
 }
@@ -333,7 +402,7 @@ fn sizes(ty: GgmlType) -> Vec<usize> {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
             &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 1000]
         }
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
+        GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
         _ => &[1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 48],
     };
     blocks.iter().map(|b| b * ty.block_len()).collect()
@@ -349,7 +418,7 @@ fn vec_dot_matches_dequantised_dot() {
     for ty in GgmlType::ALL {
         let act_block = match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
+            GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
             _ => QK,
         };
         for n in sizes(ty) {
