@@ -23,7 +23,7 @@ pub static KERNELS: Kernels = Kernels {
     name: "avx2",
     dot: [
         dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k, dot_q5_k,
-        dot_q5_1, dot_bf16, dot_q2_k,
+        dot_q5_1, dot_bf16, dot_q2_k, dot_q3_k,
     ],
     quant: [
         super::scalar::quantize_f32,
@@ -37,6 +37,7 @@ pub static KERNELS: Kernels = Kernels {
         quantize_q8_k,
         quantize_q8_1,
         super::scalar::quantize_f32,
+        quantize_q8_k,
         quantize_q8_k,
     ],
     rows: [None; N_TYPES],
@@ -53,6 +54,7 @@ pub static KERNELS: Kernels = Kernels {
         Some(tile_q5_1),
         None,
         Some(tile_q2_k),
+        Some(tile_q3_k),
     ],
 };
 
@@ -624,6 +626,63 @@ pub unsafe fn dot_q2_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     hsum_ps(_mm256_sub_ps(acc, accm))
 }
 
+/// A Q3_K block's 16 scales minus 32, as i16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_scales16(wb: *const u8) -> __m256i {
+    let s = q3k_scales(std::slice::from_raw_parts(wb.add(Q3_K_OFF_SCALES), 12));
+    _mm256_cvtepi8_epi16(_mm_loadu_si128(s.as_ptr().cast()))
+}
+
+/// Half `h` of a Q3_K block as [`two_bit_half`]'s four chunks of `q + 4` (0..=7): the two low
+/// bits with the third bit, bit `4h + j` of the `hmask` bytes `hm` for chunk `j`, at bit 2.
+/// The 16-bit shift (by at most 7) moves bits of the neighbouring byte only into bits >= 1,
+/// which the mask drops.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_half(wb: *const u8, hm: __m256i, h: usize) -> [__m256i; 4] {
+    let mut q = two_bit_half(wb.add(Q3_K_OFF_QS + 32 * h));
+    let one = _mm256_set1_epi8(1);
+    for (j, q) in q.iter_mut().enumerate() {
+        let b = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * h + j) as i32));
+        *q = _mm256_or_si256(*q, _mm256_slli_epi16(_mm256_and_si256(b, one), 2));
+    }
+    q
+}
+
+/// Per-lane terms of `4 * sum_g scale_g * bsum_g`, Q3_K's offset term (its quants go into the
+/// products as q + 4): 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_offset_terms(sc: __m256i, bsums: *const u8) -> __m256i {
+    _mm256_slli_epi32(_mm256_madd_epi16(sc, ld256(bsums)), 2)
+}
+
+/// Q3_K x Q8_K: the quants taken unsigned (q + 4) and the offset taken back through Q8_K's
+/// block sums, in integers: the same i32 block sum as `sum_g scale_g sum(q y)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK_K {
+        let (wb, ab) = (
+            w.as_ptr().add(i * Q3_K_BYTES),
+            a.as_ptr().add(i * Q8_K_BYTES),
+        );
+        let sc = q3k_scales16(wb);
+        let hm = ld256(wb);
+        let y = ab.add(Q8_K_OFF_QS);
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let q = q3k_half(wb, hm, h);
+            sumi = _mm256_add_epi32(sumi, groups16_half(&q, sc, h, y.add(128 * h)));
+        }
+        let sumi = _mm256_sub_epi32(sumi, q3k_offset_terms(sc, ab.add(Q8_K_OFF_BSUMS)));
+        let d = _mm256_set1_ps(f16_at(wb.add(Q3_K_OFF_D)) * f32_at(ab));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
 // ---------------------------------------------------------------- tiles (prefill)
 
 // `R` weight rows against `A` activation rows (the dispatch table's `TILE_R x TILE_A` tile,
@@ -889,6 +948,45 @@ unsafe fn q2_k_tile<const R: usize, const A: usize>(
     hsum_tile(&acc)
 }
 
+/// The tile of [`dot_q3_k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_tile<const R: usize, const A: usize>(
+    n: usize,
+    w: [*const u8; R],
+    a: [*const u8; A],
+) -> [[f32; R]; A] {
+    let mut acc = [[_mm256_setzero_ps(); R]; A];
+    for i in 0..n / QK_K {
+        let mut sc = [_mm256_setzero_si256(); R];
+        for r in 0..R {
+            sc[r] = q3k_scales16(w[r].add(i * Q3_K_BYTES));
+        }
+        let mut sumi = [[_mm256_setzero_si256(); R]; A];
+        for h in 0..2 {
+            for r in 0..R {
+                let wb = w[r].add(i * Q3_K_BYTES);
+                let q = q3k_half(wb, ld256(wb), h);
+                for k in 0..A {
+                    let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 128 * h);
+                    sumi[k][r] = _mm256_add_epi32(sumi[k][r], groups16_half(&q, sc[r], h, y));
+                }
+            }
+        }
+        for k in 0..A {
+            let ab = a[k].add(i * Q8_K_BYTES);
+            for r in 0..R {
+                let wb = w[r].add(i * Q3_K_BYTES);
+                let off = q3k_offset_terms(sc[r], ab.add(Q8_K_OFF_BSUMS));
+                let s = _mm256_sub_epi32(sumi[k][r], off);
+                let d = _mm256_set1_ps(f16_at(wb.add(Q3_K_OFF_D)) * f32_at(ab));
+                acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k][r]);
+            }
+        }
+    }
+    hsum_tile(&acc)
+}
+
 /// The dispatch table's tile entry point of a generic tile kernel.
 macro_rules! tile_entry {
     ($name:ident, $k:ident) => {
@@ -908,6 +1006,7 @@ tile_entry!(tile_q6_k, q6_k_tile);
 tile_entry!(tile_q5_k, q5_k_tile);
 tile_entry!(tile_q5_1, q5_1_tile);
 tile_entry!(tile_q2_k, q2_k_tile);
+tile_entry!(tile_q3_k, q3_k_tile);
 
 // ---------------------------------------------------------------- activation quantisers
 

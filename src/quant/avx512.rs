@@ -41,6 +41,7 @@ const QUANT: [QuantFn; N_TYPES] = [
     quantize_q8_1,
     super::scalar::quantize_f32,
     quantize_q8_k,
+    quantize_q8_k,
 ];
 
 macro_rules! table {
@@ -62,6 +63,7 @@ macro_rules! table {
                 super::avx2::dot_q5_1,
                 super::avx2::dot_bf16,
                 super::avx2::dot_q2_k,
+                super::avx2::dot_q3_k,
             ],
             quant: QUANT,
             rows: [
@@ -73,6 +75,7 @@ macro_rules! table {
                 Some($m::rows_q8_0),
                 Some($m::rows_q4_k),
                 Some($m::rows_q6_k),
+                None,
                 None,
                 None,
                 None,
@@ -91,6 +94,7 @@ macro_rules! table {
                 Some(super::avx2::tile_q5_1),
                 None,
                 Some(super::avx2::tile_q2_k),
+                Some(super::avx2::tile_q3_k),
             ],
         }
     };

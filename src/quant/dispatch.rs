@@ -22,6 +22,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::dot_q5_1,
         scalar::dot_bf16,
         scalar::dot_q2_k,
+        scalar::dot_q3_k,
     ],
     quant: [
         scalar::quantize_f32,
@@ -35,6 +36,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::quantize_q8_k,
         scalar::quantize_q8_1,
         scalar::quantize_f32,
+        scalar::quantize_q8_k,
         scalar::quantize_q8_k,
     ],
     rows: [None; N_TYPES],

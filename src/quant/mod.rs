@@ -3,7 +3,7 @@
 //!
 //! A matrix product `y = W x` quantises the activation row `x` once, into the format that the
 //! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
-//! Q8_K for Q2_K/Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16;
+//! Q8_K for Q2_K/Q3_K/Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16;
 //! BF16 weights take f32 activations, where llama.cpp converts them to BF16), then takes one dot product per weight row.
 //!
 //! Layout: `blocks` (byte layouts), `scalar` (portable reference kernels), `avx2`/`avx512`
@@ -44,10 +44,11 @@ pub enum GgmlType {
     Q5_1,
     BF16,
     Q2_K,
+    Q3_K,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 12] = [
+    pub const ALL: [GgmlType; 13] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -60,6 +61,7 @@ impl GgmlType {
         GgmlType::Q5_1,
         GgmlType::BF16,
         GgmlType::Q2_K,
+        GgmlType::Q3_K,
     ];
 
     /// From the GGUF type id; unknown or unsupported ids give `Error::UnsupportedTensorType`
@@ -74,6 +76,7 @@ impl GgmlType {
             7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
             10 => GgmlType::Q2_K,
+            11 => GgmlType::Q3_K,
             12 => GgmlType::Q4_K,
             13 => GgmlType::Q5_K,
             14 => GgmlType::Q6_K,
@@ -103,6 +106,7 @@ impl GgmlType {
             GgmlType::Q5_1 => 7,
             GgmlType::BF16 => 30,
             GgmlType::Q2_K => 10,
+            GgmlType::Q3_K => 11,
         }
     }
 
@@ -120,6 +124,7 @@ impl GgmlType {
             GgmlType::Q5_1 => "Q5_1",
             GgmlType::BF16 => "BF16",
             GgmlType::Q2_K => "Q2_K",
+            GgmlType::Q3_K => "Q3_K",
         }
     }
 
@@ -130,7 +135,9 @@ impl GgmlType {
             GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
                 QK
             }
-            GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                QK_K
+            }
         }
     }
 
@@ -149,6 +156,7 @@ impl GgmlType {
             GgmlType::Q5_1 => Q5_1_BYTES,
             GgmlType::BF16 => 2,
             GgmlType::Q2_K => Q2_K_BYTES,
+            GgmlType::Q3_K => Q3_K_BYTES,
         }
     }
 
@@ -171,7 +179,7 @@ impl GgmlType {
             GgmlType::F16 => 2 * n,
             GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => n / QK * Q8_0_BYTES,
             GgmlType::Q4_1 | GgmlType::Q5_1 => n / QK * Q8_1_BYTES,
-            GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
                 n / QK_K * Q8_K_BYTES
             }
         }

@@ -89,6 +89,17 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        GgmlType::Q3_K => {
+            for (y, b) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(Q3_K_BYTES)) {
+                let d = read_f16(b, Q3_K_OFF_D);
+                let sc = q3k_scales(&b[Q3_K_OFF_SCALES..Q3_K_OFF_D]);
+                let mut q = [0i8; QK_K];
+                q3k_unpack(b, &mut q);
+                for (e, (y, &q)) in y.iter_mut().zip(&q).enumerate() {
+                    *y = d * sc[e / 16] as f32 * q as f32;
+                }
+            }
+        }
         GgmlType::Q4_K => {
             for (y, b) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(Q4_K_BYTES)) {
                 let (d, dmin) = (read_f16(b, 0), read_f16(b, 2));
@@ -144,6 +155,17 @@ fn q2k_unpack(b: &[u8], out: &mut [u8; QK_K]) {
     unpack_2bit(&b[Q2_K_OFF_QS..Q2_K_OFF_D], out);
 }
 
+/// The 256 quants (-4..=3) of a Q3_K block, in element order: the two low bits, minus 4
+/// where element `e`'s bit `e / 32` of `hmask[e % 32]` is clear.
+fn q3k_unpack(b: &[u8], out: &mut [i8; QK_K]) {
+    let mut lo = [0u8; QK_K];
+    unpack_2bit(&b[Q3_K_OFF_QS..Q3_K_OFF_SCALES], &mut lo);
+    for (e, (o, &lo)) in out.iter_mut().zip(&lo).enumerate() {
+        let high = (b[e % 32] >> (e / 32)) & 1;
+        *o = lo as i8 - if high == 1 { 0 } else { 4 };
+    }
+}
+
 /// Unpacks the 256 five-bit quants (0..=31) of a Q5_K block, in element order.
 fn q5k_unpack(b: &[u8], out: &mut [u8; QK_K]) {
     let qh = &b[Q5_K_OFF_QH..Q5_K_OFF_QS];
@@ -183,7 +205,9 @@ pub fn quantize_acts(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
         GgmlType::F16 => quantize_f16(x, dst),
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => quantize_q8_0(x, dst),
         GgmlType::Q4_1 | GgmlType::Q5_1 => quantize_q8_1(x, dst),
-        GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => quantize_q8_k(x, dst),
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            quantize_q8_k(x, dst)
+        }
     }
 }
 
@@ -279,6 +303,7 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q5_1 => dot_q5_1(n, w, a),
         GgmlType::BF16 => dot_bf16(n, w, a),
         GgmlType::Q2_K => dot_q2_k(n, w, a),
+        GgmlType::Q3_K => dot_q3_k(n, w, a),
     }
 }
 
@@ -418,6 +443,27 @@ pub fn dot_q2_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
         let yd = read_f32(a, 0);
         let (d, dmin) = (read_f16(w, Q2_K_OFF_D), read_f16(w, Q2_K_OFF_DMIN));
         sumf += yd * d * sumi as f32 - yd * dmin * summ as f32;
+    }
+    sumf
+}
+
+/// Q3_K x Q8_K (ggml `ggml_vec_dot_q3_K_q8_K`): per block `d yd sum_g scale_g sum(q y)`
+/// with signed scales and signed quants, summed as integers and scaled once.
+pub fn dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    let mut q = [0i8; QK_K];
+    for (w, a) in blocks(n, QK_K, w, Q3_K_BYTES, a, Q8_K_BYTES) {
+        q3k_unpack(w, &mut q);
+        let sc = q3k_scales(&w[Q3_K_OFF_SCALES..Q3_K_OFF_D]);
+        let y = &a[Q8_K_OFF_QS..Q8_K_OFF_BSUMS];
+        let mut sumi = 0i32;
+        for (g, &s) in sc.iter().enumerate() {
+            let t: i32 = (16 * g..16 * g + 16)
+                .map(|e| q[e] as i32 * y[e] as i8 as i32)
+                .sum();
+            sumi += s as i32 * t;
+        }
+        sumf += read_f16(w, Q3_K_OFF_D) * read_f32(a, 0) * sumi as f32;
     }
     sumf
 }

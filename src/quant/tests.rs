@@ -266,6 +266,47 @@ fn q2_k_block() {
 }
 
 #[test]
+fn q3_k_block() {
+    // d = 0.5. Scales (stored + 32): scale 0 = 1 (33: low 1, top 2), scale 5 = -2 (30: low
+    // 14, top 1), scale 10 = 31 (63: low 15, top 3), scale 15 = -32 (0), every other 0 (32:
+    // low 0, top 2). Low nibbles: scale j < 8 in s[j] low, j >= 8 in s[j - 8] high: s[0] = 0x01,
+    // s[5] = 0x0E, s[2] = 0xF0. Top bits of scale j at bits 2 (j / 4) of s[8 + j % 4]:
+    // s[8] = 0b10_10_10_10 (scales 0, 4, 8, 12), s[9] = 0b10_10_01_10 (scale 5 top 1),
+    // s[10] = 0b10_11_10_10 (scale 10 top 3), s[11] = 0b00_10_10_10 (scale 15 top 0).
+    // Element e = 128h + 32j + l: low bits (qs[32h + l] >> 2j) & 3, third bit e / 32 of
+    // hmask[l]; q = low bits - 4 unless that bit is set. With everything 0, q = -4:
+    // group 0 = 0.5*1*-4 = -2, group 5 = 0.5*-2*-4 = 4, group 10 = 0.5*31*-4 = -62,
+    // group 15 = 0.5*-32*-4 = 64, the others 0. Then:
+    // elem 0: qs[0] = 0x03 (low 3), hmask[0] bit 0 set -> q = 3 -> 0.5*1*3 = 1.5;
+    // elem 81 (h 0, j 2, l 17; group 5): qs[17] = 0x10 (bits 4-5: 1), hmask[17] bit 2 set
+    //   -> q = 1 -> 0.5*-2*1 = -1;
+    // elem 161 (h 1, j 1, l 1; group 10): qs[33] = 0x08 (bits 2-3: 2), hmask[1] bit 5 clear
+    //   -> q = -2 -> 0.5*31*-2 = -31;
+    // elem 255 (h 1, j 3, l 31; group 15): low bits 0, hmask[31] bit 7 set -> q = 0 -> 0.
+    let mut b = [0u8; Q3_K_BYTES];
+    (b[0], b[17], b[31]) = (0x01, 0x04, 0x80);
+    let qs = &mut b[Q3_K_OFF_QS..Q3_K_OFF_SCALES];
+    (qs[0], qs[17], qs[33]) = (0x03, 0x10, 0x08);
+    b[Q3_K_OFF_SCALES..Q3_K_OFF_D]
+        .copy_from_slice(&[0x01, 0, 0xF0, 0, 0, 0x0E, 0, 0, 0xAA, 0xA6, 0xBA, 0x2A]);
+    b[Q3_K_OFF_D..].copy_from_slice(&H_0_5);
+    let mut want = [0f32; 256];
+    want[0..16].fill(-2.0);
+    want[80..96].fill(4.0);
+    want[160..176].fill(-62.0);
+    want[240..256].fill(64.0);
+    (want[0], want[81], want[161], want[255]) = (1.5, -1.0, -31.0, 0.0);
+    assert_eq!(deq(GgmlType::Q3_K, &b), want);
+    // Dot against y = [-127, 1, 1, ...] (d = 1): 1.5 * -127 + 15 * -2 + 15 * 4 - 1
+    // + 15 * -62 - 31 + 15 * 64 = -162.5. The kernel's way, d * sum_g scale_g sum(q y):
+    // 0.5 * (1 * (3 * -127 - 60) - 2 * (-60 + 1) + 31 * (-60 - 2) - 32 * (-60)) = 0.5 * -325.
+    let (x, a) = ones_but_first_q8_k();
+    let exact: f32 = want.iter().zip(&x).map(|(w, x)| w * x).sum();
+    assert_eq!(exact, -162.5);
+    assert_eq!(dot_by_every_set(GgmlType::Q3_K, 256, &b, &a), exact);
+}
+
+#[test]
 fn q6_k_block() {
     // d = 0.5; scales: group 0 = 2, group 2 = -1, group 8 = 3, group 15 = 4, others 0.
     // elem 0 (half 0, l 0, group 0): ql[0] low = 5, qh[0] bits 0-1 = 2 -> q = 5 | 32 = 37,
@@ -343,6 +384,11 @@ fn type_ids_and_sizes() {
         (84, 256)
     );
     assert_eq!(GgmlType::Q2_K.act_row_bytes(512), 584);
+    assert_eq!(
+        (GgmlType::Q3_K.block_bytes(), GgmlType::Q3_K.block_len()),
+        (110, 256)
+    );
+    assert_eq!(GgmlType::Q3_K.act_row_bytes(512), 584);
 }
 
 // ---------------------------------------------------------------- random rows
@@ -386,6 +432,11 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
                 put(c, Q2_K_OFF_DMIN, rng);
             }
         }
+        GgmlType::Q3_K => {
+            for c in b.chunks_exact_mut(ty.block_bytes()) {
+                put(c, Q3_K_OFF_D, rng);
+            }
+        }
     }
     b
 }
@@ -402,7 +453,9 @@ fn sizes(ty: GgmlType) -> Vec<usize> {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
             &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 1000]
         }
-        GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            &[1, 2, 3, 5, 6]
+        }
         _ => &[1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 48],
     };
     blocks.iter().map(|b| b * ty.block_len()).collect()
@@ -418,7 +471,9 @@ fn vec_dot_matches_dequantised_dot() {
     for ty in GgmlType::ALL {
         let act_block = match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q2_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                QK_K
+            }
             _ => QK,
         };
         for n in sizes(ty) {
@@ -614,6 +669,18 @@ fn q4_k_scale_unpacking_agrees() {
         let (sc, mn) = q4k_scales_mins(&s);
         for j in 0..8 {
             assert_eq!((sc[j], mn[j]), q4k_scale_min(&s, j), "{s:?} j={j}");
+        }
+    }
+}
+
+#[test]
+fn q3_k_scale_unpacking_agrees() {
+    let mut rng = Rng(0x5EED_0006);
+    for _ in 0..200 {
+        let s = rng.bytes(12);
+        let sc = q3k_scales(&s);
+        for (j, &sc) in sc.iter().enumerate() {
+            assert_eq!(sc as i32, q3k_scale(&s, j) as i32 - 32, "{s:?} j={j}");
         }
     }
 }
