@@ -27,7 +27,7 @@ use crate::quant::{self, GgmlType};
 /// Weight types whose activations are quantised the same way share one quantised copy.
 fn act_format(ty: GgmlType) -> GgmlType {
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => GgmlType::Q8_0,
         GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q4_1,
         GgmlType::F32 | GgmlType::BF16 => GgmlType::F32,
         GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
@@ -531,6 +531,7 @@ mod tests {
             GgmlType::BF16,
             GgmlType::Q2_K,
             GgmlType::Q3_K,
+            GgmlType::IQ4_NL,
         ] {
             let cols = 512;
             // Row counts that do not divide the chunk, tile or 4-row sizes.

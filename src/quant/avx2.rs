@@ -23,7 +23,7 @@ pub static KERNELS: Kernels = Kernels {
     name: "avx2",
     dot: [
         dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k, dot_q5_k,
-        dot_q5_1, dot_bf16, dot_q2_k, dot_q3_k,
+        dot_q5_1, dot_bf16, dot_q2_k, dot_q3_k, dot_iq4_nl,
     ],
     quant: [
         super::scalar::quantize_f32,
@@ -39,6 +39,7 @@ pub static KERNELS: Kernels = Kernels {
         super::scalar::quantize_f32,
         quantize_q8_k,
         quantize_q8_k,
+        quantize_q8_0,
     ],
     rows: [None; N_TYPES],
     tile: [
@@ -55,6 +56,7 @@ pub static KERNELS: Kernels = Kernels {
         None,
         Some(tile_q2_k),
         Some(tile_q3_k),
+        Some(tile_iq4_nl),
     ],
 };
 
@@ -357,6 +359,30 @@ pub(super) unsafe fn q5_0_blocks(w: *const u8, a: *const u8, from: usize, to: us
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     q5_0_blocks(w.as_ptr(), a.as_ptr(), 0, n / QK)
+}
+
+/// IQ4_NL's 32 weights of the block at `wb` as i8 levels: each nibble ([`nibbles32`]) looked
+/// up in the table, which sits in both 128-bit lanes as `vpshufb` looks up within a lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq4nl_levels(wb: *const u8) -> __m256i {
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()));
+    _mm256_shuffle_epi8(table, nibbles32(wb.add(2)))
+}
+
+/// IQ4_NL x Q8_0: as Q4_0 with the looked-up levels. No level is -128, so the sign trick of
+/// [`dot_i8i8`] is exact (|level| <= 127; pairs at most 2 * 127 * 127).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_iq4_nl(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK {
+        let (wb, ab) = (w.add(i * IQ4_NL_BYTES), a.add(i * Q8_0_BYTES));
+        let d = _mm256_set1_ps(f16_mul(wb, ab));
+        let p = dot_i8i8(iq4nl_levels(wb), ld256(ab.add(2)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
 }
 
 #[inline]
@@ -738,6 +764,7 @@ i8_tile!(q5_0_tile, Q5_0_BYTES, |wb| _mm256_or_si256(
     )
 ));
 i8_tile!(q8_0_tile, Q8_0_BYTES, |wb| ld256(wb.add(2)));
+i8_tile!(iq4_nl_tile, IQ4_NL_BYTES, |wb| iq4nl_levels(wb));
 
 /// A u8 x i8 tile over 32-element blocks of `$bw` bytes starting `[d: f16][m: f16]`,
 /// against Q8_1 (Q4_1, Q5_1): `$u` turns the weight block at `$wb` into 32 unsigned bytes.
@@ -1007,6 +1034,7 @@ tile_entry!(tile_q5_k, q5_k_tile);
 tile_entry!(tile_q5_1, q5_1_tile);
 tile_entry!(tile_q2_k, q2_k_tile);
 tile_entry!(tile_q3_k, q3_k_tile);
+tile_entry!(tile_iq4_nl, iq4_nl_tile);
 
 // ---------------------------------------------------------------- activation quantisers
 

@@ -42,6 +42,7 @@ const QUANT: [QuantFn; N_TYPES] = [
     super::scalar::quantize_f32,
     quantize_q8_k,
     quantize_q8_k,
+    quantize_q8_0,
 ];
 
 macro_rules! table {
@@ -64,6 +65,7 @@ macro_rules! table {
                 super::avx2::dot_bf16,
                 super::avx2::dot_q2_k,
                 super::avx2::dot_q3_k,
+                super::avx2::dot_iq4_nl,
             ],
             quant: QUANT,
             rows: [
@@ -75,6 +77,7 @@ macro_rules! table {
                 Some($m::rows_q8_0),
                 Some($m::rows_q4_k),
                 Some($m::rows_q6_k),
+                None,
                 None,
                 None,
                 None,
@@ -95,6 +98,7 @@ macro_rules! table {
                 None,
                 Some(super::avx2::tile_q2_k),
                 Some(super::avx2::tile_q3_k),
+                Some(super::avx2::tile_iq4_nl),
             ],
         }
     };

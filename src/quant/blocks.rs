@@ -4,7 +4,7 @@
 //!
 //! Naming: `QK*` are elements per block, `*_BYTES` bytes per block, `*_OFF_*` field offsets.
 
-/// Elements per block of the 32-element formats (Q4_0, Q4_1, Q5_0, Q8_0, Q8_1).
+/// Elements per block of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, IQ4_NL).
 pub const QK: usize = 32;
 /// Elements per super-block of the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K).
 pub const QK_K: usize = 256;
@@ -25,8 +25,16 @@ pub const Q5_0_BYTES: usize = 22;
 /// `block_q5_1`). Low four bits as Q4_0, fifth bits as Q5_0; weight = d * q + m, q in 0..=31.
 pub const Q5_1_BYTES: usize = 24;
 
+/// IQ4_NL, 32 weights in 18 bytes: `[d: f16][qs: 16 B]` (ggml's `block_iq4_nl`). Nibble order
+/// as Q4_0; a nibble picks one of the 16 levels of [`KVALUES_IQ4NL`]; weight = d * level.
+pub const IQ4_NL_BYTES: usize = 18;
+/// IQ4_NL's non-linear levels (ggml's `kvalues_iq4nl`): closer together near zero.
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
 /// Q8_0, 32 values in 34 bytes: `[d: f16][qs: 32 x i8]`; value = d * q.
-/// Also the activation format for Q4_0, Q5_0 and Q8_0 weights.
+/// Also the activation format for Q4_0, Q5_0, Q8_0 and IQ4_NL weights.
 pub const Q8_0_BYTES: usize = 34;
 
 /// Q8_1 (activations for Q4_1 and Q5_1), 32 values in 36 bytes: `[d: f16][s: f16][qs: 32 x i8]`,

@@ -23,6 +23,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::dot_bf16,
         scalar::dot_q2_k,
         scalar::dot_q3_k,
+        scalar::dot_iq4_nl,
     ],
     quant: [
         scalar::quantize_f32,
@@ -38,6 +39,7 @@ pub(crate) static SCALAR: Kernels = Kernels {
         scalar::quantize_f32,
         scalar::quantize_q8_k,
         scalar::quantize_q8_k,
+        scalar::quantize_q8_0,
     ],
     rows: [None; N_TYPES],
     tile: [None; N_TYPES],

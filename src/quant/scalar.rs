@@ -70,6 +70,15 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        GgmlType::IQ4_NL => {
+            for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(IQ4_NL_BYTES)) {
+                let d = read_f16(b, 0);
+                for (j, &q) in b[2..18].iter().enumerate() {
+                    y[j] = d * KVALUES_IQ4NL[(q & 0xF) as usize] as f32;
+                    y[j + 16] = d * KVALUES_IQ4NL[(q >> 4) as usize] as f32;
+                }
+            }
+        }
         GgmlType::Q8_0 => {
             for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q8_0_BYTES)) {
                 let d = read_f16(b, 0);
@@ -203,7 +212,9 @@ pub fn quantize_acts(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
     match ty {
         GgmlType::F32 | GgmlType::BF16 => quantize_f32(x, dst),
         GgmlType::F16 => quantize_f16(x, dst),
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => quantize_q8_0(x, dst),
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => {
+            quantize_q8_0(x, dst)
+        }
         GgmlType::Q4_1 | GgmlType::Q5_1 => quantize_q8_1(x, dst),
         GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
             quantize_q8_k(x, dst)
@@ -304,6 +315,7 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::BF16 => dot_bf16(n, w, a),
         GgmlType::Q2_K => dot_q2_k(n, w, a),
         GgmlType::Q3_K => dot_q3_k(n, w, a),
+        GgmlType::IQ4_NL => dot_iq4_nl(n, w, a),
     }
 }
 
@@ -406,6 +418,22 @@ pub fn dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
             sumi += x0 * a[4 + j] as i8 as i32 + x1 * a[20 + j] as i8 as i32;
         }
         sumf += read_f16(w, 0) * read_f16(a, 0) * sumi as f32 + read_f16(w, 2) * read_f16(a, 2);
+    }
+    sumf
+}
+
+/// IQ4_NL x Q8_0 (ggml `ggml_vec_dot_iq4_nl_q8_0`): the levels the nibbles pick times the
+/// Q8_0 quants, summed as integers per block, times `d_a d_w`.
+pub fn dot_iq4_nl(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (w, a) in blocks(n, QK, w, IQ4_NL_BYTES, a, Q8_0_BYTES) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = w[2 + j];
+            sumi += KVALUES_IQ4NL[(q & 0xF) as usize] as i32 * a[2 + j] as i8 as i32;
+            sumi += KVALUES_IQ4NL[(q >> 4) as usize] as i32 * a[18 + j] as i8 as i32;
+        }
+        sumf += read_f16(a, 0) * read_f16(w, 0) * sumi as f32;
     }
     sumf
 }

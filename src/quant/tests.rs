@@ -131,6 +131,47 @@ fn q5_1_block() {
 }
 
 #[test]
+fn iq4_nl_block() {
+    // Block 0: d = 0.5; nibble order as Q4_0, a nibble picks a level of
+    // [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]:
+    // qs[0] = 0xF0: elem 0 = 0.5 * -127 = -63.5, elem 16 = 0.5 * 113 = 56.5;
+    // qs[1] = 0x78: elem 1 = 0.5 * 1 = 0.5, elem 17 = 0.5 * -10 = -5;
+    // qs[15] = 0x3C: elem 15 = 0.5 * 53 = 26.5, elem 31 = 0.5 * -65 = -32.5;
+    // every other qs 0x88: level 1 -> 0.5.
+    // Block 1: d = 1, qs[j] = j | (15 - j) << 4: elems 0..16 are the levels in order, elems
+    // 16..32 the levels backwards.
+    let levels = [
+        -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0,
+        69.0, 89.0, 113.0,
+    ];
+    let mut b = [0x88u8; 2 * IQ4_NL_BYTES];
+    b[..2].copy_from_slice(&H_0_5);
+    (b[2], b[3], b[17]) = (0xF0, 0x78, 0x3C);
+    b[18..20].copy_from_slice(&H_1);
+    for j in 0..16 {
+        b[20 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let mut want = [0.5f32; 64];
+    (want[0], want[16], want[17], want[15], want[31]) = (-63.5, 56.5, -5.0, 26.5, -32.5);
+    want[32..48].copy_from_slice(&levels);
+    for j in 0..16 {
+        want[48 + j] = levels[15 - j];
+    }
+    assert_eq!(deq(GgmlType::IQ4_NL, &b), want);
+    // Block 0 against Q8_0 of x = [127 at 0, -127 at 16, 2 at 31, else 0]: d = 1, q = x:
+    // -63.5 * 127 + 56.5 * -127 - 32.5 * 2 = -15305; the kernel: d_w d_a sum(level q)
+    // = 0.5 * (-127 * 127 + 113 * -127 - 65 * 2) = 0.5 * -30610.
+    let mut x = [0f32; 32];
+    (x[0], x[16], x[31]) = (127.0, -127.0, 2.0);
+    let mut a = [0u8; Q8_0_BYTES];
+    scalar::quantize_q8_0(&x, &mut a);
+    assert_eq!(read_f16(&a, 0), 1.0);
+    let exact: f32 = want.iter().zip(&x).map(|(w, x)| w * x).sum();
+    assert_eq!(exact, -15305.0);
+    assert_eq!(dot_by_every_set(GgmlType::IQ4_NL, 32, &b, &a), exact);
+}
+
+#[test]
 fn q8_0_block() {
     // d = 2; qs[0] = 1 -> 2, qs[1] = -1 -> -2, qs[5] = 127 -> 254, qs[31] = -128 -> -256.
     let mut b = [0u8; Q8_0_BYTES];
@@ -389,6 +430,11 @@ fn type_ids_and_sizes() {
         (110, 256)
     );
     assert_eq!(GgmlType::Q3_K.act_row_bytes(512), 584);
+    assert_eq!(
+        (GgmlType::IQ4_NL.block_bytes(), GgmlType::IQ4_NL.block_len()),
+        (18, 32)
+    );
+    assert_eq!(GgmlType::IQ4_NL.act_row_bytes(64), 68);
 }
 
 // ---------------------------------------------------------------- random rows
@@ -414,7 +460,7 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
                 c.copy_from_slice(&((rng.f().to_bits() >> 16) as u16).to_le_bytes());
             }
         }
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q6_K => {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::IQ4_NL => {
             let off = if ty == GgmlType::Q6_K { Q6_K_OFF_D } else { 0 };
             for c in b.chunks_exact_mut(ty.block_bytes()) {
                 put(c, off, rng);
