@@ -45,6 +45,8 @@ fn random_weights(rng: &mut Lcg, ty: GgmlType, n: usize) -> Vec<u8> {
         GgmlType::F16 => &[0],
         GgmlType::Q4_1 | GgmlType::Q4_K => &[0, 2],
         GgmlType::Q6_K => &[blocks::Q6_K_OFF_D],
+        GgmlType::Q2_K => &[blocks::Q2_K_OFF_D, blocks::Q2_K_OFF_DMIN],
+        GgmlType::Q3_K => &[blocks::Q3_K_OFF_D],
         _ => &[0],
     };
     for blk in w.chunks_exact_mut(ty.block_bytes()) {

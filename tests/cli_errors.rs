@@ -114,16 +114,16 @@ fn unsupported_architecture() {
 
 #[test]
 fn unsupported_tensor_type() {
-    let p = tmp_dir("ttype").join("q2_k.gguf");
-    // Type 10 is Q2_K, which fastgen does not run.
+    let p = tmp_dir("ttype").join("iq2_xxs.gguf");
+    // Type 16 is IQ2_XXS, which fastgen does not run.
     write_gguf(
         &p,
         &[("general.architecture", "llama")],
-        &[("token_embd.weight", &[32, 4], 10)],
+        &[("token_embd.weight", &[32, 4], 16)],
     );
     let e = fails(&["run", "--model", p.to_str().unwrap(), "hi"]);
     assert!(
-        e.contains("unsupported tensor type") && e.contains("Q2_K"),
+        e.contains("unsupported tensor type") && e.contains("IQ2_XXS"),
         "{e}"
     );
 }

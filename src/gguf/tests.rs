@@ -676,7 +676,7 @@ fn misaligned_offset() {
 
 #[test]
 fn unknown_or_unsupported_tensor_type() {
-    for id in [99u32, 10, u32::MAX] {
+    for id in [99u32, 16, u32::MAX] {
         let bytes = GgufWriter::new()
             .tensor("blk.3.ffn_up.weight", &[32], id, vec![0; 64])
             .build();

@@ -27,10 +27,12 @@ use crate::quant::{self, GgmlType};
 /// Weight types whose activations are quantised the same way share one quantised copy.
 fn act_format(ty: GgmlType) -> GgmlType {
     match ty {
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => GgmlType::Q8_0,
         GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q4_1,
         GgmlType::F32 | GgmlType::BF16 => GgmlType::F32,
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => GgmlType::Q4_K,
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            GgmlType::Q4_K
+        }
         other => other,
     }
 }
@@ -468,6 +470,8 @@ mod tests {
         let scales: &[usize] = match ty {
             GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
             GgmlType::Q6_K => &[blocks::Q6_K_OFF_D],
+            GgmlType::Q2_K => &[blocks::Q2_K_OFF_D, blocks::Q2_K_OFF_DMIN],
+            GgmlType::Q3_K => &[blocks::Q3_K_OFF_D],
             _ => &[0],
         };
         for blk in bytes.chunks_exact_mut(ty.block_bytes()) {
@@ -525,6 +529,9 @@ mod tests {
             GgmlType::Q5_K,
             GgmlType::Q5_1,
             GgmlType::BF16,
+            GgmlType::Q2_K,
+            GgmlType::Q3_K,
+            GgmlType::IQ4_NL,
         ] {
             let cols = 512;
             // Row counts that do not divide the chunk, tile or 4-row sizes.

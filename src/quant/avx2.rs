@@ -23,7 +23,7 @@ pub static KERNELS: Kernels = Kernels {
     name: "avx2",
     dot: [
         dot_f32, dot_f16, dot_q4_0, dot_q4_1, dot_q5_0, dot_q8_0, dot_q4_k, dot_q6_k, dot_q5_k,
-        dot_q5_1, dot_bf16,
+        dot_q5_1, dot_bf16, dot_q2_k, dot_q3_k, dot_iq4_nl,
     ],
     quant: [
         super::scalar::quantize_f32,
@@ -37,6 +37,9 @@ pub static KERNELS: Kernels = Kernels {
         quantize_q8_k,
         quantize_q8_1,
         super::scalar::quantize_f32,
+        quantize_q8_k,
+        quantize_q8_k,
+        quantize_q8_0,
     ],
     rows: [None; N_TYPES],
     tile: [
@@ -51,6 +54,9 @@ pub static KERNELS: Kernels = Kernels {
         Some(tile_q5_k),
         Some(tile_q5_1),
         None,
+        Some(tile_q2_k),
+        Some(tile_q3_k),
+        Some(tile_iq4_nl),
     ],
 };
 
@@ -355,6 +361,30 @@ pub unsafe fn dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     q5_0_blocks(w.as_ptr(), a.as_ptr(), 0, n / QK)
 }
 
+/// IQ4_NL's 32 weights of the block at `wb` as i8 levels: each nibble ([`nibbles32`]) looked
+/// up in the table, which sits in both 128-bit lanes as `vpshufb` looks up within a lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn iq4nl_levels(wb: *const u8) -> __m256i {
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr().cast()));
+    _mm256_shuffle_epi8(table, nibbles32(wb.add(2)))
+}
+
+/// IQ4_NL x Q8_0: as Q4_0 with the looked-up levels. No level is -128, so the sign trick of
+/// [`dot_i8i8`] is exact (|level| <= 127; pairs at most 2 * 127 * 127).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_iq4_nl(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (w, a) = (w.as_ptr(), a.as_ptr());
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK {
+        let (wb, ab) = (w.add(i * IQ4_NL_BYTES), a.add(i * Q8_0_BYTES));
+        let d = _mm256_set1_ps(f16_mul(wb, ab));
+        let p = dot_i8i8(iq4nl_levels(wb), ld256(ab.add(2)));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn q8_0_blocks(w: *const u8, a: *const u8, from: usize, to: usize) -> f32 {
@@ -519,6 +549,166 @@ pub unsafe fn dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     hsum_ps(acc)
 }
 
+// ---------------------------------------------------------------- K-quants of 16-element groups
+
+// Q2_K and Q3_K give every 16 elements their own scale: a 32-element chunk of quants meets
+// two scales, which maddubs' 16 pair sums take as eight lanes each (low and high 128 bits).
+
+/// The eight scales of half `h` (groups `8h..8h + 8`) of a block's 16 i16 scales, in both
+/// 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn half_scales(sc: __m256i, h: usize) -> __m256i {
+    if h == 0 {
+        _mm256_permute2x128_si256::<0x00>(sc, sc)
+    } else {
+        _mm256_permute2x128_si256::<0x11>(sc, sc)
+    }
+}
+
+/// Scales of chunk `j` (0..4) of a half, from [`half_scales`]: group `2j`'s scale in the eight
+/// i16 lanes of the low 128 bits, group `2j + 1`'s in those of the high 128 bits.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn chunk_scales(s: __m256i, j: usize) -> __m256i {
+    // Byte pairs of lane i16 2j (low half) and 2j + 1 (high half), repeated.
+    let (lo, hi) = (4 * j as i16, 4 * j as i16 + 2);
+    let pick = _mm256_set_m128i(
+        _mm_set1_epi16(hi | (hi + 1) << 8),
+        _mm_set1_epi16(lo | (lo + 1) << 8),
+    );
+    _mm256_shuffle_epi8(s, pick)
+}
+
+/// `sum_g scale_g * sum(q y)` over the eight 16-element groups of half `h` of a Q2_K / Q3_K
+/// block, in 8 i32 lanes: `q` holds the half's four 32-element chunks of unsigned quants
+/// (element order), `sc` the block's 16 scales as i16, `y` the half's 128 Q8_K values.
+/// Pairs of quants <= 7 times i8 fit maddubs' i16; a 6-bit scale times a pair sum fits i32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn groups16_half(q: &[__m256i; 4], sc: __m256i, h: usize, y: *const u8) -> __m256i {
+    let s = half_scales(sc, h);
+    let mut sum = _mm256_setzero_si256();
+    for (j, &q) in q.iter().enumerate() {
+        let p = _mm256_maddubs_epi16(q, ld256(y.add(32 * j)));
+        sum = _mm256_add_epi32(sum, _mm256_madd_epi16(p, chunk_scales(s, j)));
+    }
+    sum
+}
+
+/// The four 32-element chunks of two-bit quants (0..=3) of the 32 bytes at `qs` (one half
+/// of a Q2_K / Q3_K block): chunk `j` is bits `2j..2j + 2` of every byte. The 16-bit shifts
+/// bring bits of the neighbouring byte only into bits >= 2, which the mask drops.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn two_bit_half(qs: *const u8) -> [__m256i; 4] {
+    let m3 = _mm256_set1_epi8(3);
+    let b = ld256(qs);
+    [
+        _mm256_and_si256(b, m3),
+        _mm256_and_si256(_mm256_srli_epi16(b, 2), m3),
+        _mm256_and_si256(_mm256_srli_epi16(b, 4), m3),
+        _mm256_and_si256(_mm256_srli_epi16(b, 6), m3),
+    ]
+}
+
+/// A Q2_K block's 16 scales (low nibbles) and 16 mins (high nibbles), as i16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q2k_scales_mins(wb: *const u8) -> (__m256i, __m256i) {
+    let s = _mm_loadu_si128(wb.cast());
+    let m4 = _mm_set1_epi8(0x0F);
+    (
+        _mm256_cvtepu8_epi16(_mm_and_si128(s, m4)),
+        _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(s, 4), m4)),
+    )
+}
+
+/// Q2_K x Q8_K: per block `d yd sum_g sc_g sum(q y)` from the quants and `dmin yd sum_g m_g
+/// bsum_g` from Q8_K's block sums (one per group), each in its own accumulator, subtracted at
+/// the end (as [`scale_min_dot`]).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q2_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let (mut acc, mut accm) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for i in 0..n / QK_K {
+        let (wb, ab) = (
+            w.as_ptr().add(i * Q2_K_BYTES),
+            a.as_ptr().add(i * Q8_K_BYTES),
+        );
+        let (sc, mn) = q2k_scales_mins(wb);
+        let y = ab.add(Q8_K_OFF_QS);
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let q = two_bit_half(wb.add(Q2_K_OFF_QS + 32 * h));
+            sumi = _mm256_add_epi32(sumi, groups16_half(&q, sc, h, y.add(128 * h)));
+        }
+        let mins = _mm256_madd_epi16(mn, ld256(ab.add(Q8_K_OFF_BSUMS)));
+        let dm = f16_pair(wb.add(Q2_K_OFF_D), wb.add(Q2_K_OFF_DMIN));
+        let dd = _mm_mul_ps(dm, _mm_set1_ps(f32_at(ab))); // [d yd, dmin yd]
+        acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(dd), _mm256_cvtepi32_ps(sumi), acc);
+        let dmin = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+        accm = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm);
+    }
+    hsum_ps(_mm256_sub_ps(acc, accm))
+}
+
+/// A Q3_K block's 16 scales minus 32, as i16.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_scales16(wb: *const u8) -> __m256i {
+    let s = q3k_scales(std::slice::from_raw_parts(wb.add(Q3_K_OFF_SCALES), 12));
+    _mm256_cvtepi8_epi16(_mm_loadu_si128(s.as_ptr().cast()))
+}
+
+/// Half `h` of a Q3_K block as [`two_bit_half`]'s four chunks of `q + 4` (0..=7): the two low
+/// bits with the third bit, bit `4h + j` of the `hmask` bytes `hm` for chunk `j`, at bit 2.
+/// The 16-bit shift (by at most 7) moves bits of the neighbouring byte only into bits >= 1,
+/// which the mask drops.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_half(wb: *const u8, hm: __m256i, h: usize) -> [__m256i; 4] {
+    let mut q = two_bit_half(wb.add(Q3_K_OFF_QS + 32 * h));
+    let one = _mm256_set1_epi8(1);
+    for (j, q) in q.iter_mut().enumerate() {
+        let b = _mm256_srl_epi16(hm, _mm_cvtsi32_si128((4 * h + j) as i32));
+        *q = _mm256_or_si256(*q, _mm256_slli_epi16(_mm256_and_si256(b, one), 2));
+    }
+    q
+}
+
+/// Per-lane terms of `4 * sum_g scale_g * bsum_g`, Q3_K's offset term (its quants go into the
+/// products as q + 4): 8 i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3k_offset_terms(sc: __m256i, bsums: *const u8) -> __m256i {
+    _mm256_slli_epi32(_mm256_madd_epi16(sc, ld256(bsums)), 2)
+}
+
+/// Q3_K x Q8_K: the quants taken unsigned (q + 4) and the offset taken back through Q8_K's
+/// block sums, in integers: the same i32 block sum as `sum_g scale_g sum(q y)`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n / QK_K {
+        let (wb, ab) = (
+            w.as_ptr().add(i * Q3_K_BYTES),
+            a.as_ptr().add(i * Q8_K_BYTES),
+        );
+        let sc = q3k_scales16(wb);
+        let hm = ld256(wb);
+        let y = ab.add(Q8_K_OFF_QS);
+        let mut sumi = _mm256_setzero_si256();
+        for h in 0..2 {
+            let q = q3k_half(wb, hm, h);
+            sumi = _mm256_add_epi32(sumi, groups16_half(&q, sc, h, y.add(128 * h)));
+        }
+        let sumi = _mm256_sub_epi32(sumi, q3k_offset_terms(sc, ab.add(Q8_K_OFF_BSUMS)));
+        let d = _mm256_set1_ps(f16_at(wb.add(Q3_K_OFF_D)) * f32_at(ab));
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum_ps(acc)
+}
+
 // ---------------------------------------------------------------- tiles (prefill)
 
 // `R` weight rows against `A` activation rows (the dispatch table's `TILE_R x TILE_A` tile,
@@ -574,6 +764,7 @@ i8_tile!(q5_0_tile, Q5_0_BYTES, |wb| _mm256_or_si256(
     )
 ));
 i8_tile!(q8_0_tile, Q8_0_BYTES, |wb| ld256(wb.add(2)));
+i8_tile!(iq4_nl_tile, IQ4_NL_BYTES, |wb| iq4nl_levels(wb));
 
 /// A u8 x i8 tile over 32-element blocks of `$bw` bytes starting `[d: f16][m: f16]`,
 /// against Q8_1 (Q4_1, Q5_1): `$u` turns the weight block at `$wb` into 32 unsigned bytes.
@@ -735,6 +926,94 @@ unsafe fn q6_k_tile<const R: usize, const A: usize>(
     hsum_tile(&acc)
 }
 
+/// The tile of [`dot_q2_k`]: the quants of a weight row's half unpacked once for the `A`
+/// activation rows.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q2_k_tile<const R: usize, const A: usize>(
+    n: usize,
+    w: [*const u8; R],
+    a: [*const u8; A],
+) -> [[f32; R]; A] {
+    let (mut acc, mut accm) = ([[_mm256_setzero_ps(); R]; A], [[_mm256_setzero_ps(); R]; A]);
+    for i in 0..n / QK_K {
+        let mut sumi = [[_mm256_setzero_si256(); R]; A];
+        for h in 0..2 {
+            for r in 0..R {
+                let wb = w[r].add(i * Q2_K_BYTES);
+                let (sc, _) = q2k_scales_mins(wb);
+                let q = two_bit_half(wb.add(Q2_K_OFF_QS + 32 * h));
+                for k in 0..A {
+                    let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 128 * h);
+                    sumi[k][r] = _mm256_add_epi32(sumi[k][r], groups16_half(&q, sc, h, y));
+                }
+            }
+        }
+        for k in 0..A {
+            let ab = a[k].add(i * Q8_K_BYTES);
+            let yd = _mm_set1_ps(f32_at(ab));
+            for r in 0..R {
+                let wb = w[r].add(i * Q2_K_BYTES);
+                let (_, mn) = q2k_scales_mins(wb);
+                let mins = _mm256_madd_epi16(mn, ld256(ab.add(Q8_K_OFF_BSUMS)));
+                let dm = f16_pair(wb.add(Q2_K_OFF_D), wb.add(Q2_K_OFF_DMIN));
+                let dd = _mm_mul_ps(dm, yd);
+                let (dq, dmin) = (
+                    _mm256_broadcastss_ps(dd),
+                    _mm256_broadcastss_ps(_mm_movehdup_ps(dd)),
+                );
+                acc[k][r] = _mm256_fmadd_ps(dq, _mm256_cvtepi32_ps(sumi[k][r]), acc[k][r]);
+                accm[k][r] = _mm256_fmadd_ps(dmin, _mm256_cvtepi32_ps(mins), accm[k][r]);
+            }
+        }
+    }
+    for k in 0..A {
+        for r in 0..R {
+            acc[k][r] = _mm256_sub_ps(acc[k][r], accm[k][r]);
+        }
+    }
+    hsum_tile(&acc)
+}
+
+/// The tile of [`dot_q3_k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q3_k_tile<const R: usize, const A: usize>(
+    n: usize,
+    w: [*const u8; R],
+    a: [*const u8; A],
+) -> [[f32; R]; A] {
+    let mut acc = [[_mm256_setzero_ps(); R]; A];
+    for i in 0..n / QK_K {
+        let mut sc = [_mm256_setzero_si256(); R];
+        for r in 0..R {
+            sc[r] = q3k_scales16(w[r].add(i * Q3_K_BYTES));
+        }
+        let mut sumi = [[_mm256_setzero_si256(); R]; A];
+        for h in 0..2 {
+            for r in 0..R {
+                let wb = w[r].add(i * Q3_K_BYTES);
+                let q = q3k_half(wb, ld256(wb), h);
+                for k in 0..A {
+                    let y = a[k].add(i * Q8_K_BYTES + Q8_K_OFF_QS + 128 * h);
+                    sumi[k][r] = _mm256_add_epi32(sumi[k][r], groups16_half(&q, sc[r], h, y));
+                }
+            }
+        }
+        for k in 0..A {
+            let ab = a[k].add(i * Q8_K_BYTES);
+            for r in 0..R {
+                let wb = w[r].add(i * Q3_K_BYTES);
+                let off = q3k_offset_terms(sc[r], ab.add(Q8_K_OFF_BSUMS));
+                let s = _mm256_sub_epi32(sumi[k][r], off);
+                let d = _mm256_set1_ps(f16_at(wb.add(Q3_K_OFF_D)) * f32_at(ab));
+                acc[k][r] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(s), acc[k][r]);
+            }
+        }
+    }
+    hsum_tile(&acc)
+}
+
 /// The dispatch table's tile entry point of a generic tile kernel.
 macro_rules! tile_entry {
     ($name:ident, $k:ident) => {
@@ -753,6 +1032,9 @@ tile_entry!(tile_q4_k, q4_k_tile);
 tile_entry!(tile_q6_k, q6_k_tile);
 tile_entry!(tile_q5_k, q5_k_tile);
 tile_entry!(tile_q5_1, q5_1_tile);
+tile_entry!(tile_q2_k, q2_k_tile);
+tile_entry!(tile_q3_k, q3_k_tile);
+tile_entry!(tile_iq4_nl, iq4_nl_tile);
 
 // ---------------------------------------------------------------- activation quantisers
 

@@ -40,6 +40,9 @@ const QUANT: [QuantFn; N_TYPES] = [
     quantize_q8_k,
     quantize_q8_1,
     super::scalar::quantize_f32,
+    quantize_q8_k,
+    quantize_q8_k,
+    quantize_q8_0,
 ];
 
 macro_rules! table {
@@ -60,6 +63,9 @@ macro_rules! table {
                 super::avx2::dot_q5_k,
                 super::avx2::dot_q5_1,
                 super::avx2::dot_bf16,
+                super::avx2::dot_q2_k,
+                super::avx2::dot_q3_k,
+                super::avx2::dot_iq4_nl,
             ],
             quant: QUANT,
             rows: [
@@ -71,6 +77,9 @@ macro_rules! table {
                 Some($m::rows_q8_0),
                 Some($m::rows_q4_k),
                 Some($m::rows_q6_k),
+                None,
+                None,
+                None,
                 None,
                 None,
                 None,
@@ -87,6 +96,9 @@ macro_rules! table {
                 Some(super::avx2::tile_q5_k),
                 Some(super::avx2::tile_q5_1),
                 None,
+                Some(super::avx2::tile_q2_k),
+                Some(super::avx2::tile_q3_k),
+                Some(super::avx2::tile_iq4_nl),
             ],
         }
     };

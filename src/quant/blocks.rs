@@ -4,9 +4,9 @@
 //!
 //! Naming: `QK*` are elements per block, `*_BYTES` bytes per block, `*_OFF_*` field offsets.
 
-/// Elements per block of the 32-element formats (Q4_0, Q4_1, Q5_0, Q8_0, Q8_1).
+/// Elements per block of the 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, IQ4_NL).
 pub const QK: usize = 32;
-/// Elements per super-block of the K-quants (Q4_K, Q6_K, Q8_K).
+/// Elements per super-block of the K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K).
 pub const QK_K: usize = 256;
 
 /// Q4_0, 32 weights in 18 bytes: `[d: f16][qs: 16 B]`.
@@ -25,13 +25,42 @@ pub const Q5_0_BYTES: usize = 22;
 /// `block_q5_1`). Low four bits as Q4_0, fifth bits as Q5_0; weight = d * q + m, q in 0..=31.
 pub const Q5_1_BYTES: usize = 24;
 
+/// IQ4_NL, 32 weights in 18 bytes: `[d: f16][qs: 16 B]` (ggml's `block_iq4_nl`). Nibble order
+/// as Q4_0; a nibble picks one of the 16 levels of [`KVALUES_IQ4NL`]; weight = d * level.
+pub const IQ4_NL_BYTES: usize = 18;
+/// IQ4_NL's non-linear levels (ggml's `kvalues_iq4nl`): closer together near zero.
+pub const KVALUES_IQ4NL: [i8; 16] = [
+    -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113,
+];
+
 /// Q8_0, 32 values in 34 bytes: `[d: f16][qs: 32 x i8]`; value = d * q.
-/// Also the activation format for Q4_0, Q5_0 and Q8_0 weights.
+/// Also the activation format for Q4_0, Q5_0, Q8_0 and IQ4_NL weights.
 pub const Q8_0_BYTES: usize = 34;
 
 /// Q8_1 (activations for Q4_1 and Q5_1), 32 values in 36 bytes: `[d: f16][s: f16][qs: 32 x i8]`,
 /// where `s = d * sum(qs)` lets the dot product fold in Q4_1's / Q5_1's offset `m` with one multiply.
 pub const Q8_1_BYTES: usize = 36;
+
+/// Q2_K, 256 weights in 84 bytes: `[scales: 16 B][qs: 64 B][d: f16][dmin: f16]` (ggml's
+/// `block_q2_K`). Sixteen groups of 16 elements: `scales[g]` holds group `g`'s 4-bit scale
+/// `sc` in its low nibble and 4-bit min `m` in its high nibble. `qs` is two 32-byte halves;
+/// element `128h + 32j + l` (j in 0..4, l in 0..32) is bits `2j..2j + 2` of `qs[32h + l]`,
+/// so element `e` is in group `e / 16`. q in 0..=3; weight = d * sc * q - dmin * m.
+pub const Q2_K_BYTES: usize = 84;
+pub const Q2_K_OFF_QS: usize = 16;
+pub const Q2_K_OFF_D: usize = 80;
+pub const Q2_K_OFF_DMIN: usize = 82;
+
+/// Q3_K, 256 weights in 110 bytes: `[hmask: 32 B][qs: 64 B][scales: 12 B][d: f16]` (ggml's
+/// `block_q3_K`). Sixteen groups of 16 elements, each with a 6-bit scale stored + 32 (see
+/// [`q3k_scale`]). Element `e = 128h + 32j + l` (j in 0..4, l in 0..32) has its low two bits
+/// where Q2_K has them (bits `2j..2j + 2` of `qs[32h + l]`) and its third bit at bit
+/// `4h + j = e / 32` of `hmask[l]`; q = low bits, minus 4 when that bit is clear (-4..=3).
+/// weight = d * (scale - 32) * q.
+pub const Q3_K_BYTES: usize = 110;
+pub const Q3_K_OFF_QS: usize = 32;
+pub const Q3_K_OFF_SCALES: usize = 96;
+pub const Q3_K_OFF_D: usize = 108;
 
 /// Q4_K, 256 weights in 144 bytes: `[d: f16][dmin: f16][scales: 12 B][qs: 128 B]`.
 /// Eight sub-blocks of 32, each with a 6-bit scale `sc` and 6-bit min `m` packed into `scales`
@@ -121,6 +150,37 @@ pub fn q4k_scale_min(s: &[u8], j: usize) -> (u8, u8) {
             (s[j + 4] >> 4) | ((s[j] >> 6) << 4),
         )
     }
+}
+
+/// Scale `j` (0..16) of a Q3_K block as stored (0..=63, i.e. scale + 32) from its 12 packed
+/// bytes `s`: the low four bits are the low (j < 8) or high (j >= 8) nibble of `s[j % 8]`,
+/// the top two bits are bits `2 (j / 4)..2 (j / 4) + 2` of `s[8 + j % 4]`.
+#[inline(always)]
+pub fn q3k_scale(s: &[u8], j: usize) -> u8 {
+    let lo = if j < 8 { s[j] & 0xF } else { s[j - 8] >> 4 };
+    let hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    lo | hi << 4
+}
+
+/// All 16 scales of a Q3_K block, minus 32 (-32..=31): [`q3k_scale`] for each `j`, done
+/// four bytes at a time.
+#[inline(always)]
+pub fn q3k_scales(s: &[u8]) -> [i8; 16] {
+    let (u0, u1, u2) = (read_u32(s, 0), read_u32(s, 4), read_u32(s, 8));
+    let (m4, m2) = (0x0F0F_0F0Fu32, 0x0303_0303u32);
+    let words = [
+        (u0 & m4) | (u2 & m2) << 4,
+        (u1 & m4) | ((u2 >> 2) & m2) << 4,
+        ((u0 >> 4) & m4) | ((u2 >> 4) & m2) << 4,
+        ((u1 >> 4) & m4) | ((u2 >> 6) & m2) << 4,
+    ];
+    let mut out = [0i8; 16];
+    for (o, w) in out.chunks_exact_mut(4).zip(words) {
+        for (o, b) in o.iter_mut().zip(w.to_le_bytes()) {
+            *o = b as i8 - 32;
+        }
+    }
+    out
 }
 
 /// All eight (scale, min) pairs of a Q4_K block, unpacked: the same as [`q4k_scale_min`]

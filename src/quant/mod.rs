@@ -2,9 +2,10 @@
 //! products.
 //!
 //! A matrix product `y = W x` quantises the activation row `x` once, into the format that the
-//! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1,
-//! Q8_K for Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16;
-//! BF16 weights take f32 activations, where llama.cpp converts them to BF16), then takes one dot product per weight row.
+//! weight type's dot product takes (as llama.cpp does: Q8_0 for Q4_0/Q5_0/Q8_0/IQ4_NL, Q8_1
+//! for Q4_1/Q5_1, Q8_K for Q2_K/Q3_K/Q4_K/Q5_K/Q6_K, f32 for F32, f16 for F16; BF16 weights
+//! take f32 activations, where llama.cpp converts them to BF16), then takes one dot product
+//! per weight row.
 //!
 //! Layout: `blocks` (byte layouts), `scalar` (portable reference kernels), `avx2`/`avx512`
 //! (x86 kernels), `table` (a kernel set as a table of function pointers, and the checked
@@ -43,10 +44,13 @@ pub enum GgmlType {
     Q5_K,
     Q5_1,
     BF16,
+    Q2_K,
+    Q3_K,
+    IQ4_NL,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 11] = [
+    pub const ALL: [GgmlType; 14] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::Q4_0,
@@ -58,6 +62,9 @@ impl GgmlType {
         GgmlType::Q5_K,
         GgmlType::Q5_1,
         GgmlType::BF16,
+        GgmlType::Q2_K,
+        GgmlType::Q3_K,
+        GgmlType::IQ4_NL,
     ];
 
     /// From the GGUF type id; unknown or unsupported ids give `Error::UnsupportedTensorType`
@@ -71,9 +78,12 @@ impl GgmlType {
             6 => GgmlType::Q5_0,
             7 => GgmlType::Q5_1,
             8 => GgmlType::Q8_0,
+            10 => GgmlType::Q2_K,
+            11 => GgmlType::Q3_K,
             12 => GgmlType::Q4_K,
             13 => GgmlType::Q5_K,
             14 => GgmlType::Q6_K,
+            20 => GgmlType::IQ4_NL,
             30 => GgmlType::BF16,
             _ => {
                 let msg = match ggml_type_name(id) {
@@ -99,6 +109,9 @@ impl GgmlType {
             GgmlType::Q5_K => 13,
             GgmlType::Q5_1 => 7,
             GgmlType::BF16 => 30,
+            GgmlType::Q2_K => 10,
+            GgmlType::Q3_K => 11,
+            GgmlType::IQ4_NL => 20,
         }
     }
 
@@ -115,6 +128,9 @@ impl GgmlType {
             GgmlType::Q5_K => "Q5_K",
             GgmlType::Q5_1 => "Q5_1",
             GgmlType::BF16 => "BF16",
+            GgmlType::Q2_K => "Q2_K",
+            GgmlType::Q3_K => "Q3_K",
+            GgmlType::IQ4_NL => "IQ4_NL",
         }
     }
 
@@ -122,10 +138,15 @@ impl GgmlType {
     pub fn block_len(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
-                QK
+            GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::IQ4_NL => QK,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                QK_K
             }
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
         }
     }
 
@@ -143,6 +164,9 @@ impl GgmlType {
             GgmlType::Q5_K => Q5_K_BYTES,
             GgmlType::Q5_1 => Q5_1_BYTES,
             GgmlType::BF16 => 2,
+            GgmlType::Q2_K => Q2_K_BYTES,
+            GgmlType::Q3_K => Q3_K_BYTES,
+            GgmlType::IQ4_NL => IQ4_NL_BYTES,
         }
     }
 
@@ -163,9 +187,13 @@ impl GgmlType {
         match self {
             GgmlType::F32 | GgmlType::BF16 => 4 * n,
             GgmlType::F16 => 2 * n,
-            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => n / QK * Q8_0_BYTES,
+            GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => {
+                n / QK * Q8_0_BYTES
+            }
             GgmlType::Q4_1 | GgmlType::Q5_1 => n / QK * Q8_1_BYTES,
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => n / QK_K * Q8_K_BYTES,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                n / QK_K * Q8_K_BYTES
+            }
         }
     }
 }

@@ -70,11 +70,42 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
                 }
             }
         }
+        GgmlType::IQ4_NL => {
+            for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(IQ4_NL_BYTES)) {
+                let d = read_f16(b, 0);
+                for (j, &q) in b[2..18].iter().enumerate() {
+                    y[j] = d * KVALUES_IQ4NL[(q & 0xF) as usize] as f32;
+                    y[j + 16] = d * KVALUES_IQ4NL[(q >> 4) as usize] as f32;
+                }
+            }
+        }
         GgmlType::Q8_0 => {
             for (y, b) in dst.chunks_exact_mut(QK).zip(src.chunks_exact(Q8_0_BYTES)) {
                 let d = read_f16(b, 0);
                 for (y, &q) in y.iter_mut().zip(&b[2..34]) {
                     *y = d * (q as i8) as f32;
+                }
+            }
+        }
+        GgmlType::Q2_K => {
+            for (y, b) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(Q2_K_BYTES)) {
+                let (d, dmin) = (read_f16(b, Q2_K_OFF_D), read_f16(b, Q2_K_OFF_DMIN));
+                let mut q = [0u8; QK_K];
+                q2k_unpack(b, &mut q);
+                for (e, (y, &q)) in y.iter_mut().zip(&q).enumerate() {
+                    let s = b[e / 16];
+                    *y = d * (s & 0xF) as f32 * q as f32 - dmin * (s >> 4) as f32;
+                }
+            }
+        }
+        GgmlType::Q3_K => {
+            for (y, b) in dst.chunks_exact_mut(QK_K).zip(src.chunks_exact(Q3_K_BYTES)) {
+                let d = read_f16(b, Q3_K_OFF_D);
+                let sc = q3k_scales(&b[Q3_K_OFF_SCALES..Q3_K_OFF_D]);
+                let mut q = [0i8; QK_K];
+                q3k_unpack(b, &mut q);
+                for (e, (y, &q)) in y.iter_mut().zip(&q).enumerate() {
+                    *y = d * sc[e / 16] as f32 * q as f32;
                 }
             }
         }
@@ -119,6 +150,31 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// Unpacks the 256 two-bit quants (0..=3) of a Q2_K or Q3_K block's `qs` (64 bytes), in
+/// element order: element `128h + 32j + l` is bits `2j..2j + 2` of `qs[32h + l]`.
+fn unpack_2bit(qs: &[u8], out: &mut [u8; QK_K]) {
+    for (e, q) in out.iter_mut().enumerate() {
+        let (h, j, l) = (e / 128, e / 32 % 4, e % 32);
+        *q = (qs[32 * h + l] >> (2 * j)) & 3;
+    }
+}
+
+/// The 256 quants (0..=3) of a Q2_K block, in element order.
+fn q2k_unpack(b: &[u8], out: &mut [u8; QK_K]) {
+    unpack_2bit(&b[Q2_K_OFF_QS..Q2_K_OFF_D], out);
+}
+
+/// The 256 quants (-4..=3) of a Q3_K block, in element order: the two low bits, minus 4
+/// where element `e`'s bit `e / 32` of `hmask[e % 32]` is clear.
+fn q3k_unpack(b: &[u8], out: &mut [i8; QK_K]) {
+    let mut lo = [0u8; QK_K];
+    unpack_2bit(&b[Q3_K_OFF_QS..Q3_K_OFF_SCALES], &mut lo);
+    for (e, (o, &lo)) in out.iter_mut().zip(&lo).enumerate() {
+        let high = (b[e % 32] >> (e / 32)) & 1;
+        *o = lo as i8 - if high == 1 { 0 } else { 4 };
+    }
+}
+
 /// Unpacks the 256 five-bit quants (0..=31) of a Q5_K block, in element order.
 fn q5k_unpack(b: &[u8], out: &mut [u8; QK_K]) {
     let qh = &b[Q5_K_OFF_QH..Q5_K_OFF_QS];
@@ -156,9 +212,13 @@ pub fn quantize_acts(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
     match ty {
         GgmlType::F32 | GgmlType::BF16 => quantize_f32(x, dst),
         GgmlType::F16 => quantize_f16(x, dst),
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => quantize_q8_0(x, dst),
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4_NL => {
+            quantize_q8_0(x, dst)
+        }
         GgmlType::Q4_1 | GgmlType::Q5_1 => quantize_q8_1(x, dst),
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => quantize_q8_k(x, dst),
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            quantize_q8_k(x, dst)
+        }
     }
 }
 
@@ -253,6 +313,9 @@ pub fn vec_dot(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
         GgmlType::Q5_K => dot_q5_k(n, w, a),
         GgmlType::Q5_1 => dot_q5_1(n, w, a),
         GgmlType::BF16 => dot_bf16(n, w, a),
+        GgmlType::Q2_K => dot_q2_k(n, w, a),
+        GgmlType::Q3_K => dot_q3_k(n, w, a),
+        GgmlType::IQ4_NL => dot_iq4_nl(n, w, a),
     }
 }
 
@@ -359,6 +422,22 @@ pub fn dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     sumf
 }
 
+/// IQ4_NL x Q8_0 (ggml `ggml_vec_dot_iq4_nl_q8_0`): the levels the nibbles pick times the
+/// Q8_0 quants, summed as integers per block, times `d_a d_w`.
+pub fn dot_iq4_nl(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    for (w, a) in blocks(n, QK, w, IQ4_NL_BYTES, a, Q8_0_BYTES) {
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            let q = w[2 + j];
+            sumi += KVALUES_IQ4NL[(q & 0xF) as usize] as i32 * a[2 + j] as i8 as i32;
+            sumi += KVALUES_IQ4NL[(q >> 4) as usize] as i32 * a[18 + j] as i8 as i32;
+        }
+        sumf += read_f16(a, 0) * read_f16(w, 0) * sumi as f32;
+    }
+    sumf
+}
+
 pub fn dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut sumf = 0f32;
     for (w, a) in blocks(n, QK, w, Q8_0_BYTES, a, Q8_0_BYTES) {
@@ -368,6 +447,51 @@ pub fn dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
             .map(|(&x, &y)| x as i8 as i32 * y as i8 as i32)
             .sum();
         sumf += sumi as f32 * (read_f16(w, 0) * read_f16(a, 0));
+    }
+    sumf
+}
+
+/// Q2_K x Q8_K (ggml `ggml_vec_dot_q2_K_q8_K`): per block
+/// `yd d sum_g sc_g sum(q y) - yd dmin sum_g m_g bsum_g`, one scale and min per 16 elements,
+/// so each min meets exactly one of Q8_K's block sums.
+pub fn dot_q2_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    let mut q = [0u8; QK_K];
+    for (w, a) in blocks(n, QK_K, w, Q2_K_BYTES, a, Q8_K_BYTES) {
+        q2k_unpack(w, &mut q);
+        let y = &a[Q8_K_OFF_QS..Q8_K_OFF_BSUMS];
+        let (mut sumi, mut summ) = (0i32, 0i32);
+        for (g, &sm) in w[..16].iter().enumerate() {
+            let s: i32 = (16 * g..16 * g + 16)
+                .map(|e| q[e] as i32 * y[e] as i8 as i32)
+                .sum();
+            sumi += (sm & 0xF) as i32 * s;
+            summ += (sm >> 4) as i32 * q8k_bsum(a, g);
+        }
+        let yd = read_f32(a, 0);
+        let (d, dmin) = (read_f16(w, Q2_K_OFF_D), read_f16(w, Q2_K_OFF_DMIN));
+        sumf += yd * d * sumi as f32 - yd * dmin * summ as f32;
+    }
+    sumf
+}
+
+/// Q3_K x Q8_K (ggml `ggml_vec_dot_q3_K_q8_K`): per block `d yd sum_g scale_g sum(q y)`
+/// with signed scales and signed quants, summed as integers and scaled once.
+pub fn dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let mut sumf = 0f32;
+    let mut q = [0i8; QK_K];
+    for (w, a) in blocks(n, QK_K, w, Q3_K_BYTES, a, Q8_K_BYTES) {
+        q3k_unpack(w, &mut q);
+        let sc = q3k_scales(&w[Q3_K_OFF_SCALES..Q3_K_OFF_D]);
+        let y = &a[Q8_K_OFF_QS..Q8_K_OFF_BSUMS];
+        let mut sumi = 0i32;
+        for (g, &s) in sc.iter().enumerate() {
+            let t: i32 = (16 * g..16 * g + 16)
+                .map(|e| q[e] as i32 * y[e] as i8 as i32)
+                .sum();
+            sumi += s as i32 * t;
+        }
+        sumf += read_f16(w, Q3_K_OFF_D) * read_f32(a, 0) * sumi as f32;
     }
     sumf
 }

@@ -131,6 +131,47 @@ fn q5_1_block() {
 }
 
 #[test]
+fn iq4_nl_block() {
+    // Block 0: d = 0.5; nibble order as Q4_0, a nibble picks a level of
+    // [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113]:
+    // qs[0] = 0xF0: elem 0 = 0.5 * -127 = -63.5, elem 16 = 0.5 * 113 = 56.5;
+    // qs[1] = 0x78: elem 1 = 0.5 * 1 = 0.5, elem 17 = 0.5 * -10 = -5;
+    // qs[15] = 0x3C: elem 15 = 0.5 * 53 = 26.5, elem 31 = 0.5 * -65 = -32.5;
+    // every other qs 0x88: level 1 -> 0.5.
+    // Block 1: d = 1, qs[j] = j | (15 - j) << 4: elems 0..16 are the levels in order, elems
+    // 16..32 the levels backwards.
+    let levels = [
+        -127.0, -104.0, -83.0, -65.0, -49.0, -35.0, -22.0, -10.0, 1.0, 13.0, 25.0, 38.0, 53.0,
+        69.0, 89.0, 113.0,
+    ];
+    let mut b = [0x88u8; 2 * IQ4_NL_BYTES];
+    b[..2].copy_from_slice(&H_0_5);
+    (b[2], b[3], b[17]) = (0xF0, 0x78, 0x3C);
+    b[18..20].copy_from_slice(&H_1);
+    for j in 0..16 {
+        b[20 + j] = j as u8 | (15 - j as u8) << 4;
+    }
+    let mut want = [0.5f32; 64];
+    (want[0], want[16], want[17], want[15], want[31]) = (-63.5, 56.5, -5.0, 26.5, -32.5);
+    want[32..48].copy_from_slice(&levels);
+    for j in 0..16 {
+        want[48 + j] = levels[15 - j];
+    }
+    assert_eq!(deq(GgmlType::IQ4_NL, &b), want);
+    // Block 0 against Q8_0 of x = [127 at 0, -127 at 16, 2 at 31, else 0]: d = 1, q = x:
+    // -63.5 * 127 + 56.5 * -127 - 32.5 * 2 = -15305; the kernel: d_w d_a sum(level q)
+    // = 0.5 * (-127 * 127 + 113 * -127 - 65 * 2) = 0.5 * -30610.
+    let mut x = [0f32; 32];
+    (x[0], x[16], x[31]) = (127.0, -127.0, 2.0);
+    let mut a = [0u8; Q8_0_BYTES];
+    scalar::quantize_q8_0(&x, &mut a);
+    assert_eq!(read_f16(&a, 0), 1.0);
+    let exact: f32 = want.iter().zip(&x).map(|(w, x)| w * x).sum();
+    assert_eq!(exact, -15305.0);
+    assert_eq!(dot_by_every_set(GgmlType::IQ4_NL, 32, &b, &a), exact);
+}
+
+#[test]
 fn q8_0_block() {
     // d = 2; qs[0] = 1 -> 2, qs[1] = -1 -> -2, qs[5] = 127 -> 254, qs[31] = -128 -> -256.
     let mut b = [0u8; Q8_0_BYTES];
@@ -207,6 +248,105 @@ fn q5_k_block() {
     assert_eq!(scalar::dot_q5_k(256, &b, &a), exact);
 }
 
+/// Q8_K activations of x = 1 everywhere but x[0] = -127: max = -127, so iscale = 1, d = 1
+/// and the quants are x itself; every bsum is 16 but the first, -127 + 15 = -112.
+fn ones_but_first_q8_k() -> ([f32; QK_K], Vec<u8>) {
+    let mut x = [1f32; QK_K];
+    x[0] = -127.0;
+    let mut a = vec![0u8; Q8_K_BYTES];
+    scalar::quantize_q8_k(&x, &mut a);
+    assert_eq!(
+        (read_f32(&a, 0), q8k_bsum(&a, 0), q8k_bsum(&a, 1)),
+        (1.0, -112, 16)
+    );
+    (x, a)
+}
+
+/// The dot of a hand-built block with its activations, by every kernel set this CPU runs: the
+/// hand-worked values are exact in f32 whatever the order of summation.
+fn dot_by_every_set(ty: GgmlType, n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let want = scalar::vec_dot(ty, n, w, a);
+    for k in supported_kernels() {
+        assert_eq!(k.vec_dot(ty, n, w, a), want, "{} {}", k.name, ty.name());
+    }
+    want
+}
+
+#[test]
+fn q2_k_block() {
+    // d = 1, dmin = 0.5. scales[g] = sc | m << 4: group 0 (elems 0..16) sc 1, m 2 (0x21);
+    // group 1 (16..32) sc 3, m 0 (0x03); group 5 (80..96) sc 2, m 15 (0xF2);
+    // group 15 (240..256) sc 15, m 1 (0x1F); every other group sc 0, m 0.
+    // Element 128h + 32j + l is bits 2j..2j+2 of qs[32h + l]:
+    // qs[0] = 0x03: elem 0 (j 0) q = 3 -> 1*1*3 - 0.5*2 = 2; elems 32, 64, 96 q = 0 (groups
+    //   2, 4, 6: 0).
+    // qs[17] = 0x21: elem 17 (j 0, group 1) q = 1 -> 3*1 = 3; elem 49 (j 1, group 3) q = 0;
+    //   elem 81 (j 2, group 5) q = 2 -> 2*2 - 0.5*15 = -3.5; elem 113 (j 3, group 7) q = 0.
+    // qs[63] = 0xC0: elem 255 (h 1, j 3, l 31, group 15) q = 3 -> 15*3 - 0.5 = 44.5.
+    // Every other q is 0, giving -dmin*m: -1 in group 0, -7.5 in group 5, -0.5 in group 15.
+    let mut b = [0u8; Q2_K_BYTES];
+    (b[0], b[1], b[5], b[15]) = (0x21, 0x03, 0xF2, 0x1F);
+    let qs = &mut b[Q2_K_OFF_QS..Q2_K_OFF_D];
+    (qs[0], qs[17], qs[63]) = (0x03, 0x21, 0xC0);
+    b[Q2_K_OFF_D..Q2_K_OFF_DMIN].copy_from_slice(&H_1);
+    b[Q2_K_OFF_DMIN..].copy_from_slice(&H_0_5);
+    let mut want = [0f32; 256];
+    want[0..16].fill(-1.0);
+    want[80..96].fill(-7.5);
+    want[240..256].fill(-0.5);
+    (want[0], want[17], want[81], want[255]) = (2.0, 3.0, -3.5, 44.5);
+    assert_eq!(deq(GgmlType::Q2_K, &b), want);
+    // Dot against y = [-127, 1, 1, ...] (d = 1): sum of want with elem 0 weighted -127
+    // = 2 * -127 + 15 * -1 + 3 + 15 * -7.5 - 3.5 + 15 * -0.5 + 44.5 = -345. The kernel's way:
+    // sum_g sc_g sum(q y) = 1 * (3 * -127) + 3 * 1 + 2 * 2 + 15 * 3 = -329;
+    // sum_g m_g bsum_g = 2 * -112 + 15 * 16 + 1 * 16 = 32; 1 * -329 - 0.5 * 32 = -345.
+    let (x, a) = ones_but_first_q8_k();
+    let exact: f32 = want.iter().zip(&x).map(|(w, x)| w * x).sum();
+    assert_eq!(exact, -345.0);
+    assert_eq!(dot_by_every_set(GgmlType::Q2_K, 256, &b, &a), exact);
+}
+
+#[test]
+fn q3_k_block() {
+    // d = 0.5. Scales (stored + 32): scale 0 = 1 (33: low 1, top 2), scale 5 = -2 (30: low
+    // 14, top 1), scale 10 = 31 (63: low 15, top 3), scale 15 = -32 (0), every other 0 (32:
+    // low 0, top 2). Low nibbles: scale j < 8 in s[j] low, j >= 8 in s[j - 8] high: s[0] = 0x01,
+    // s[5] = 0x0E, s[2] = 0xF0. Top bits of scale j at bits 2 (j / 4) of s[8 + j % 4]:
+    // s[8] = 0b10_10_10_10 (scales 0, 4, 8, 12), s[9] = 0b10_10_01_10 (scale 5 top 1),
+    // s[10] = 0b10_11_10_10 (scale 10 top 3), s[11] = 0b00_10_10_10 (scale 15 top 0).
+    // Element e = 128h + 32j + l: low bits (qs[32h + l] >> 2j) & 3, third bit e / 32 of
+    // hmask[l]; q = low bits - 4 unless that bit is set. With everything 0, q = -4:
+    // group 0 = 0.5*1*-4 = -2, group 5 = 0.5*-2*-4 = 4, group 10 = 0.5*31*-4 = -62,
+    // group 15 = 0.5*-32*-4 = 64, the others 0. Then:
+    // elem 0: qs[0] = 0x03 (low 3), hmask[0] bit 0 set -> q = 3 -> 0.5*1*3 = 1.5;
+    // elem 81 (h 0, j 2, l 17; group 5): qs[17] = 0x10 (bits 4-5: 1), hmask[17] bit 2 set
+    //   -> q = 1 -> 0.5*-2*1 = -1;
+    // elem 161 (h 1, j 1, l 1; group 10): qs[33] = 0x08 (bits 2-3: 2), hmask[1] bit 5 clear
+    //   -> q = -2 -> 0.5*31*-2 = -31;
+    // elem 255 (h 1, j 3, l 31; group 15): low bits 0, hmask[31] bit 7 set -> q = 0 -> 0.
+    let mut b = [0u8; Q3_K_BYTES];
+    (b[0], b[17], b[31]) = (0x01, 0x04, 0x80);
+    let qs = &mut b[Q3_K_OFF_QS..Q3_K_OFF_SCALES];
+    (qs[0], qs[17], qs[33]) = (0x03, 0x10, 0x08);
+    b[Q3_K_OFF_SCALES..Q3_K_OFF_D]
+        .copy_from_slice(&[0x01, 0, 0xF0, 0, 0, 0x0E, 0, 0, 0xAA, 0xA6, 0xBA, 0x2A]);
+    b[Q3_K_OFF_D..].copy_from_slice(&H_0_5);
+    let mut want = [0f32; 256];
+    want[0..16].fill(-2.0);
+    want[80..96].fill(4.0);
+    want[160..176].fill(-62.0);
+    want[240..256].fill(64.0);
+    (want[0], want[81], want[161], want[255]) = (1.5, -1.0, -31.0, 0.0);
+    assert_eq!(deq(GgmlType::Q3_K, &b), want);
+    // Dot against y = [-127, 1, 1, ...] (d = 1): 1.5 * -127 + 15 * -2 + 15 * 4 - 1
+    // + 15 * -62 - 31 + 15 * 64 = -162.5. The kernel's way, d * sum_g scale_g sum(q y):
+    // 0.5 * (1 * (3 * -127 - 60) - 2 * (-60 + 1) + 31 * (-60 - 2) - 32 * (-60)) = 0.5 * -325.
+    let (x, a) = ones_but_first_q8_k();
+    let exact: f32 = want.iter().zip(&x).map(|(w, x)| w * x).sum();
+    assert_eq!(exact, -162.5);
+    assert_eq!(dot_by_every_set(GgmlType::Q3_K, 256, &b, &a), exact);
+}
+
 #[test]
 fn q6_k_block() {
     // d = 0.5; scales: group 0 = 2, group 2 = -1, group 8 = 3, group 15 = 4, others 0.
@@ -271,7 +411,7 @@ fn type_ids_and_sizes() {
         );
     }
     let msg = |id| GgmlType::from_id(id).unwrap_err().to_string();
-    assert_eq!(msg(10), "unsupported tensor type Q2_K (id 10)");
+    assert_eq!(msg(16), "unsupported tensor type IQ2_XXS (id 16)");
     assert_eq!(msg(29), "unsupported tensor type IQ1_M (id 29)");
     assert_eq!(msg(999), "unsupported tensor type unknown type id 999");
     let e = GgmlType::Q4_K.row_bytes(300).unwrap_err().to_string();
@@ -280,6 +420,21 @@ fn type_ids_and_sizes() {
     assert_eq!(GgmlType::Q4_1.act_row_bytes(64), 72);
     assert_eq!(GgmlType::Q6_K.act_row_bytes(512), 584);
     assert_eq!(GgmlType::F16.act_row_bytes(5), 10);
+    assert_eq!(
+        (GgmlType::Q2_K.block_bytes(), GgmlType::Q2_K.block_len()),
+        (84, 256)
+    );
+    assert_eq!(GgmlType::Q2_K.act_row_bytes(512), 584);
+    assert_eq!(
+        (GgmlType::Q3_K.block_bytes(), GgmlType::Q3_K.block_len()),
+        (110, 256)
+    );
+    assert_eq!(GgmlType::Q3_K.act_row_bytes(512), 584);
+    assert_eq!(
+        (GgmlType::IQ4_NL.block_bytes(), GgmlType::IQ4_NL.block_len()),
+        (18, 32)
+    );
+    assert_eq!(GgmlType::IQ4_NL.act_row_bytes(64), 68);
 }
 
 // ---------------------------------------------------------------- random rows
@@ -305,7 +460,7 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
                 c.copy_from_slice(&((rng.f().to_bits() >> 16) as u16).to_le_bytes());
             }
         }
-        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q6_K => {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::IQ4_NL => {
             let off = if ty == GgmlType::Q6_K { Q6_K_OFF_D } else { 0 };
             for c in b.chunks_exact_mut(ty.block_bytes()) {
                 put(c, off, rng);
@@ -315,6 +470,17 @@ fn random_row(rng: &mut Rng, ty: GgmlType, n: usize) -> Vec<u8> {
             for c in b.chunks_exact_mut(ty.block_bytes()) {
                 put(c, 0, rng);
                 put(c, 2, rng);
+            }
+        }
+        GgmlType::Q2_K => {
+            for c in b.chunks_exact_mut(ty.block_bytes()) {
+                put(c, Q2_K_OFF_D, rng);
+                put(c, Q2_K_OFF_DMIN, rng);
+            }
+        }
+        GgmlType::Q3_K => {
+            for c in b.chunks_exact_mut(ty.block_bytes()) {
+                put(c, Q3_K_OFF_D, rng);
             }
         }
     }
@@ -333,7 +499,9 @@ fn sizes(ty: GgmlType) -> Vec<usize> {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => {
             &[1, 3, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100, 1000]
         }
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => &[1, 2, 3, 5, 6],
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            &[1, 2, 3, 5, 6]
+        }
         _ => &[1, 2, 3, 4, 5, 7, 8, 9, 16, 33, 48],
     };
     blocks.iter().map(|b| b * ty.block_len()).collect()
@@ -349,7 +517,9 @@ fn vec_dot_matches_dequantised_dot() {
     for ty in GgmlType::ALL {
         let act_block = match ty {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => QK_K,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                QK_K
+            }
             _ => QK,
         };
         for n in sizes(ty) {
@@ -545,6 +715,18 @@ fn q4_k_scale_unpacking_agrees() {
         let (sc, mn) = q4k_scales_mins(&s);
         for j in 0..8 {
             assert_eq!((sc[j], mn[j]), q4k_scale_min(&s, j), "{s:?} j={j}");
+        }
+    }
+}
+
+#[test]
+fn q3_k_scale_unpacking_agrees() {
+    let mut rng = Rng(0x5EED_0006);
+    for _ in 0..200 {
+        let s = rng.bytes(12);
+        let sc = q3k_scales(&s);
+        for (j, &sc) in sc.iter().enumerate() {
+            assert_eq!(sc as i32, q3k_scale(&s, j) as i32 - 32, "{s:?} j={j}");
         }
     }
 }
