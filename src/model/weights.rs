@@ -197,13 +197,50 @@ fn vector(g: &Gguf, name: &str, len: usize) -> Result<Vec<f32>> {
             t.dims
         )));
     }
-    if !matches!(t.ty, GgmlType::F32 | GgmlType::F16) {
+    // Converters keep vectors in F32; an F16 or BF16 file may hold them in its own type.
+    if !matches!(t.ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
         return Err(Error::Metadata(format!(
-            "tensor '{name}' is {}, expected F32 or F16",
+            "tensor '{name}' is {}, expected F32, F16 or BF16",
             t.ty.name()
         )));
     }
     let mut out = vec![0.0; len];
     quant::dequantize_row(t.ty, g.tensor_bytes(t), &mut out);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::vector;
+    use crate::gguf::write::GgufWriter;
+    use crate::gguf::Gguf;
+    use crate::quant::GgmlType;
+
+    /// Norm vectors load from F32, F16 and BF16 to the same values; a quantised one is
+    /// refused naming the tensor and its type.
+    #[test]
+    fn vectors_load_from_float_types() {
+        let want = [1.0f32, -0.5, 0.25, 3.0];
+        let f32b: Vec<u8> = want.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let f16b: Vec<u8> = (want.iter())
+            .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+            .collect();
+        let bf16b: Vec<u8> = (want.iter())
+            .flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes())
+            .collect();
+        let g = GgufWriter::new()
+            .tensor("a", &[4], GgmlType::F32.id(), f32b)
+            .tensor("b", &[4], GgmlType::F16.id(), f16b)
+            .tensor("c", &[4], GgmlType::BF16.id(), bf16b)
+            .tensor("q", &[32], GgmlType::Q8_0.id(), vec![0u8; 34])
+            .build();
+        let g = Gguf::from_bytes(g).unwrap();
+        for name in ["a", "b", "c"] {
+            assert_eq!(vector(&g, name, 4).unwrap(), want, "{name}");
+        }
+        let e = vector(&g, "q", 32).unwrap_err().to_string();
+        assert!(e.contains("'q' is Q8_0"), "{e}");
+        let e = vector(&g, "a", 5).unwrap_err().to_string();
+        assert!(e.contains("expected [5]"), "{e}");
+    }
 }
