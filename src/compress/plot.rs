@@ -83,6 +83,9 @@ fn size(spec: &MapSpec) -> (u32, u32) {
     let n_kv = spec.report.policies.first().map_or(1, |l| l.len()) as i32;
     let n_layers = spec.report.policies.len() as i32;
     let w = LEFT + n_kv * CELL_W + GAP + BAR_W + GAP + LEGEND_W;
+    // Wide enough for the title line (about 8 px per character at its size) when the model
+    // has few KV heads (Gemma 3: one).
+    let w = w.max(20 + 8 * spec.title.chars().count() as i32);
     let h = TOP + n_layers * CELL_H + 40;
     (w as u32, h.max(TOP + 200) as u32)
 }
