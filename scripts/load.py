@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Load an OpenAI-compatible server the way chat clients do, and the same load on llama-server.
+
+    python3 scripts/load.py [--model smollm2] [--fastgen target/release/fastgen]
+        [--llama-cpp DIR | --no-llama-cpp] [--streams 8] [--tokens 128]
+        [--turns 4] [--history 1000] [--kv fastgen] [--json OUT]
+
+For each server in turn (never both at once: they would share the cores), it starts the server
+with room for --streams requests at once (`fastgen serve --slots N`, `llama-server --parallel N`
+with N times the context), then runs:
+
+1. one stream, then --streams concurrent streams, each a chat request for exactly --tokens
+   greedy tokens (`ignore_eos`), streamed: aggregate tokens/s over the wall time of the batch,
+   time to first token (TTFT) and time between tokens (TBT) at p50 and p95;
+2. a conversation of --turns turns, each adding about --history tokens of essay text to the
+   history and asking for 32 tokens: TTFT of every turn, then the same prompts again with the
+   server's prompt cache off (`cache_prompt: false`, which fastgen ignores while it reuses
+   nothing), so "warm / cold" says what reusing the previous turn's cache saved.
+
+The essays come from fastgen's data cache (`fastgen eval` fetches them). The model is resolved
+with `fastgen fetch`, so both servers load the same file. Python standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+HOME = pathlib.Path(os.environ.get("FASTGEN_HOME", os.path.expanduser("~/.cache/fastgen")))
+CTX = 4096  # per request
+
+
+def pct(xs: list[float], p: float) -> float:
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+
+
+class Server:
+    """A server process on a port, stopped on exit; `kind` is "fastgen" or "llama.cpp"."""
+
+    def __init__(self, kind: str, cmd: list[str], port: int):
+        self.kind, self.cmd, self.port = kind, cmd, port
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> "Server":
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                sys.exit(f"{self.kind} server exited with {self.proc.returncode}: {' '.join(self.cmd)}")
+            try:
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                c.request("GET", "/health")
+                if c.getresponse().status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        sys.exit(f"{self.kind} server did not become ready: {' '.join(self.cmd)}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def stream(self, body: dict) -> dict:
+        """One streamed chat request: arrival times of the content chunks."""
+        body = dict(body, stream=True)
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
+        t0 = time.monotonic()
+        c.request("POST", "/v1/chat/completions", json.dumps(body),
+                  {"Content-Type": "application/json"})
+        r = c.getresponse()
+        if r.status != 200:
+            raise RuntimeError(f"{self.kind}: HTTP {r.status}: {r.read()[:300]!r}")
+        times, text = [], []
+        for raw in r:
+            line = raw.decode().strip()
+            if not line.startswith("data:") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[5:])
+            for choice in chunk.get("choices", []):
+                piece = (choice.get("delta") or {}).get("content")
+                if piece:
+                    times.append(time.monotonic() - t0)
+                    text.append(piece)
+        c.close()
+        return {"start": t0, "times": times, "text": "".join(text)}
+
+
+def chat(messages: list[dict], tokens: int, kv: str, cache: bool = True) -> dict:
+    body = {"messages": messages, "max_tokens": tokens, "temperature": 0, "ignore_eos": True,
+            "cache_prompt": cache}
+    if kv:
+        body["kv_policy"] = kv
+    return body
+
+
+def concurrent(server: Server, n: int, tokens: int, kv: str) -> dict:
+    """n streams at once, each asked a different question."""
+    results: list[dict | Exception] = [None] * n
+
+    def one(i: int) -> None:
+        msg = [{"role": "user", "content": f"Tell me a long story about a lighthouse keeper, number {i}."}]
+        try:
+            results[i] = server.stream(chat(msg, tokens, kv))
+        except Exception as e:  # reported below, not lost
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    errors = [str(r) for r in results if isinstance(r, Exception)]
+    ok = [r for r in results if isinstance(r, dict)]
+    ttft = [r["times"][0] for r in ok if r["times"]]
+    tbt = [b - a for r in ok for a, b in zip(r["times"], r["times"][1:])]
+    generated = sum(len(r["times"]) for r in ok)
+    return {"streams": n, "tokens": generated, "wall_s": wall, "tok_s": generated / wall,
+            "ttft_p50": pct(ttft, 50), "ttft_p95": pct(ttft, 95),
+            "tbt_p50": pct(tbt, 50), "tbt_p95": pct(tbt, 95), "errors": errors}
+
+
+def conversation(server: Server, turns: int, history: int, kv: str) -> dict:
+    """A multi-turn chat whose history grows by about `history` tokens of essay per turn."""
+    essay = (HOME / "data/essays/worked.txt").read_text()
+    step = 4 * history  # about 4 characters per token in English prose
+    messages: list[dict] = []
+    prompts, warm = [], []
+    for t in range(turns):
+        part = essay[t * step:(t + 1) * step]
+        messages.append({"role": "user", "content": f"Here is more of the essay:\n{part}\nSummarise it."})
+        prompts.append(list(messages))
+        r = server.stream(chat(messages, 32, kv))
+        warm.append(r["times"][0] if r["times"] else float("nan"))
+        messages.append({"role": "assistant", "content": r["text"]})
+    cold = []
+    for p in prompts:
+        r = server.stream(chat(p, 32, kv, cache=False))
+        cold.append(r["times"][0] if r["times"] else float("nan"))
+    return {"turns": turns, "ttft_warm": warm, "ttft_cold": cold,
+            "warm_over_cold": [w / c for w, c in zip(warm, cold)]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--fastgen", default=str(ROOT / "target/release/fastgen"))
+    ap.add_argument("--llama-cpp", default=str(HOME / "llama.cpp"))
+    ap.add_argument("--no-llama-cpp", action="store_true")
+    ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--turns", type=int, default=4)
+    ap.add_argument("--history", type=int, default=1000)
+    ap.add_argument("--kv", default="", help="fastgen's KV method per request (default: the server's)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--port", type=int, default=8411)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    if a.streams < 1 or a.tokens < 1 or a.turns < 1:
+        sys.exit("--streams, --tokens and --turns must be at least 1")
+    fetched = subprocess.run([a.fastgen, "fetch", a.model], capture_output=True, text=True)
+    if fetched.returncode != 0:
+        sys.exit(f"fastgen fetch {a.model}: {fetched.stderr.strip()}")
+    model_file = fetched.stdout.strip().splitlines()[-1].split("\t")[-1]
+    servers = [Server("fastgen", [a.fastgen, "serve", "-m", model_file, "--port", str(a.port),
+                                  "--slots", str(a.streams), "-t", str(a.threads)], a.port)]
+    if not a.no_llama_cpp:
+        binary = pathlib.Path(a.llama_cpp) / "bin/llama-server"
+        if not binary.exists():
+            sys.exit(f"{binary} not found: build it with scripts/build-llama-cpp.sh, or pass --no-llama-cpp")
+        servers.append(Server("llama.cpp", [str(binary), "-m", model_file, "--port", str(a.port + 1),
+                                            "--parallel", str(a.streams), "-c", str(CTX * a.streams),
+                                            "-t", str(a.threads)], a.port + 1))
+    report = {"model": a.model, "file": model_file, "streams": a.streams, "tokens": a.tokens,
+              "servers": {}}
+    for s in servers:
+        with s:
+            kv = a.kv if s.kind == "fastgen" else ""
+            one = concurrent(s, 1, a.tokens, kv)
+            many = concurrent(s, a.streams, a.tokens, kv)
+            conv = conversation(s, a.turns, a.history, kv)
+        report["servers"][s.kind] = {"one": one, "many": many, "conversation": conv}
+        for label, r in (("1 stream", one), (f"{a.streams} streams", many)):
+            print(f"{s.kind:>9} {label:>10}: {r['tok_s']:7.1f} tok/s  TTFT p50 {r['ttft_p50']*1e3:6.0f} ms "
+                  f"p95 {r['ttft_p95']*1e3:6.0f} ms  TBT p50 {r['tbt_p50']*1e3:5.1f} ms p95 "
+                  f"{r['tbt_p95']*1e3:5.1f} ms  errors {len(r['errors'])}", flush=True)
+        print(f"{s.kind:>9} {'scaling':>10}: {many['tok_s'] / one['tok_s']:.2f}x one stream")
+        print(f"{s.kind:>9} {'turns':>10}: TTFT warm "
+              + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_warm"]) + " ms, cold "
+              + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_cold"]) + " ms", flush=True)
+    if a.json:
+        pathlib.Path(a.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
