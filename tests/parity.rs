@@ -223,12 +223,15 @@ fn parity_file(path: &Path, suffix: &str, bounds: &Bounds) {
 /// Feeds each case of `greedy-{suffix}.jsonl` to `model` (prompt, then llama.cpp's greedy
 /// tokens one at a time) and compares every step's logits.
 fn teacher_forced(model: &Model, suffix: &str) -> Tally {
+    teacher_forced_file(model, &format!("greedy-{suffix}.jsonl"), suffix)
+}
+
+/// [`teacher_forced`] on the fixture `fixture` (in `tests/reference`, or an absolute path);
+/// `suffix` names the cases in messages.
+fn teacher_forced_file(model: &Model, fixture: &str, suffix: &str) -> Tally {
     let mut ws = Workspace::default();
     let mut t = tally();
-    for (n, case) in common::read_jsonl(&format!("greedy-{suffix}.jsonl"))
-        .iter()
-        .enumerate()
-    {
+    for (n, case) in common::read_jsonl(fixture).iter().enumerate() {
         let prompt = common::ids(&case["prompt_ids"]);
         let greedy = common::ids(&case["greedy_ids"]);
         let steps = case["steps"].as_array().unwrap();
@@ -598,5 +601,42 @@ fn synth_type_fixtures_fail_on_a_misread_field() {
             m.name,
             t.misses
         );
+    }
+}
+
+// ---------------------------------------------------------------- any file, by hand
+
+/// For `scripts/requant-parity.sh`: the GGUF file `FASTGEN_PARITY_FILE` against the fixture
+/// `FASTGEN_PARITY_FIXTURE` (a `greedy-reference.py --out` file anywhere). Prints the file's
+/// tensor types and the figures of [`summary`]; fails only on a miss (an argmax that is
+/// neither llama.cpp's nor a near tie). Run with
+/// `cargo test --release --test parity parity_of_any_file -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement by hand: needs FASTGEN_PARITY_FILE and FASTGEN_PARITY_FIXTURE"]
+fn parity_of_any_file() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+    let (file, fixture) = (var("FASTGEN_PARITY_FILE"), var("FASTGEN_PARITY_FIXTURE"));
+    let g = fastgen::gguf::Gguf::open(Path::new(&file)).expect("GGUF file");
+    let mut types: Vec<(&str, usize, usize)> = Vec::new();
+    for t in &g.tensors {
+        let elements: usize = t.dims.iter().product();
+        match types.iter_mut().find(|(n, _, _)| *n == t.ty.name()) {
+            Some(e) => {
+                e.1 += 1;
+                e.2 += elements;
+            }
+            None => types.push((t.ty.name(), 1, elements)),
+        }
+    }
+    let total: usize = types.iter().map(|t| t.2).sum();
+    let types: Vec<String> = (types.iter())
+        .map(|(n, k, e)| format!("{n} {k} tensors {:.1}%", 100.0 * *e as f64 / total as f64))
+        .collect();
+    eprintln!("{file}: {}", types.join(", "));
+    let model = Model::load(Path::new(&file)).expect("model loads");
+    let mut t = teacher_forced_file(&model, &fixture, "file");
+    summary(&fixture, &mut t);
+    if let Some(miss) = &t.first_miss {
+        panic!("{} of {} steps miss; the first: {miss}", t.misses, t.steps);
     }
 }
