@@ -10,7 +10,8 @@
 //! Synthetic models (`fastgen::model::synth`: random weights, the metadata and tensor names
 //! of real files, fixtures `greedy-synth-*.jsonl` from llama.cpp on the same files) check
 //! architectures and RoPE variants without a real model: Qwen3's QK norm and wide heads, Llama
-//! 3's RoPE frequency factors, linear RoPE scaling, and a plain GQA Llama as the control.
+//! 3's RoPE frequency factors, linear RoPE scaling, Phi-3's fused tensors (and the sliding
+//! window its files declare, which llama.cpp ignores), and a plain GQA Llama as the control.
 //! Each test writes its model again (the same bytes: a fixed seed, integer random numbers) to
 //! a temporary file. With F32 or F16 weights llama.cpp rounds no activation to 8 bits (its
 //! F32 products are in f32, its F16 ones round activations to f16 as fastgen does); what is
@@ -20,7 +21,9 @@
 //! where the roundings differ: mean 0.06, p99 0.2, within [`Bounds::USUAL`]. Without the
 //! feature under test the same fixtures are missed by far (a test checks it): QK norm
 //! skipped, mean 9.8 and 158 of 160 argmaxes wrong; Llama 3 factors ignored, mean 2.0 and
-//! 102 of 160; linear scaling ignored, mean 5.2 and 149 of 160.
+//! 102 of 160; linear scaling ignored, mean 5.2 and 149 of 160; Phi-3 (F16: mean 0.006,
+//! p99 0.027, 159 of 160 equal and a near tie) with gate and up swapped, mean 4.2 and 140
+//! of 160, with its declared 64-token window applied, mean 1.6 and 42 of 160.
 //!
 //! Every tensor type has a conformance model (`SynthModel::of_type`: 2 layers, GQA 2:1,
 //! every matrix of the one type, random blocks that reach every bit pattern of the format)
@@ -432,6 +435,45 @@ fn synth_llama_gqa_matches_llama_cpp() {
 #[test]
 fn synth_llama_linear_matches_llama_cpp() {
     synth_parity(SynthModel::llama_linear(), &Bounds::SYNTH_FLOAT);
+}
+
+/// Phi-3's layout: Q, K and V fused in `attn_qkv`, gate and up fused in `ffn_up` (read in
+/// place as row ranges), NEOX RoPE, heads of 96, GQA 2:1; a declared sliding window of 64
+/// that llama.cpp ignores for phi3 (the long case is 1,024 tokens); F16 weights.
+#[test]
+fn synth_phi3_matches_llama_cpp() {
+    synth_parity(SynthModel::phi3(), &Bounds::SYNTH_FLOAT);
+}
+
+/// The phi3 fixture tells the halves of the fused `ffn_up` apart, and a sliding window
+/// applied where llama.cpp ignores it.
+#[test]
+fn synth_phi3_fails_with_gate_and_up_swapped_or_a_window() {
+    let m = SynthModel::phi3();
+    let file = SynthFile::new(&m);
+    let mut model = Model::load(&file.0).expect("model loads");
+    for l in &mut model.weights.layers {
+        std::mem::swap(&mut l.w_gate, &mut l.w_up);
+    }
+    let mut t = teacher_forced(&model, m.name);
+    let (mean, _) = summary("synth-phi3 with gate and up swapped", &mut t);
+    assert!(
+        t.misses > t.steps / 2 && mean > 10.0 * Bounds::SYNTH_FLOAT.mean,
+        "{} misses, mean {mean}",
+        t.misses
+    );
+
+    let mut model = Model::load(&file.0).expect("model loads");
+    for l in &mut model.cfg.layers {
+        l.window = m.sliding_window;
+    }
+    let mut t = teacher_forced(&model, m.name);
+    let (mean, _) = summary("synth-phi3 with its sliding window applied", &mut t);
+    assert!(
+        t.misses > 0 && mean > 10.0 * Bounds::SYNTH_FLOAT.mean,
+        "{} misses, mean {mean}",
+        t.misses
+    );
 }
 
 /// The fixtures can tell a broken feature: the qwen3 model without its QK norm, the Llama 3
