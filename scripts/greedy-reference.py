@@ -2,7 +2,7 @@
 """Record llama.cpp's greedy generations as a parity fixture (tests/reference/greedy-NAME.jsonl).
 
     python3 scripts/greedy-reference.py MODEL.gguf NAME [--llama-cpp DIR] [--port N]
-        [--steps N] [--cases K] [--max-prompt-tokens T]
+        [--steps N] [--cases K] [--max-prompt-tokens T] [--out FILE]
 
 Starts DIR/bin/llama-server (DIR defaults to $FASTGEN_HOME/llama.cpp, built by
 scripts/build-llama-cpp.sh) on the model, one thread, and for each prompt asks for 48 greedy
@@ -16,7 +16,8 @@ greedy fixtures: {"kind", "prompt", "prompt_ids", "greedy_ids", "greedy_text", "
 For small fixtures (the synthetic models): --steps N asks for N tokens instead of 48,
 --cases K keeps the first K prompts and the long one, --max-prompt-tokens T cuts each
 prompt's ids to its first T (the "prompt" text is then the detokenized cut, and
-"prompt_ids" what was sent). Python standard library only.
+"prompt_ids" what was sent). --out FILE writes there instead of tests/reference (scratch
+measurements: scripts/requant-parity.sh). Python standard library only.
 """
 
 import argparse
@@ -60,13 +61,14 @@ def main():
                     help="keep the first K prompts and the long one (0: all)")
     ap.add_argument("--max-prompt-tokens", type=int, default=0,
                     help="cut each prompt to its first T tokens (0: whole)")
+    ap.add_argument("--out", help="output file (default tests/reference/greedy-NAME.jsonl)")
     args = ap.parse_args()
 
     binary = os.path.join(args.llama_cpp, "bin", "llama-server")
     server_args = ["-t", "1", "-c", "8192", "--parallel", "1", "--no-webui", *args.server_arg]
     with LlamaServer(binary, args.model, args.port, server_args) as server:
         post = server.post
-        dest = ROOT / f"tests/reference/greedy-{args.name}.jsonl"
+        dest = pathlib.Path(args.out) if args.out else ROOT / f"tests/reference/greedy-{args.name}.jsonl"
         with open(dest, "w") as f:
             cases = prompts()
             if args.cases:

@@ -91,6 +91,15 @@ impl ModelConfig {
         };
         let rms_eps = g.get_f32(&key("attention.layer_norm_rms_epsilon"))?;
         let vocab_size = g.get_str_array("tokenizer.ggml.tokens")?.len();
+        // LongRoPE (Phi-3 128k, Phi-3.5): per-frequency factors chosen by context length and
+        // an attention factor; not implemented (llama.cpp: `llama_model::get_rope_factors`).
+        for t in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+            if g.tensor(t).is_some() {
+                return Err(Error::Metadata(format!(
+                    "tensor '{t}': LongRoPE (Phi-3 128k, Phi-3.5) is not supported"
+                )));
+            }
+        }
         let rope_freq_scale = rope_freq_scale(g, &arch)?;
         let global = LayerSpec {
             window: None,
@@ -332,6 +341,23 @@ mod tests {
         let cfg = ModelConfig::from_gguf(&g).map_err(|e| e.to_string())?;
         let weights = Weights::load(&g, &cfg).map_err(|e| e.to_string())?;
         Ok((cfg, weights))
+    }
+
+    /// Phi-3's 128k models: LongRoPE factors are refused by name; the 4k models' sliding
+    /// window is ignored as llama.cpp ignores it for phi3.
+    #[test]
+    fn phi3_refuses_longrope_and_ignores_its_sliding_window() {
+        // llama (Mistral 7B v0.x files) ignores the key too, as llama.cpp does.
+        for arch in ["phi3", "llama"] {
+            let key = format!("{arch}.attention.sliding_window");
+            let (cfg, _) = load(&tiny(arch).kv(&key, MetaValue::U32(8))).unwrap();
+            assert!(cfg.layers.iter().all(|l| l.window.is_none()), "{arch}");
+        }
+        for t in ["rope_factors_long.weight", "rope_factors_short.weight"] {
+            let w = tiny("phi3").tensor(t, &[16], 0, vec![0u8; 64]);
+            let e = load(&w).err().unwrap();
+            assert!(e.contains(t) && e.contains("LongRoPE"), "{e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,16 @@
 //! model twice gives the same bytes on any machine: the weights come from integer arithmetic
 //! (splitmix64, uniform values) and the quantisers are ggml's reference rounding.
 //!
+//! Quantised matrices can also be random blocks ([`Quants::RandomBlocks`]): every byte of
+//! every block random (quants, packed sub-block scales and mins, high bits), then the
+//! block's f16 scales (`d`, and `m` / `dmin` where the type has one) set to fixed multiples
+//! of one value with a random sign per block, that value chosen so that the dequantised
+//! matrix has the standard deviation the model asks for. Every bit pattern of a type's
+//! fields occurs (a Q8_0 quant of -128, a Q6_K sub-block scale of -128, Q4_K's packed
+//! 6-bit scales all over their range), which rounding real values would never give, and no
+//! quantiser has to be written for a type: [`TYPES`] holds one line per type.
+//! [`SynthModel::of_type`] is a small Llama whose every matrix is of one type.
+//!
 //! The tokenizer metadata only matters to tools that tokenize text: `examples/synth_gguf.rs`
 //! copies SmolLM2's (gpt2 BPE with merges, pre-tokenizer `smollm`) so that llama.cpp loads the
 //! file and tokenizes prompts; the tests write a placeholder vocabulary of the same size,
@@ -19,10 +29,12 @@
 //! much as the embedding does, so what a layer computes (QK norm, RoPE angles) shows in the
 //! logits.
 
+use super::arch::GateUp;
 use crate::error::{Error, Result};
 use crate::gguf::write::GgufWriter;
 use crate::gguf::{Gguf, MetaValue};
-use crate::quant::{blocks::write_f16, scalar, GgmlType};
+use crate::quant::blocks::{read_f16, write_f16, Q6_K_OFF_D};
+use crate::quant::{dequantize_row, scalar, GgmlType};
 use std::path::Path;
 
 /// Vocabulary size of SmolLM2, whose tokenizer the synthetic files carry.
@@ -43,8 +55,10 @@ pub struct SynthModel {
     /// `n_embd / n_heads`.
     pub head_dim: usize,
     pub n_ff: usize,
-    /// Type of the matrices (F32, F16 or Q8_0); norms and factors are always F32.
+    /// Type of the matrices (any of [`TYPES`]); norms and factors are always F32.
     pub weights: GgmlType,
+    /// How quantised matrices are made (float types always hold rounded random values).
+    pub quants: Quants,
     pub rope_theta: f32,
     pub rms_eps: f32,
     /// QK-norm tensors (`attn_q_norm`, `attn_k_norm`).
@@ -53,6 +67,11 @@ pub struct SynthModel {
     pub rope_freqs: Option<Vec<f32>>,
     /// Linear RoPE scaling factor (`{arch}.rope.scaling.type = linear`, `.factor`).
     pub rope_linear: Option<f32>,
+    /// Q, K and V in one `attn_qkv` tensor (Phi-3) instead of three. Gate and up are fused
+    /// in `ffn_up` when the architecture says so (its spec's `gate_up`).
+    pub fused_qkv: bool,
+    /// `{arch}.attention.sliding_window`, when the file has the key.
+    pub sliding_window: Option<u32>,
     /// Standard deviation of the logits before the final norm's weights.
     pub logit_scale: f32,
     pub seed: u64,
@@ -72,11 +91,14 @@ impl SynthModel {
             head_dim: 128,
             n_ff: 768,
             weights: GgmlType::F32,
+            quants: Quants::Rounded,
             rope_theta: 1_000_000.0,
             rms_eps: 1e-6,
             qk_norm: true,
             rope_freqs: None,
             rope_linear: None,
+            fused_qkv: false,
+            sliding_window: None,
             logit_scale: 4.0,
             seed: 0x5157_454e_3301,
         }
@@ -101,11 +123,14 @@ impl SynthModel {
             head_dim: 64,
             n_ff: 1024,
             weights: GgmlType::F16,
+            quants: Quants::Rounded,
             rope_theta: theta,
             rms_eps: 1e-5,
             qk_norm: false,
             rope_freqs: Some(llama3_factors(64, theta, 8.0, 1.0, 4.0, ORIG_CTX)),
             rope_linear: None,
+            fused_qkv: false,
+            sliding_window: None,
             logit_scale: 4.0,
             seed: 0x4c4c_4d33_5246,
         }
@@ -124,11 +149,14 @@ impl SynthModel {
             head_dim: 64,
             n_ff: 1024,
             weights: GgmlType::Q8_0,
+            quants: Quants::Rounded,
             rope_theta: 10_000.0,
             rms_eps: 1e-5,
             qk_norm: false,
             rope_freqs: None,
             rope_linear: None,
+            fused_qkv: false,
+            sliding_window: None,
             logit_scale: 4.0,
             seed: 0x4c4c_4d47_5141,
         }
@@ -147,24 +175,89 @@ impl SynthModel {
             head_dim: 64,
             n_ff: 768,
             weights: GgmlType::F16,
+            quants: Quants::Rounded,
             rope_theta: 10_000.0,
             rms_eps: 1e-5,
             qk_norm: false,
             rope_freqs: None,
             rope_linear: Some(4.0),
+            fused_qkv: false,
+            sliding_window: None,
             logit_scale: 4.0,
             seed: 0x4c4c_4d4c_494e,
         }
     }
 
+    /// Phi-3-shaped: Q, K and V fused in `attn_qkv`, gate and up fused in `ffn_up`, NEOX
+    /// RoPE, heads of 96 (Phi-3-mini's width; 4 over 2 KV heads, as Phi-3-medium groups
+    /// them), F16. The file declares a sliding window of 64 tokens, which llama.cpp ignores
+    /// for this architecture (the fixture's prompts reach 1,024 tokens, so applying it
+    /// would show).
+    pub fn phi3() -> SynthModel {
+        SynthModel {
+            name: "synth-phi3",
+            arch: "phi3",
+            n_layers: 2,
+            n_embd: 384,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 96,
+            n_ff: 1024,
+            weights: GgmlType::F16,
+            quants: Quants::Rounded,
+            rope_theta: 10_000.0,
+            rms_eps: 1e-5,
+            qk_norm: false,
+            rope_freqs: None,
+            rope_linear: None,
+            fused_qkv: true,
+            sliding_window: Some(64),
+            logit_scale: 4.0,
+            seed: 0x5048_4933_0001,
+        }
+    }
+
+    /// The conformance model of tensor type `ty` (named in [`TYPES`], e.g. `synth-q4_k`): a
+    /// plain Llama, 2 layers, 4 query heads of 64 over 2 KV heads on a 256-wide stream,
+    /// feed-forward 768 (every row a whole number of 256-element K-quant super-blocks), every
+    /// matrix of type `ty` (random blocks; BF16 holds rounded random values), including the
+    /// token embedding and the output projection. `None` for a type without one.
+    pub fn of_type(ty: GgmlType) -> Option<SynthModel> {
+        let name = TYPES.iter().find(|t| t.ty == ty)?.model?;
+        Some(SynthModel {
+            name,
+            arch: "llama",
+            n_layers: 2,
+            n_embd: 256,
+            n_heads: 4,
+            n_kv_heads: 2,
+            head_dim: 64,
+            n_ff: 768,
+            weights: ty,
+            quants: Quants::RandomBlocks,
+            rope_theta: 10_000.0,
+            rms_eps: 1e-5,
+            qk_norm: false,
+            rope_freqs: None,
+            rope_linear: None,
+            fused_qkv: false,
+            sliding_window: None,
+            logit_scale: 4.0,
+            seed: fnv1a(name),
+        })
+    }
+
     /// Every synthetic model that has a fixture.
     pub fn all() -> Vec<SynthModel> {
-        vec![
+        let mut all = vec![
             Self::qwen3(),
             Self::llama_rope_freqs(),
             Self::llama_gqa(),
             Self::llama_linear(),
-        ]
+            Self::phi3(),
+        ];
+        all.extend(TYPES.iter().filter_map(|t| Self::of_type(t.ty)));
+        all
     }
 
     /// The model called `name` (see [`SynthModel::all`]).
@@ -182,12 +275,16 @@ impl SynthModel {
     pub fn writer(&self, tokenizer: Option<&Gguf>) -> Result<GgufWriter> {
         let arch = self.arch;
         let key = |k: &str| format!("{arch}.{k}");
+        // llama.cpp gives Phi-3's special tokens their attributes when `general.name`
+        // contains "phi3" (llama-vocab.cpp), looking up `</s>`, which SmolLM2's vocabulary
+        // lacks: the name in the file leaves the "3" out.
+        let general_name = self.name.replace("phi3", "phi");
         let mut w = GgufWriter::new()
             .kv("general.architecture", MetaValue::Str(arch.into()))
-            .kv("general.name", MetaValue::Str(self.name.into()))
+            .kv("general.name", MetaValue::Str(general_name))
             .kv(
                 "general.file_type",
-                MetaValue::U32(file_type(self.weights)?),
+                MetaValue::U32(type_entry(self.weights)?.ftype),
             )
             .kv(&key("block_count"), u32v(self.n_layers))
             .kv(&key("context_length"), MetaValue::U32(8192))
@@ -205,6 +302,9 @@ impl SynthModel {
             w = w
                 .kv(&key("attention.key_length"), u32v(self.head_dim))
                 .kv(&key("attention.value_length"), u32v(self.head_dim));
+        }
+        if let Some(win) = self.sliding_window {
+            w = w.kv(&key("attention.sliding_window"), MetaValue::U32(win));
         }
         if let Some(f) = self.rope_linear {
             w = w
@@ -235,12 +335,14 @@ impl SynthModel {
             }
         }
 
+        let spec = super::arch::spec(arch)?;
         let (d, hd, ff) = (self.n_embd, self.head_dim, self.n_ff);
         let (qd, kvd) = (self.n_heads * hd, self.n_kv_heads * hd);
         let inv = |n: usize| 1.0 / (n as f32).sqrt();
         let mut t = Tensors {
             w,
             ty: self.weights,
+            quants: self.quants,
             seed: self.seed,
         };
         // Unit-variance embeddings; the output's logits spread over `logit_scale` units.
@@ -261,9 +363,20 @@ impl SynthModel {
                 true => (6.0, 3.0),
                 false => (2.0, 1.0),
             };
-            t.matrix(&n("attn_q.weight"), qd, d, q_scale * inv(d))?;
-            t.matrix(&n("attn_k.weight"), kvd, d, k_scale * inv(d))?;
-            t.matrix(&n("attn_v.weight"), kvd, d, inv(d))?;
+            let (q, k, v) = (n("attn_q.weight"), n("attn_k.weight"), n("attn_v.weight"));
+            let qkv = [
+                (q.as_str(), qd, q_scale * inv(d)),
+                (k.as_str(), kvd, k_scale * inv(d)),
+                (v.as_str(), kvd, inv(d)),
+            ];
+            match self.fused_qkv {
+                true => t.fused(&n("attn_qkv.weight"), d, &qkv)?,
+                false => {
+                    for part in qkv {
+                        t.fused(part.0, d, &[part])?;
+                    }
+                }
+            }
             if self.qk_norm {
                 t.norm(&n("attn_q_norm.weight"), hd, 1.5, 0.5);
                 t.norm(&n("attn_k_norm.weight"), hd, 1.0, 0.5);
@@ -272,8 +385,15 @@ impl SynthModel {
             // embedding in the residual stream.
             t.matrix(&n("attn_output.weight"), d, qd, 2.0 * inv(qd))?;
             t.norm(&n("ffn_norm.weight"), d, 1.0, 0.2);
-            t.matrix(&n("ffn_gate.weight"), ff, d, inv(d))?;
-            t.matrix(&n("ffn_up.weight"), ff, d, inv(d))?;
+            let (gate, up) = (n("ffn_gate.weight"), n("ffn_up.weight"));
+            match spec.gate_up {
+                GateUp::Separate => {
+                    t.matrix(&gate, ff, d, inv(d))?;
+                    t.matrix(&up, ff, d, inv(d))?;
+                }
+                // The gate's rows, then the up projection's, in one `ffn_up`.
+                GateUp::Fused => t.fused(&up, d, &[(&gate, ff, inv(d)), (&up, ff, inv(d))])?,
+            }
             t.matrix(&n("ffn_down.weight"), d, ff, 2.0 * inv(ff))?;
         }
         Ok(t.w)
@@ -317,50 +437,164 @@ pub fn llama3_factors(
         .collect()
 }
 
+/// How quantised matrices are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quants {
+    /// Uniform random values rounded by ggml's reference quantiser (Q8_0 only).
+    Rounded,
+    /// Random blocks with scales set for the asked spread (module docs).
+    RandomBlocks,
+}
+
+/// A tensor type as the synthetic files hold it: the one table to extend when the engine
+/// learns a type.
+#[derive(Debug, Clone, Copy)]
+pub struct SynthType {
+    pub ty: GgmlType,
+    /// `general.file_type` of a file whose matrices are all `ty`: the llama_ftype that
+    /// llama.cpp guesses from a file's commonest type when the key is missing
+    /// (`llama_model_loader`), e.g. MOSTLY_Q4_K_M (15) for Q4_K.
+    pub ftype: u32,
+    /// The f16 scale fields of a random block: byte offset in the block, and the field's
+    /// value as a multiple of the block's signed scale `s`. Where a type adds an offset
+    /// (Q4_1's and Q5_1's `m`, the K-quants' `dmin` times a random 6-bit min), the multiple
+    /// centres the weights: `m = -7.5 d` for four-bit quants 0..=15, `dmin = 7.5 d` when
+    /// the random scales and mins have the same mean. Empty for float types.
+    pub scales: &'static [(usize, f32)],
+    /// The name of its conformance model ([`SynthModel::of_type`]), if it has one.
+    pub model: Option<&'static str>,
+}
+
+/// Every type the synthetic files can hold. F32 and F16 have no conformance model of their
+/// own (at 256 x 49,152 their embedding alone would be 50 and 25 MB; the qwen3, llama3-rope
+/// and llama-linear models are F32 and F16).
+#[rustfmt::skip]
+pub const TYPES: &[SynthType] = &[
+    SynthType { ty: GgmlType::F32, ftype: 0, scales: &[], model: None },
+    SynthType { ty: GgmlType::F16, ftype: 1, scales: &[], model: None },
+    SynthType { ty: GgmlType::Q4_0, ftype: 2, scales: &[(0, 1.0)], model: Some("synth-q4_0") },
+    SynthType { ty: GgmlType::Q4_1, ftype: 3, scales: &[(0, 1.0), (2, -7.5)], model: Some("synth-q4_1") },
+    SynthType { ty: GgmlType::Q5_0, ftype: 8, scales: &[(0, 1.0)], model: Some("synth-q5_0") },
+    SynthType { ty: GgmlType::Q5_1, ftype: 9, scales: &[(0, 1.0), (2, -15.5)], model: Some("synth-q5_1") },
+    SynthType { ty: GgmlType::Q8_0, ftype: 7, scales: &[(0, 1.0)], model: Some("synth-q8_0") },
+    SynthType { ty: GgmlType::Q4_K, ftype: 15, scales: &[(0, 1.0), (2, 7.5)], model: Some("synth-q4_k") },
+    SynthType { ty: GgmlType::Q5_K, ftype: 17, scales: &[(0, 1.0), (2, 15.5)], model: Some("synth-q5_k") },
+    SynthType { ty: GgmlType::Q6_K, ftype: 18, scales: &[(Q6_K_OFF_D, 1.0)], model: Some("synth-q6_k") },
+    SynthType { ty: GgmlType::BF16, ftype: 32, scales: &[], model: Some("synth-bf16") },
+];
+
+/// The [`TYPES`] entry of `ty`.
+pub fn type_entry(ty: GgmlType) -> Result<&'static SynthType> {
+    TYPES.iter().find(|t| t.ty == ty).ok_or_else(|| {
+        Error::InvalidSetting(format!(
+            "synthetic files do not hold {} tensors yet (model::synth::TYPES)",
+            ty.name()
+        ))
+    })
+}
+
 /// The tensors being written, each from its own random stream.
 struct Tensors {
     w: GgufWriter,
     ty: GgmlType,
+    quants: Quants,
     seed: u64,
 }
 
 impl Tensors {
+    fn rng(&self, name: &str) -> SplitMix {
+        SplitMix(self.seed ^ fnv1a(name))
+    }
+
     /// Uniform values of standard deviation `std` (half-width `std * sqrt(3)`), one stream per
     /// tensor name.
     fn values(&self, name: &str, n: usize, std: f32) -> Vec<f32> {
-        let mut rng = SplitMix(self.seed ^ fnv1a(name));
+        let mut rng = self.rng(name);
         let half_width = std * 3f32.sqrt();
         (0..n).map(|_| rng.uniform() * half_width).collect()
     }
 
     /// A `[rows, cols]` matrix in the model's weight type.
     fn matrix(&mut self, name: &str, rows: usize, cols: usize, std: f32) -> Result<()> {
-        let x = self.values(name, rows * cols, std);
-        let data = match self.ty {
-            GgmlType::F32 => f32_bytes(&x),
-            GgmlType::F16 => {
-                let mut b = vec![0u8; x.len() * 2];
-                for (i, &v) in x.iter().enumerate() {
-                    write_f16(&mut b, 2 * i, v);
-                }
-                b
-            }
-            GgmlType::Q8_0 => {
-                let mut b = vec![0u8; self.ty.row_bytes(cols)? * rows];
-                scalar::quantize_q8_0(&x, &mut b);
-                b
-            }
-            other => {
-                return Err(Error::InvalidSetting(format!(
-                    "synthetic weights are F32, F16 or Q8_0, not {}",
-                    other.name()
-                )))
-            }
-        };
+        self.fused(name, cols, &[(name, rows, std)])
+    }
+
+    /// One matrix `name` made of `parts` stacked by rows, each `(stream, rows, std)`: the
+    /// rows that a matrix called `stream` would have on its own (so a fused `attn_qkv` holds
+    /// the bytes of the separate `attn_q`, `attn_k` and `attn_v`).
+    fn fused(&mut self, name: &str, cols: usize, parts: &[(&str, usize, f32)]) -> Result<()> {
+        let mut data = Vec::new();
+        for &(stream, rows, std) in parts {
+            data.extend(self.matrix_bytes(stream, rows, cols, std)?);
+        }
+        let rows: usize = parts.iter().map(|p| p.1).sum();
         let ty = self.ty.id();
         let w = std::mem::take(&mut self.w);
         self.w = w.tensor(name, &[cols as u64, rows as u64], ty, data);
         Ok(())
+    }
+
+    /// The bytes of a `[rows, cols]` matrix from stream `name`, in the model's weight type.
+    fn matrix_bytes(&self, name: &str, rows: usize, cols: usize, std: f32) -> Result<Vec<u8>> {
+        let entry = type_entry(self.ty)?;
+        Ok(match (self.ty, self.quants) {
+            (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16, _) => {
+                round_floats(self.ty, &self.values(name, rows * cols, std))
+            }
+            (GgmlType::Q8_0, Quants::Rounded) => {
+                let x = self.values(name, rows * cols, std);
+                let mut b = vec![0u8; self.ty.row_bytes(cols)? * rows];
+                scalar::quantize_q8_0(&x, &mut b);
+                b
+            }
+            (_, Quants::RandomBlocks) => self.random_blocks(name, rows, cols, std, entry.scales)?,
+            (other, Quants::Rounded) => {
+                return Err(Error::InvalidSetting(format!(
+                    "synthetic {} weights are random blocks, not rounded values",
+                    other.name()
+                )))
+            }
+        })
+    }
+
+    /// `rows` rows of random blocks (module docs) whose dequantised values have standard
+    /// deviation `std`: each block's bytes random, its `scales` fields set to their multiples
+    /// of +-1 (one random sign per block), the matrix dequantised to measure its RMS, and
+    /// the fields multiplied by `std / rms`. All in fixed-order arithmetic: the same bytes
+    /// everywhere.
+    fn random_blocks(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        std: f32,
+        scales: &[(usize, f32)],
+    ) -> Result<Vec<u8>> {
+        let row_bytes = self.ty.row_bytes(cols)?;
+        let mut rng = self.rng(name);
+        let mut b = vec![0u8; row_bytes * rows];
+        for block in b.chunks_exact_mut(self.ty.block_bytes()) {
+            for chunk in block.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
+            }
+            let sign = if rng.next() >> 63 == 0 { 1.0 } else { -1.0 };
+            for &(off, multiple) in scales {
+                write_f16(block, off, sign * multiple);
+            }
+        }
+        let mut row = vec![0f32; cols];
+        let mut sum_sq = 0f64;
+        for r in b.chunks_exact(row_bytes) {
+            dequantize_row(self.ty, r, &mut row);
+            sum_sq += row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+        }
+        let s = std / (sum_sq / (rows * cols) as f64).sqrt() as f32;
+        for block in b.chunks_exact_mut(self.ty.block_bytes()) {
+            for &(off, _) in scales {
+                write_f16(block, off, read_f16(block, off) * s);
+            }
+        }
+        Ok(b)
     }
 
     /// A norm weight vector: `center` plus uniform values within `spread`, F32.
@@ -381,19 +615,19 @@ fn u32v(n: usize) -> MetaValue {
     MetaValue::U32(n as u32)
 }
 
-/// `general.file_type` (llama_ftype) of an all-`ty` file.
-fn file_type(ty: GgmlType) -> Result<u32> {
-    Ok(match ty {
-        GgmlType::F32 => 0,
-        GgmlType::F16 => 1,
-        GgmlType::Q8_0 => 7,
-        other => {
-            return Err(Error::InvalidSetting(format!(
-                "synthetic weights are F32, F16 or Q8_0, not {}",
-                other.name()
-            )))
-        }
-    })
+/// F32, F16 or BF16 bytes of `x`, rounded to nearest even.
+fn round_floats(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    match ty {
+        GgmlType::F16 => x
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_bits().to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => x
+            .iter()
+            .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())
+            .collect(),
+        _ => f32_bytes(x),
+    }
 }
 
 /// splitmix64: a tiny, fixed generator (the same numbers everywhere).
@@ -451,11 +685,97 @@ mod tests {
         crate::model::weights::Weights::load(&g, &cfg).unwrap();
     }
 
+    /// Every type's random blocks dequantise to the asked spread around zero, and the
+    /// conformance models load.
+    #[test]
+    fn random_blocks_have_the_asked_spread() {
+        for entry in TYPES {
+            let t = Tensors {
+                w: GgufWriter::new(),
+                ty: entry.ty,
+                quants: Quants::RandomBlocks,
+                seed: 7,
+            };
+            let (rows, cols) = (64, 512);
+            let mut t = t;
+            t.matrix("m", rows, cols, 0.05).unwrap();
+            let spec = &t.w.tensors[0];
+            assert_eq!(spec.type_id, entry.ty.id());
+            let mut x = vec![0f32; rows * cols];
+            for (r, y) in spec
+                .data
+                .chunks_exact(entry.ty.row_bytes(cols).unwrap())
+                .zip(x.chunks_exact_mut(cols))
+            {
+                dequantize_row(entry.ty, r, y);
+            }
+            let n = x.len() as f64;
+            let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
+            let rms = (x.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / n).sqrt();
+            let name = entry.ty.name();
+            // f16 scales: within a few parts per thousand of the asked RMS.
+            assert!((rms - 0.05).abs() < 0.05 * 0.01, "{name}: rms {rms}");
+            // Random signs per block (and centring multiples): mean far below the spread.
+            assert!(mean.abs() < 0.1 * 0.05, "{name}: mean {mean}");
+            if let Some(m) = SynthModel::of_type(entry.ty) {
+                let m = SynthModel { n_layers: 1, ..m };
+                let g = Gguf::from_bytes(m.build(None).unwrap()).unwrap();
+                let cfg = crate::model::ModelConfig::from_gguf(&g).unwrap();
+                let w = crate::model::weights::Weights::load(&g, &cfg).unwrap();
+                assert_eq!((w.output.ty, w.layers[0].w_down.ty), (entry.ty, entry.ty));
+            }
+        }
+    }
+
+    /// Fused tensors hold the separate ones' rows, and the loader's row ranges find them:
+    /// phi3 (`attn_qkv`, gate+up in `ffn_up`) against the same seed as a llama (separate).
+    #[test]
+    fn fused_tensors_read_as_the_separate_ones() {
+        let fused = SynthModel {
+            n_layers: 1,
+            ..SynthModel::phi3()
+        };
+        let separate = SynthModel {
+            arch: "llama",
+            fused_qkv: false,
+            ..fused.clone()
+        };
+        let load = |m: &SynthModel| {
+            let g = Gguf::from_bytes(m.build(None).unwrap()).unwrap();
+            let cfg = crate::model::ModelConfig::from_gguf(&g).unwrap();
+            let w = crate::model::weights::Weights::load(&g, &cfg).unwrap();
+            (g, w)
+        };
+        let ((gf, wf), (gs, ws)) = (load(&fused), load(&separate));
+        assert!(
+            gf.tensor("blk.0.attn_qkv.weight").is_some()
+                && gf.tensor("blk.0.attn_q.weight").is_none()
+        );
+        assert!(gf.tensor("blk.0.ffn_gate.weight").is_none());
+        let (lf, ls) = (&wf.layers[0], &ws.layers[0]);
+        for (a, b) in [
+            (&lf.wq, &ls.wq),
+            (&lf.wk, &ls.wk),
+            (&lf.wv, &ls.wv),
+            (&lf.w_gate, &ls.w_gate),
+            (&lf.w_up, &ls.w_up),
+        ] {
+            assert_eq!((a.rows, a.cols), (b.rows, b.cols), "{}", a.name);
+            assert!(
+                gf.tensor_bytes(&a.tensor) == gs.tensor_bytes(&b.tensor),
+                "{}",
+                a.name
+            );
+        }
+        assert_eq!(lf.w_up.rows, 1024);
+    }
+
     #[test]
     fn uniform_values_have_the_asked_spread() {
         let t = Tensors {
             w: GgufWriter::new(),
             ty: GgmlType::F32,
+            quants: Quants::Rounded,
             seed: 1,
         };
         let x = t.values("x", 100_000, 2.0);

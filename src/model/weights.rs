@@ -5,7 +5,7 @@
 //! does not use is refused (as llama.cpp refuses it: "wrong number of tensors"), since
 //! leaving it out would give wrong answers silently (an output bias, a fused projection...).
 
-use super::arch::{Norms, Presence};
+use super::arch::{GateUp, Norms, Presence};
 use super::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::gguf::{Gguf, TensorInfo};
@@ -24,6 +24,28 @@ pub struct Matrix {
     /// Where the bytes are in the file.
     pub tensor: TensorInfo,
     pub row_bytes: usize,
+}
+
+impl Matrix {
+    /// Rows `start..start + rows` as a matrix of their own: the same bytes of the file (a
+    /// fused tensor's parts, e.g. Phi-3's `attn_qkv` and gate+up `ffn_up`).
+    pub fn row_range(&self, start: usize, rows: usize) -> Matrix {
+        assert!(
+            start + rows <= self.rows,
+            "{}: rows out of range",
+            self.name
+        );
+        let mut tensor = self.tensor.clone();
+        tensor.offset += start * self.row_bytes;
+        tensor.n_bytes = rows * self.row_bytes;
+        tensor.dims = vec![self.cols, rows];
+        Matrix {
+            name: format!("{} rows {start}..{}", self.name, start + rows),
+            rows,
+            tensor,
+            ..self.clone()
+        }
+    }
 }
 
 pub struct LayerWeights {
@@ -101,11 +123,39 @@ impl Weights {
                 on.then(|| ld.vector(&n(s), len)).transpose()
             };
             let post = spec.norms == Norms::PreAndPost;
+            let (q, kv, d) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_embd);
+            // Q, K and V fused in one matrix where the file has one (llama.cpp's
+            // `create_tensor_qkv`, every architecture here): row ranges of it.
+            let (wq, wk, wv) = match g.tensor(&n("attn_qkv.weight")) {
+                Some(_) => {
+                    let qkv = ld.matrix(&n("attn_qkv.weight"), q + 2 * kv, d)?;
+                    (
+                        qkv.row_range(0, q),
+                        qkv.row_range(q, kv),
+                        qkv.row_range(q + kv, kv),
+                    )
+                }
+                None => (
+                    ld.matrix(&n("attn_q.weight"), q, d)?,
+                    ld.matrix(&n("attn_k.weight"), kv, d)?,
+                    ld.matrix(&n("attn_v.weight"), kv, d)?,
+                ),
+            };
+            let (w_gate, w_up) = match spec.gate_up {
+                GateUp::Separate => (
+                    ld.matrix(&n("ffn_gate.weight"), cfg.n_ff, d)?,
+                    ld.matrix(&n("ffn_up.weight"), cfg.n_ff, d)?,
+                ),
+                GateUp::Fused => {
+                    let up = ld.matrix(&n("ffn_up.weight"), 2 * cfg.n_ff, d)?;
+                    (up.row_range(0, cfg.n_ff), up.row_range(cfg.n_ff, cfg.n_ff))
+                }
+            };
             layers.push(LayerWeights {
                 attn_norm: ld.vector(&n("attn_norm.weight"), cfg.n_embd)?,
-                wq: ld.matrix(&n("attn_q.weight"), cfg.q_dim(), cfg.n_embd)?,
-                wk: ld.matrix(&n("attn_k.weight"), cfg.kv_dim(), cfg.n_embd)?,
-                wv: ld.matrix(&n("attn_v.weight"), cfg.kv_dim(), cfg.n_embd)?,
+                wq,
+                wk,
+                wv,
                 bq: bias("attn_q.bias", cfg.q_dim())?,
                 bk: bias("attn_k.bias", cfg.kv_dim())?,
                 bv: bias("attn_v.bias", cfg.kv_dim())?,
@@ -115,8 +165,8 @@ impl Weights {
                 post_attn_norm: when(post, "post_attention_norm.weight", cfg.n_embd)?,
                 ffn_norm: ld.vector(&n("ffn_norm.weight"), cfg.n_embd)?,
                 post_ffn_norm: when(post, "post_ffw_norm.weight", cfg.n_embd)?,
-                w_gate: ld.matrix(&n("ffn_gate.weight"), cfg.n_ff, cfg.n_embd)?,
-                w_up: ld.matrix(&n("ffn_up.weight"), cfg.n_ff, cfg.n_embd)?,
+                w_gate,
+                w_up,
                 w_down: ld.matrix(&n("ffn_down.weight"), cfg.n_embd, cfg.n_ff)?,
             });
         }

@@ -17,7 +17,7 @@
 //!   `1/sqrt(n_embd / n_head)` for the 27B model only).
 //! - A base model adds BOS (`tokenizer.ggml.add_bos_token`); SentencePiece vocabulary.
 
-use super::{ArchSpec, EmbedScale, GatedAct, Norms, Presence, RopeStyle, Sliding};
+use super::{ArchSpec, EmbedScale, GateUp, GatedAct, Norms, Presence, RopeStyle, Sliding};
 
 pub const SPEC: ArchSpec = ArchSpec {
     name: "gemma3",
@@ -26,6 +26,7 @@ pub const SPEC: ArchSpec = ArchSpec {
     qk_norm: true,
     norms: Norms::PreAndPost,
     act: GatedAct::GeluTanh,
+    gate_up: GateUp::Separate,
     embed_scale: EmbedScale::SqrtEmbd,
     sliding: Some(Sliding {
         period: 6,

@@ -8,6 +8,11 @@
 //! - Llama 3.1 and later: `rope_freqs.weight` (`[rope_dims / 2]`, f32) divides each RoPE
 //!   frequency by its factor (the converter computes them from the model's `llama3` rope
 //!   scaling); llama.cpp passes it to `ggml_rope_ext` as `freq_factors`.
+//! - Mistral 7B v0.x files declare this architecture (the converter maps
+//!   `MistralForCausalLM` to `llama`): nothing more is needed. v0.1's 4,096-token sliding
+//!   window is not applied: the converter writes no `llama.attention.sliding_window` for it,
+//!   and llama.cpp's llama architecture never reads that key (`src/models/llama.cpp`), so
+//!   every layer attends to the whole context there and here.
 
 use super::{ArchSpec, Presence, RopeStyle};
 

@@ -1,6 +1,7 @@
 //! Architectures as data: what a file's `general.architecture` means for the forward pass.
 //!
-//! Each architecture is one small file (`llama.rs`, `qwen2.rs`, `qwen3.rs`, `gemma3.rs`) whose header lists what is
+//! Each architecture is one small file (`llama.rs`, `qwen2.rs`, `qwen3.rs`, `gemma3.rs`,
+//! `phi3.rs`) whose header lists what is
 //! special about it and whose [`ArchSpec`] states it; the forward pass and the weight loader
 //! read the spec, never the architecture's name. Numbers a file records (layer count, rope
 //! base, norm epsilon...) stay in `ModelConfig`, read from its metadata; the spec holds the
@@ -8,6 +9,7 @@
 
 mod gemma3;
 mod llama;
+mod phi3;
 mod qwen2;
 mod qwen3;
 
@@ -48,6 +50,15 @@ pub enum GatedAct {
     GeluTanh,
 }
 
+/// How a file stores the feed-forward's gate and up projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateUp {
+    /// `ffn_gate` and `ffn_up`, `[n_ff, n_embd]` each.
+    Separate,
+    /// One `ffn_up` of `[2 n_ff, n_embd]`, the gate's rows first, and no `ffn_gate` (Phi-3).
+    Fused,
+}
+
 /// What multiplies the token embedding before the first layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EmbedScale {
@@ -81,6 +92,7 @@ pub struct ArchSpec {
     pub qk_norm: bool,
     pub norms: Norms,
     pub act: GatedAct,
+    pub gate_up: GateUp,
     pub embed_scale: EmbedScale,
     pub sliding: Option<Sliding>,
     /// RoPE frequency factors from the file's `rope_freqs.weight` when it has one (Llama 3.1
@@ -98,6 +110,7 @@ impl ArchSpec {
         qk_norm: false,
         norms: Norms::Pre,
         act: GatedAct::Silu,
+        gate_up: GateUp::Separate,
         embed_scale: EmbedScale::One,
         sliding: None,
         rope_freqs: false,
@@ -105,7 +118,13 @@ impl ArchSpec {
 }
 
 /// Every architecture fastgen runs. Anything else is refused by name.
-const ARCHITECTURES: &[ArchSpec] = &[llama::SPEC, qwen2::SPEC, qwen3::SPEC, gemma3::SPEC];
+const ARCHITECTURES: &[ArchSpec] = &[
+    llama::SPEC,
+    qwen2::SPEC,
+    qwen3::SPEC,
+    gemma3::SPEC,
+    phi3::SPEC,
+];
 
 /// The spec of architecture `name`.
 pub fn spec(name: &str) -> Result<ArchSpec> {
@@ -135,6 +154,9 @@ mod tests {
         assert!(spec("qwen3").unwrap().qk_norm);
         assert!(spec("llama").unwrap().rope_freqs && !spec("qwen3").unwrap().rope_freqs);
         assert_eq!(spec("qwen3").unwrap().rope, RopeStyle::Neox);
-        assert_eq!(names(), ["llama", "qwen2", "qwen3", "gemma3"]);
+        assert_eq!(spec("phi3").unwrap().gate_up, GateUp::Fused);
+        assert_eq!(spec("phi3").unwrap().rope, RopeStyle::Neox);
+        assert!(spec("phi3").unwrap().sliding.is_none());
+        assert_eq!(names(), ["llama", "qwen2", "qwen3", "gemma3", "phi3"]);
     }
 }
