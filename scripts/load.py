@@ -15,7 +15,8 @@ with N times the context), then runs:
 2. a conversation of --turns turns, each adding about --history tokens of essay text to the
    history and asking for 32 tokens: TTFT of every turn, then the same prompts again with the
    server's prompt cache off (`cache_prompt: false`, which fastgen ignores while it reuses
-   nothing), so "warm / cold" says what reusing the previous turn's cache saved.
+   nothing), so "warm / cold" says what reusing the previous turn's cache saved;
+and reports each server's peak resident memory (VmHWM) after the run.
 
 The essays come from fastgen's data cache (`fastgen eval` fetches them). The model is resolved
 with `fastgen fetch`, so both servers load the same file. Python standard library only.
@@ -79,6 +80,13 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
             self.proc = None
+
+    def peak_rss_mib(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
 
     def stream(self, body: dict) -> dict:
         """One streamed chat request: arrival times of the content chunks."""
@@ -200,7 +208,9 @@ def main() -> None:
             one = concurrent(s, 1, a.tokens, kv)
             many = concurrent(s, a.streams, a.tokens, kv)
             conv = conversation(s, a.turns, a.history, kv)
-        report["servers"][s.kind] = {"one": one, "many": many, "conversation": conv}
+            rss = s.peak_rss_mib()
+        report["servers"][s.kind] = {"one": one, "many": many, "conversation": conv,
+                                     "peak_rss_mib": rss}
         for label, r in (("1 stream", one), (f"{a.streams} streams", many)):
             print(f"{s.kind:>9} {label:>10}: {r['tok_s']:7.1f} tok/s  TTFT p50 {r['ttft_p50']*1e3:6.0f} ms "
                   f"p95 {r['ttft_p95']*1e3:6.0f} ms  TBT p50 {r['tbt_p50']*1e3:5.1f} ms p95 "
@@ -208,7 +218,8 @@ def main() -> None:
         print(f"{s.kind:>9} {'scaling':>10}: {many['tok_s'] / one['tok_s']:.2f}x one stream")
         print(f"{s.kind:>9} {'turns':>10}: TTFT warm "
               + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_warm"]) + " ms, cold "
-              + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_cold"]) + " ms", flush=True)
+              + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_cold"]) + f" ms; peak RSS {rss:.0f} MiB",
+              flush=True)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(report, indent=1))
 
