@@ -1,5 +1,7 @@
-"""A llama-server process for the fixture scripts: started on a GGUF, waited for until it
-answers /health, asked for JSON, always stopped. Python 3.11 standard library only.
+"""Server processes for the scripts: started, waited for until /health answers "ok", asked for
+JSON, always stopped. `LlamaServer` is llama-server on a GGUF (the fixture scripts);
+`ServerProcess` any such server (scripts/load.py also runs `fastgen serve`). Python 3.11
+standard library only.
 
     with LlamaServer(server_binary, model, port, ["-t", "1"]) as s:
         ids = s.post("/tokenize", {"content": "hi"})["tokens"]
@@ -15,19 +17,20 @@ import urllib.error
 import urllib.request
 
 
-class LlamaServer:
-    def __init__(self, binary, model, port: int, args: list[str], ready_seconds: float = 300):
-        self.port = port
-        self.cmd = [str(binary), "-m", str(model), "--port", str(port), *args]
+class ServerProcess:
+    """A server started with `cmd` on `port`, ready once /health says "ok", always stopped."""
+
+    def __init__(self, name: str, cmd: list[str], port: int, ready_seconds: float = 300):
+        self.name, self.cmd, self.port = name, cmd, port
         self.ready_seconds = ready_seconds
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "LlamaServer":
+    def __enter__(self):
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + self.ready_seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                sys.exit(f"llama-server exited with {self.proc.returncode}: {' '.join(self.cmd)}")
+                sys.exit(f"{self.name} exited with {self.proc.returncode}: {' '.join(self.cmd)}")
             try:
                 url = f"http://127.0.0.1:{self.port}/health"
                 with urllib.request.urlopen(url, timeout=5) as r:
@@ -37,7 +40,7 @@ class LlamaServer:
                 pass
             time.sleep(0.5)
         self.__exit__()
-        sys.exit("llama-server did not become ready")
+        sys.exit(f"{self.name} did not become ready: {' '.join(self.cmd)}")
 
     def post(self, path: str, body: dict, timeout: float = 600) -> dict:
         req = urllib.request.Request(
@@ -58,3 +61,9 @@ class LlamaServer:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+
+class LlamaServer(ServerProcess):
+    def __init__(self, binary, model, port: int, args: list[str], ready_seconds: float = 300):
+        cmd = [str(binary), "-m", str(model), "--port", str(port), *args]
+        super().__init__("llama-server", cmd, port, ready_seconds)

@@ -35,6 +35,8 @@ import sys
 import threading
 import time
 
+from llama_server import ServerProcess
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HOME = pathlib.Path(os.environ.get("FASTGEN_HOME", os.path.expanduser("~/.cache/fastgen")))
 CTX = 4096  # per request
@@ -47,39 +49,8 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
 
-class Server:
-    """A server process on a port, stopped on exit; `kind` is "fastgen" or "llama.cpp"."""
-
-    def __init__(self, kind: str, cmd: list[str], port: int):
-        self.kind, self.cmd, self.port = kind, cmd, port
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> "Server":
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                sys.exit(f"{self.kind} server exited with {self.proc.returncode}: {' '.join(self.cmd)}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                c.request("GET", "/health")
-                if c.getresponse().status == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.5)
-        self.__exit__()
-        sys.exit(f"{self.kind} server did not become ready: {' '.join(self.cmd)}")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+class Server(ServerProcess):
+    """A server under load; `name` is "fastgen" or "llama.cpp"."""
 
     def peak_rss_mib(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -97,7 +68,7 @@ class Server:
                   {"Content-Type": "application/json"})
         r = c.getresponse()
         if r.status != 200:
-            raise RuntimeError(f"{self.kind}: HTTP {r.status}: {r.read()[:300]!r}")
+            raise RuntimeError(f"{self.name}: HTTP {r.status}: {r.read()[:300]!r}")
         times, text = [], []
         for raw in r:
             line = raw.decode().strip()
@@ -204,19 +175,19 @@ def main() -> None:
               "servers": {}}
     for s in servers:
         with s:
-            kv = a.kv if s.kind == "fastgen" else ""
+            kv = a.kv if s.name == "fastgen" else ""
             one = concurrent(s, 1, a.tokens, kv)
             many = concurrent(s, a.streams, a.tokens, kv)
             conv = conversation(s, a.turns, a.history, kv)
             rss = s.peak_rss_mib()
-        report["servers"][s.kind] = {"one": one, "many": many, "conversation": conv,
+        report["servers"][s.name] = {"one": one, "many": many, "conversation": conv,
                                      "peak_rss_mib": rss}
         for label, r in (("1 stream", one), (f"{a.streams} streams", many)):
-            print(f"{s.kind:>9} {label:>10}: {r['tok_s']:7.1f} tok/s  TTFT p50 {r['ttft_p50']*1e3:6.0f} ms "
+            print(f"{s.name:>9} {label:>10}: {r['tok_s']:7.1f} tok/s  TTFT p50 {r['ttft_p50']*1e3:6.0f} ms "
                   f"p95 {r['ttft_p95']*1e3:6.0f} ms  TBT p50 {r['tbt_p50']*1e3:5.1f} ms p95 "
                   f"{r['tbt_p95']*1e3:5.1f} ms  errors {len(r['errors'])}", flush=True)
-        print(f"{s.kind:>9} {'scaling':>10}: {many['tok_s'] / one['tok_s']:.2f}x one stream")
-        print(f"{s.kind:>9} {'turns':>10}: TTFT warm "
+        print(f"{s.name:>9} {'scaling':>10}: {many['tok_s'] / one['tok_s']:.2f}x one stream")
+        print(f"{s.name:>9} {'turns':>10}: TTFT warm "
               + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_warm"]) + " ms, cold "
               + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_cold"]) + f" ms; peak RSS {rss:.0f} MiB",
               flush=True)
