@@ -48,3 +48,40 @@ impl Error {
         }
     }
 }
+
+/// Longest text from a file or a request echoed in an error, in characters.
+pub const SHOWN_CHARS: usize = 200;
+
+/// Text from a file or a request, fit for a one-line error: control characters escaped
+/// (`\n`, `\u{1b}`), and cut after [`SHOWN_CHARS`] characters with the full length noted.
+pub fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == SHOWN_CHARS {
+            out.push_str(&format!("... ({} bytes in all)", text.len()));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_text_is_one_short_line() {
+        assert_eq!(shown("llama"), "llama");
+        assert_eq!(shown("a\nb\u{1b}[31m\t"), "a\\nb\\u{1b}[31m\\t");
+        let long = "x".repeat(100_000);
+        let s = shown(&long);
+        assert!(s.starts_with(&"x".repeat(SHOWN_CHARS)));
+        assert!(s.ends_with("... (100000 bytes in all)"), "{s}");
+        assert_eq!(shown(&"é".repeat(300)).chars().count(), SHOWN_CHARS + 25);
+    }
+}

@@ -1,5 +1,7 @@
 //! Bad input gets one clear line on stderr and a non-zero exit, never a panic.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -156,4 +158,130 @@ fn out_of_range_settings() {
     assert!(e.contains("top"), "{e}");
     let e = fails(&["run", "--temperature=-1", "hi"]);
     assert!(e.contains("temperature"), "{e}");
+}
+
+/// Runs and expects success; returns stdout.
+fn succeeds(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_fastgen"))
+        .args(args)
+        .output()
+        .expect("fastgen runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?} should succeed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The templates of issue 18 that took the process down, each with the limit that stops it.
+const HOSTILE_TEMPLATES: &[(&str, &str)] = &[
+    ("{{ 'x' * 100000000 }}", "output limit"),
+    (
+        "{% set ns = namespace(s='x') %}{% for i in range(30) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        "memory limit",
+    ),
+    ("{{ (messages | tojson) * 1000000 }}", "output limit"),
+    (
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        "instructions",
+    ),
+];
+
+#[test]
+fn hostile_chat_templates_are_refused_in_one_line() {
+    let dir = tmp_dir("hostile-templates");
+    for (i, (src, limit)) in HOSTILE_TEMPLATES.iter().enumerate() {
+        let p = dir.join(format!("t{i}.jinja"));
+        std::fs::write(&p, src).unwrap();
+        let e = fails(&[
+            "run",
+            "--chat-template",
+            p.to_str().unwrap(),
+            "--max-tokens",
+            "1",
+            "hi",
+        ]);
+        let last = e.trim_end().lines().last().unwrap();
+        assert!(
+            last.contains(&format!("chat template file {}", p.display())) && last.contains(limit),
+            "{src}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_template_that_does_not_compile_spares_raw_and_tokenize() {
+    let dir = tmp_dir("broken-template");
+    let model = dir.join("broken-template.gguf");
+    common::synth_with_template(&model, "{% for %}");
+    let m = model.to_str().unwrap();
+    // tokenize and --raw never compile the template.
+    let ids = succeeds(&["tokenize", "-m", m, "--text", "hello", "--json"]);
+    assert!(ids.starts_with('['), "{ids}");
+    succeeds(&["run", "-m", m, "--raw", "--max-tokens", "2", "hello"]);
+    // A chat prompt names the template and the way around it.
+    let e = fails(&["run", "-m", m, "--max-tokens", "2", "hello"]);
+    assert!(
+        e.contains("broken-template.gguf's tokenizer.chat_template does not compile")
+            && e.contains("--raw"),
+        "{e}"
+    );
+    // --chat-template replaces it.
+    let good = dir.join("chatml.jinja");
+    std::fs::write(
+        &good,
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n",
+    )
+    .unwrap();
+    succeeds(&[
+        "run",
+        "-m",
+        m,
+        "--chat-template",
+        good.to_str().unwrap(),
+        "--max-tokens",
+        "2",
+        "hello",
+    ]);
+}
+
+#[test]
+fn prompt_files_are_bounded_before_they_are_read() {
+    let dir = tmp_dir("big-prompt");
+    // SmolLM2's context is 8,192 tokens: a prompt file may hold 64 bytes per token (512 KiB),
+    // at least 1 MiB.
+    let p = dir.join("2mb.txt");
+    std::fs::write(
+        &p,
+        "The quick brown fox jumps over the lazy dog. ".repeat(46_000),
+    )
+    .unwrap();
+    let e = fails(&[
+        "run",
+        "--prompt-file",
+        p.to_str().unwrap(),
+        "--max-tokens",
+        "1",
+    ]);
+    assert!(
+        e.contains("prompt file") && e.contains("larger than the limit of 1048576 bytes"),
+        "{e}"
+    );
+    // Under the file limit but past the context: refused after tokenizing, before the
+    // FastGen cache is built for it.
+    let p = dir.join("900kb.txt");
+    std::fs::write(
+        &p,
+        "The quick brown fox jumps over the lazy dog. ".repeat(20_000),
+    )
+    .unwrap();
+    let e = fails(&[
+        "run",
+        "--prompt-file",
+        p.to_str().unwrap(),
+        "--max-tokens",
+        "1",
+    ]);
+    assert!(
+        e.contains("does not fit in the context of 8192 tokens"),
+        "{e}"
+    );
 }

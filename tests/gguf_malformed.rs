@@ -144,3 +144,62 @@ fn every_truncated_file_on_disk_fails() {
         );
     }
 }
+
+/// A synthetic Llama's metadata (no tensors) with `key` set to `value`: `Model::load`
+/// reads the configuration before any tensor.
+fn config_with(dir: &Scratch, key: &str, value: MetaValue) -> PathBuf {
+    let mut w = fastgen::model::synth::SynthModel::llama_gqa()
+        .writer(None)
+        .unwrap();
+    w.tensors.clear();
+    w.kvs.retain(|(k, _)| k != key);
+    let w = w.kv(key, value);
+    dir.file(&format!("{}.gguf", key.replace('.', "_")), &w.build())
+}
+
+#[test]
+fn absurd_sizes_in_the_configuration_are_refused_before_allocating() {
+    let dir = Scratch::new("config-sizes");
+    // Each of these once sized a table or buffer before it was checked (a block count of
+    // 2^40 built a per-layer table of 2^40 entries and aborted on allocation failure).
+    for (key, value, want) in [
+        (
+            "llama.block_count",
+            MetaValue::U64(1 << 40),
+            "llama.block_count = 1099511627776 out of range 1..=1024",
+        ),
+        (
+            "llama.block_count",
+            MetaValue::U64(u64::MAX),
+            "out of range",
+        ),
+        (
+            "llama.context_length",
+            MetaValue::U64(1 << 40),
+            "context_length 1099511627776 out of range",
+        ),
+        (
+            "llama.embedding_length",
+            MetaValue::U64(1 << 40),
+            "out of range",
+        ),
+        (
+            "llama.feed_forward_length",
+            MetaValue::U64(1 << 40),
+            "out of range",
+        ),
+        (
+            "llama.attention.head_count",
+            MetaValue::U64(1 << 40),
+            "head dimension 0",
+        ),
+    ] {
+        let p = config_with(&dir, key, value);
+        let err = match fastgen::model::Model::load(&p) {
+            Ok(_) => panic!("{key}: loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(want), "{key}: {err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+}

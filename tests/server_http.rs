@@ -527,3 +527,38 @@ fn kv_budget() {
     assert_eq!(v["kv_stats"]["kv_recovery"], Value::Null);
     assert_eq!(s.metric("fastgen_kv_budget_bytes"), 2.0 * 1024.0 * 1024.0);
 }
+
+#[test]
+fn hostile_chat_template_is_refused_and_the_server_keeps_serving() {
+    // A template that doubles a string until it holds gigabytes.
+    let dir = std::env::temp_dir().join(format!("fastgen-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tpl = dir.join("doubling.jinja");
+    std::fs::write(
+        &tpl,
+        "{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+    )
+    .unwrap();
+    let s = Server::start(&["--chat-template", tpl.to_str().unwrap()]);
+    for _ in 0..3 {
+        let (st, v) = s.post(
+            "/v1/chat/completions",
+            &chat("hi", json!({"max_tokens": 4})),
+        );
+        let e = error_of(st, 400, &v);
+        let msg = e["message"].as_str().unwrap();
+        assert!(
+            msg.contains("doubling.jinja") && msg.contains("memory limit"),
+            "{msg}"
+        );
+        assert_eq!(e["param"], "messages");
+        let (st, _) = s.send("GET", "/health", b"");
+        assert_eq!(st, 200);
+    }
+    let (st, v) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["usage"]["completion_tokens"], 4);
+}

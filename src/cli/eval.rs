@@ -249,10 +249,11 @@ fn with_engine<T>(
     f: impl FnOnce(&Engine) -> Result<T>,
 ) -> Result<T> {
     let loaded = model.load()?;
+    let template = loaded.chat_template(None)?;
     let mut engine = Engine::new(
         &loaded.model,
         &loaded.tokenizer,
-        loaded.template.as_ref(),
+        template.as_ref(),
         kv.dtype(),
     );
     engine.exact = precision.exact;

@@ -20,7 +20,7 @@ use fastgen::fetch as fetcher;
 use fastgen::kv_cache::KvDtype;
 use fastgen::model::Model;
 use fastgen::tokenizer::Tokenizer;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -78,11 +78,75 @@ pub struct ModelArgs {
     pub threads: Option<usize>,
 }
 
-/// A loaded model with its tokenizer and chat template.
+/// A loaded model with its tokenizer. Its chat template is compiled only by the commands
+/// that render one ([`Loaded::chat_template`]): a template that does not compile never
+/// breaks `--raw` or `tokenize`.
 pub struct Loaded {
     pub model: Model,
     pub tokenizer: Tokenizer,
-    pub template: Option<ChatTemplate>,
+}
+
+impl Loaded {
+    /// The chat template: the one in `file` if given (with the model's BOS and EOS texts),
+    /// else the model's own (`None` for a model without one).
+    pub fn chat_template(&self, file: Option<&Path>) -> Result<Option<ChatTemplate>> {
+        let g = self.model.gguf();
+        match file {
+            Some(f) => {
+                let source = read_bounded(f, MAX_TEMPLATE_FILE_BYTES, "chat template file")?;
+                let name = format!("chat template file {}", f.display());
+                Ok(Some(ChatTemplate::with_gguf_tokens(g, &source, &name)?))
+            }
+            None => {
+                let name = format!(
+                    "{}'s tokenizer.chat_template",
+                    self.model
+                        .path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                );
+                ChatTemplate::from_gguf_named(g, &name).map_err(|e| {
+                    anyhow::anyhow!("{e} (--raw, or --chat-template FILE, runs without it)")
+                })
+            }
+        }
+    }
+}
+
+/// Largest chat template file (`--chat-template`): real ones are a few KiB.
+const MAX_TEMPLATE_FILE_BYTES: u64 = 1 << 20;
+
+/// A text file of at most `limit` bytes (a prompt, a template), refused before it is read
+/// if larger; `what` names it in errors.
+pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<String> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    let mut text = String::new();
+    // One byte past the limit tells a file at the limit from a larger one (even a pipe).
+    let read = file
+        .take(limit + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    if read as u64 > limit {
+        bail!(
+            "{what} {} is larger than the limit of {limit} bytes",
+            path.display()
+        );
+    }
+    Ok(text)
+}
+
+/// Bytes per token of context a prompt file may hold: real text has 3 to 6, so a file past
+/// this cannot fit the context (with `--prompt-tokens`, cut it first).
+const PROMPT_FILE_BYTES_PER_TOKEN: u64 = 64;
+
+/// Largest prompt file for a context of `n_ctx` tokens (at least 1 MiB).
+fn prompt_file_limit(n_ctx: usize) -> u64 {
+    (n_ctx as u64)
+        .saturating_mul(PROMPT_FILE_BYTES_PER_TOKEN)
+        .max(1 << 20)
 }
 
 impl ModelArgs {
@@ -106,12 +170,7 @@ impl ModelArgs {
         let path = fetcher::resolve_model(&self.model)?;
         let model = Model::load(&path).with_context(|| format!("loading {}", path.display()))?;
         let tokenizer = Tokenizer::from_gguf(model.gguf())?;
-        let template = ChatTemplate::from_gguf(model.gguf())?;
-        Ok(Loaded {
-            model,
-            tokenizer,
-            template,
-        })
+        Ok(Loaded { model, tokenizer })
     }
 }
 
@@ -129,6 +188,10 @@ pub struct PromptArgs {
     /// Send the text as is, without the model's chat template.
     #[arg(long)]
     raw: bool,
+    /// Use the chat template in this file instead of the model's (Jinja, as in
+    /// tokenizer.chat_template).
+    #[arg(long, conflicts_with_all = ["raw", "prompt_ids"])]
+    chat_template: Option<PathBuf>,
     /// Keep only the first N prompt tokens (after the chat template, if any).
     #[arg(long)]
     prompt_tokens: Option<usize>,
@@ -146,9 +209,11 @@ impl PromptArgs {
     }
 
     fn all_ids(&self, loaded: &Loaded) -> Result<Vec<u32>> {
+        // A prompt that could fit the context is far smaller than this: the file is refused
+        // before it is read, not after its tokens fill memory.
+        let limit = prompt_file_limit(loaded.model.cfg.n_ctx);
         if let Some(path) = &self.prompt_ids {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
+            let text = read_bounded(path, limit, "prompt ids file")?;
             let ids: Vec<u32> = serde_json::from_str(&text).with_context(|| {
                 format!("{}: expected a JSON array of token ids", path.display())
             })?;
@@ -156,24 +221,25 @@ impl PromptArgs {
         }
         let text = match (&self.prompt, &self.prompt_file) {
             (Some(p), _) => p.clone(),
-            (None, Some(f)) => std::fs::read_to_string(f)
-                .with_context(|| format!("reading prompt file {}", f.display()))?,
+            (None, Some(f)) => read_bounded(f, limit, "prompt file")?,
             (None, None) => bail!("give a prompt, --prompt-file or --prompt-ids"),
         };
+        if self.raw {
+            return Ok(loaded.tokenizer.encode_prompt(&text)?);
+        }
         // BOS first when the model asks for it, as llama.cpp tokenizes a prompt.
-        Ok(match (&loaded.template, self.raw) {
-            (Some(tpl), false) => {
+        Ok(match loaded.chat_template(self.chat_template.as_deref())? {
+            Some(tpl) => {
                 let rendered = tpl.render(&[ChatMessage::new("user", &text)], true)?;
                 loaded.tokenizer.encode_chat_prompt(&rendered)?
             }
-            (None, false) => {
+            None => {
                 eprintln!(
                     "note: this model has no chat template (a base model): the prompt is \
                      continued as plain text, as with --raw"
                 );
                 loaded.tokenizer.encode_prompt(&text)?
             }
-            (_, true) => loaded.tokenizer.encode_prompt(&text)?,
         })
     }
 }

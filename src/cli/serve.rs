@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may run on after SIGTERM / Ctrl-C before they are cancelled.
     #[arg(long, default_value_t = 10.0)]
     grace_secs: f64,
+    /// Use the chat template in this file instead of the model's.
+    #[arg(long)]
+    chat_template: Option<std::path::PathBuf>,
     /// Element type of the KV cache: f16 or f32.
     #[arg(long, default_value = "f16")]
     kv_dtype: KvDtype,
@@ -69,7 +72,19 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
     };
     let loaded = a.model.load()?;
-    let engine = Engine::new(loaded.model, loaded.tokenizer, loaded.template, a.kv_dtype);
+    // A model whose own template does not compile still serves completions; its chat
+    // requests are refused with that error. A template file given here must compile.
+    let template = match (
+        loaded.chat_template(a.chat_template.as_deref()),
+        &a.chat_template,
+    ) {
+        (Err(e), None) => {
+            eprintln!("warning: {e:#}; /v1/chat/completions will refuse requests");
+            Err(format!("{e:#}"))
+        }
+        (t, _) => Ok(t?),
+    };
+    let engine = Engine::new(loaded.model, loaded.tokenizer, template, a.kv_dtype);
     server::run(
         ServeConfig {
             host: a.host,

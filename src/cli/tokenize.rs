@@ -2,8 +2,11 @@
 //! model asks for it, like `llama-tokenize`). Reads only the tokenizer, not the weights.
 
 use super::ModelArgs;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
+
+/// Largest `--file`: tokenizing takes about a hundred times the text's size in memory.
+const MAX_TEXT_FILE_BYTES: u64 = 64 << 20;
 
 #[derive(Args)]
 pub struct TokenizeArgs {
@@ -26,9 +29,7 @@ pub struct TokenizeArgs {
 pub fn run(a: TokenizeArgs) -> Result<()> {
     let text = match (&a.text, &a.file) {
         (Some(t), _) => t.clone(),
-        (None, Some(f)) => {
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
-        }
+        (None, Some(f)) => super::read_bounded(f, MAX_TEXT_FILE_BYTES, "text file")?,
         (None, None) => anyhow::bail!("give --text or --file"),
     };
     let tokenizer = a.model.load_tokenizer()?;

@@ -151,6 +151,8 @@ impl CompressedCache {
         if tokens.is_empty() {
             return Err(Error::InvalidSetting("the prompt is empty".into()));
         }
+        // Before anything per token is allocated (classes, profiling scores).
+        model.check_tokens(tokens, &self.kv)?;
         let t0 = Instant::now();
         if self.settings.kind == KvKind::Full {
             let last = model.prefill(tokens, &mut self.kv, ws)?;

@@ -46,6 +46,9 @@ pub struct LayerSpec {
     pub rope_freq_scale: f32,
 }
 
+/// Most layers a model may have (real ones have at most a few hundred).
+pub const MAX_LAYERS: usize = 1024;
+
 impl ModelConfig {
     pub fn from_gguf(g: &Gguf) -> Result<ModelConfig> {
         let arch = g.arch()?.to_string();
@@ -54,6 +57,13 @@ impl ModelConfig {
         let get = |k: &str| -> Result<usize> { to_usize(g.get_u64(&key(k))?, &key(k)) };
 
         let n_layers = get("block_count")?;
+        // Before any per-layer table is built from it.
+        if !(1..=MAX_LAYERS).contains(&n_layers) {
+            return Err(Error::Metadata(format!(
+                "{} = {n_layers} out of range 1..={MAX_LAYERS}",
+                key("block_count")
+            )));
+        }
         let n_embd = get("embedding_length")?;
         let n_heads = get("attention.head_count")?;
         let n_kv_heads = match g.get(&key("attention.head_count_kv")) {
@@ -163,12 +173,6 @@ impl ModelConfig {
     /// Bounds that keep every buffer size computed from these numbers sane.
     fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(Error::Metadata(what));
-        if !(1..=1024).contains(&self.n_layers) {
-            return bad(format!(
-                "block_count {} out of range 1..=1024",
-                self.n_layers
-            ));
-        }
         if !(1..=65536).contains(&self.n_embd) || !(1..=1 << 20).contains(&self.n_ff) {
             return bad(format!(
                 "embedding_length {} or feed_forward_length {} out of range",

@@ -139,7 +139,8 @@ pub struct Outcome {
 pub struct Engine {
     pub model: Model,
     pub tokenizer: Tokenizer,
-    pub template: Option<ChatTemplate>,
+    /// The chat template, none for a base model, or why the model's does not compile.
+    pub template: Result<Option<ChatTemplate>, String>,
     /// The `/v1/models` id: the short name when the file is a pinned model, else its stem.
     pub id: String,
     /// Other names a request's `model` may use (file name and stem).
@@ -155,7 +156,7 @@ impl Engine {
     pub fn new(
         model: Model,
         tokenizer: Tokenizer,
-        template: Option<ChatTemplate>,
+        template: Result<Option<ChatTemplate>, String>,
         kv_dtype: KvDtype,
     ) -> Engine {
         let (id, aliases) = model_names(&model.path);
@@ -201,12 +202,15 @@ impl Engine {
         let param = prompt.param();
         let ids = match prompt {
             Prompt::Chat(messages) => {
-                let tpl = self.template.as_ref().ok_or_else(|| {
-                    ApiError::invalid_param(
-                        "messages",
-                        "this model has no chat template; use /v1/completions",
-                    )
-                })?;
+                let tpl = (self.template.as_ref())
+                    .map_err(|e| ApiError::invalid_param("messages", e.clone()))?
+                    .as_ref()
+                    .ok_or_else(|| {
+                        ApiError::invalid_param(
+                            "messages",
+                            "this model has no chat template; use /v1/completions",
+                        )
+                    })?;
                 let text = tpl
                     .render(messages, true)
                     .map_err(|e| ApiError::invalid_param("messages", e.to_string()))?;

@@ -28,3 +28,17 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
 
 /// The two models of the reference files: (short name, reference file suffix).
 pub const MODELS: &[(&str, &str)] = &[("smollm2", "smollm2"), ("qwen2.5-0.5b", "qwen2.5-0.5b")];
+
+/// A small random-weight Llama (two layers) with SmolLM2's tokenizer and `template` as its
+/// `tokenizer.chat_template`, written to `path`: a model file whose template is hostile.
+pub fn synth_with_template(path: &std::path::Path, template: &str) {
+    use fastgen::gguf::{Gguf, MetaValue};
+    let smol = fastgen::fetch::ensure_model("smollm2").expect("smollm2 is fetched");
+    let tokenizer = Gguf::open(&smol).unwrap();
+    let mut w = fastgen::model::synth::SynthModel::llama_gqa()
+        .writer(Some(&tokenizer))
+        .unwrap();
+    w.kvs.retain(|(k, _)| k != "tokenizer.chat_template");
+    let w = w.kv("tokenizer.chat_template", MetaValue::Str(template.into()));
+    std::fs::write(path, w.build()).unwrap();
+}
