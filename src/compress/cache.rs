@@ -441,19 +441,21 @@ impl CompressedCache {
     /// no cache): on failure forgets the token's class; while deferred, compresses once the
     /// sequence reaches the profiler's length; counts the step.
     fn end_decode(&mut self, done: StepDone, ran: bool) {
-        if self.settings.kind == KvKind::Full {
+        if self.settings.kind != KvKind::Full {
+            self.stats.profile_ms += done.profile_ms;
+            if !ran {
+                self.pos_classes.pop();
+                return;
+            }
+            if let Some(p) = self.pending.take_if(|p| self.kv.seq_len() >= p.seq_len()) {
+                let t = Instant::now();
+                self.compress(Some(&p));
+                self.stats.profile_ms += ms(t);
+            }
+        } else if !ran {
             return;
         }
-        self.stats.profile_ms += done.profile_ms;
-        if !ran {
-            self.pos_classes.pop();
-            return;
-        }
-        if let Some(p) = self.pending.take_if(|p| self.kv.seq_len() >= p.seq_len()) {
-            let t = Instant::now();
-            self.compress(Some(&p));
-            self.stats.profile_ms += ms(t);
-        }
+        // Counted for the full cache too: its sliding-window layers evict as it decodes.
         self.stats.pruned_sum += self.pruned_ratio();
         self.stats.decode_steps += 1;
     }
