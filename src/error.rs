@@ -17,7 +17,7 @@ pub enum Error {
     /// The file claims to be GGUF but its contents are inconsistent or truncated.
     #[error("malformed GGUF: {0}")]
     Gguf(String),
-    #[error("unsupported architecture '{0}' (supported: {known})", known = crate::model::arch::names().join(", "))]
+    #[error("unsupported architecture '{0}' (general.architecture; supported: {known})", known = crate::model::arch::names().join(", "))]
     UnsupportedArch(String),
     #[error("unsupported tensor type {0}")]
     UnsupportedTensorType(String),
@@ -82,6 +82,11 @@ mod tests {
         let s = shown(&long);
         assert!(s.starts_with(&"x".repeat(SHOWN_CHARS)));
         assert!(s.ends_with("... (100000 bytes in all)"), "{s}");
-        assert_eq!(shown(&"é".repeat(300)).chars().count(), SHOWN_CHARS + 25);
+        // Cut by characters, not bytes: 200 two-byte characters, then the note.
+        let e = shown(&"é".repeat(300));
+        assert_eq!(
+            e,
+            format!("{}... (600 bytes in all)", "é".repeat(SHOWN_CHARS))
+        );
     }
 }
