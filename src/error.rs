@@ -29,6 +29,13 @@ pub enum Error {
     Template(String),
     #[error("prompt of {tokens} tokens does not fit in the context of {ctx} tokens")]
     ContextOverflow { tokens: usize, ctx: usize },
+    /// The forward pass gave NaN or infinite logits: broken weights (or a kernel bug), never
+    /// bad input. `step` counts generated tokens (0: the logits of the prompt's last token).
+    #[error(
+        "the model produced {what} logits at step {step} of generation: do the weights hold \
+         NaN or inf?"
+    )]
+    NonFiniteLogits { what: &'static str, step: usize },
     #[error("fetch: {0}")]
     Fetch(String),
     #[error("invalid setting: {0}")]

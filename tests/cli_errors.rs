@@ -343,3 +343,43 @@ fn names_from_the_file_are_escaped_and_bounded() {
     let e = fails(&["tokenize", "-m", p.to_str().unwrap(), "--text", "hi"]);
     one_line(&e, "tokenizer model", &["tokenizer.ggml.model", "'evil\\n"]);
 }
+
+/// Weights holding NaN used to give token 0 and exit 0: generation now stops at the first
+/// non-finite logits with one line naming the problem and the step.
+#[test]
+fn nan_weights_fail_generation_in_one_line() {
+    let p = tmp_dir("nan").join("nan-norm.gguf");
+    common::synth_with_nan(&p);
+    let m = p.to_str().unwrap();
+    for args in [
+        &[
+            "run",
+            "-m",
+            m,
+            "--raw",
+            "--max-tokens",
+            "4",
+            "Once upon a time",
+        ][..],
+        &[
+            "run",
+            "-m",
+            m,
+            "--raw",
+            "--max-tokens",
+            "4",
+            "--temperature",
+            "0.8",
+            "hi",
+        ][..],
+    ] {
+        let e = fails(args);
+        let last = e.trim_end().lines().last().unwrap();
+        assert_eq!(
+            last,
+            "error: the model produced NaN logits at step 0 of generation: do the weights hold \
+             NaN or inf?",
+            "{e}"
+        );
+    }
+}
