@@ -17,7 +17,7 @@ pub enum Error {
     /// The file claims to be GGUF but its contents are inconsistent or truncated.
     #[error("malformed GGUF: {0}")]
     Gguf(String),
-    #[error("unsupported architecture '{0}' (supported: {known})", known = crate::model::arch::names().join(", "))]
+    #[error("unsupported architecture '{0}' (general.architecture; supported: {known})", known = crate::model::arch::names().join(", "))]
     UnsupportedArch(String),
     #[error("unsupported tensor type {0}")]
     UnsupportedTensorType(String),
@@ -29,6 +29,13 @@ pub enum Error {
     Template(String),
     #[error("prompt of {tokens} tokens does not fit in the context of {ctx} tokens")]
     ContextOverflow { tokens: usize, ctx: usize },
+    /// The forward pass gave NaN or infinite logits: broken weights (or a kernel bug), never
+    /// bad input. `step` counts generated tokens (0: the logits of the prompt's last token).
+    #[error(
+        "the model produced {what} logits at step {step} of generation: do the weights hold \
+         NaN or inf?"
+    )]
+    NonFiniteLogits { what: &'static str, step: usize },
     #[error("fetch: {0}")]
     Fetch(String),
     #[error("invalid setting: {0}")]
@@ -82,6 +89,11 @@ mod tests {
         let s = shown(&long);
         assert!(s.starts_with(&"x".repeat(SHOWN_CHARS)));
         assert!(s.ends_with("... (100000 bytes in all)"), "{s}");
-        assert_eq!(shown(&"é".repeat(300)).chars().count(), SHOWN_CHARS + 25);
+        // Cut by characters, not bytes: 200 two-byte characters, then the note.
+        let e = shown(&"é".repeat(300));
+        assert_eq!(
+            e,
+            format!("{}... (600 bytes in all)", "é".repeat(SHOWN_CHARS))
+        );
     }
 }

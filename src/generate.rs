@@ -1,8 +1,9 @@
 //! The generation loop: prefill the prompt, then sample and decode one token at a time until
 //! an end-of-generation token, `max_tokens`, or the end of the context.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
+use crate::model::ops::all_finite;
 use crate::model::{Model, Workspace};
 use crate::sampling::{log_softmax_top, logprob_of, Sampler, SamplerConfig};
 use std::time::Instant;
@@ -96,6 +97,20 @@ impl Sequence for KvCache {
     }
 }
 
+/// Refuses logits holding NaN or an infinity: sampling would quietly pick token 0 (argmax
+/// skips NaN) and the run would look like it worked. Microseconds next to a forward pass.
+pub fn check_finite(logits: &[f32], step: usize) -> Result<()> {
+    if all_finite(logits) {
+        return Ok(());
+    }
+    let what = if logits.iter().any(|x| x.is_nan()) {
+        "NaN"
+    } else {
+        "infinite"
+    };
+    Err(Error::NonFiniteLogits { what, step })
+}
+
 /// Generates from `prompt` (appended to `cache`). `on_token` sees each token as it is chosen
 /// and returns `false` to stop.
 pub fn generate<S: Sequence + ?Sized>(
@@ -123,6 +138,7 @@ pub fn generate<S: Sequence + ?Sized>(
         timing: Timing::default(),
     };
     while out.generated_ids.len() < opts.max_tokens {
+        check_finite(&logits, out.generated_ids.len())?;
         let id = sampler.sample(&logits);
         out.steps.push(Step {
             id,
@@ -151,4 +167,27 @@ pub fn generate<S: Sequence + ?Sized>(
     timing.decode_ms = t1.elapsed().as_secs_f64() * 1e3;
     out.timing = timing;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_logits_are_named() {
+        assert!(check_finite(&[0.0, -3.5, 1e30, f32::MAX], 0).is_ok());
+        assert!(check_finite(&[], 0).is_ok());
+        let msg = |l: &[f32], step| check_finite(l, step).unwrap_err().to_string();
+        assert_eq!(
+            msg(&[1.0, f32::NAN, 2.0], 3),
+            "the model produced NaN logits at step 3 of generation: do the weights hold NaN \
+             or inf?"
+        );
+        assert!(msg(&[1.0, f32::INFINITY], 0).contains("infinite logits at step 0"));
+        assert!(msg(&[f32::NEG_INFINITY, 1.0], 0).contains("infinite logits"));
+        // In the eight-wide body as well as the remainder.
+        let mut long = vec![0.5f32; 1003];
+        long[17] = f32::NAN;
+        assert!(msg(&long, 1).contains("NaN logits at step 1"));
+    }
 }

@@ -285,3 +285,101 @@ fn prompt_files_are_bounded_before_they_are_read() {
         "{e}"
     );
 }
+
+/// Names read from the file (architecture, tensor names, metadata keys, tokenizer names) come
+/// back escaped and cut: a 100 KB architecture name full of newlines gives one short line.
+#[test]
+fn names_from_the_file_are_escaped_and_bounded() {
+    let dir = tmp_dir("names");
+    let huge = "evil\n\u{1b}[31m".repeat(10_000); // 100 KB, 10,000 newlines
+    let huge = huge.as_str();
+    let one_line = |e: &str, what: &str, named: &[&str]| {
+        let lines: Vec<&str> = e.trim_end().lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: {} lines", lines.len());
+        assert!(e.len() < 1000, "{what}: {} bytes", e.len());
+        assert!(!e.contains('\u{1b}'), "{what}: raw escape in {e}");
+        for n in named {
+            assert!(e.contains(n), "{what}: {e} should name {n}");
+        }
+    };
+
+    let p = dir.join("arch.gguf");
+    write_gguf(&p, &[("general.architecture", huge)], &[]);
+    let e = fails(&["run", "--model", p.to_str().unwrap(), "hi"]);
+    one_line(
+        &e,
+        "architecture",
+        &[
+            "unsupported architecture 'evil\\n\\u{1b}[31mevil",
+            "(100000 bytes in all)",
+            "general.architecture",
+        ],
+    );
+
+    let p = dir.join("tensor.gguf");
+    let name = format!("{huge}.weight");
+    write_gguf(
+        &p,
+        &[("general.architecture", "llama")],
+        &[(&name, &[32, 4], 16)],
+    );
+    let e = fails(&["run", "--model", p.to_str().unwrap(), "hi"]);
+    one_line(&e, "tensor name", &["IQ2_XXS", "tensor 'evil\\n"]);
+
+    let p = dir.join("dupkey.gguf");
+    write_gguf(&p, &[(huge, "a"), (huge, "b")], &[]);
+    let e = fails(&["run", "--model", p.to_str().unwrap(), "hi"]);
+    one_line(&e, "duplicate key", &["duplicate metadata key 'evil\\n"]);
+
+    let p = dir.join("tokmodel.gguf");
+    write_gguf(
+        &p,
+        &[
+            ("general.architecture", "llama"),
+            ("tokenizer.ggml.model", huge),
+        ],
+        &[],
+    );
+    let e = fails(&["tokenize", "-m", p.to_str().unwrap(), "--text", "hi"]);
+    one_line(&e, "tokenizer model", &["tokenizer.ggml.model", "'evil\\n"]);
+}
+
+/// Weights holding NaN used to give token 0 and exit 0: generation now stops at the first
+/// non-finite logits with one line naming the problem and the step.
+#[test]
+fn nan_weights_fail_generation_in_one_line() {
+    let p = tmp_dir("nan").join("nan-norm.gguf");
+    common::synth_with_nan(&p);
+    let m = p.to_str().unwrap();
+    for args in [
+        &[
+            "run",
+            "-m",
+            m,
+            "--raw",
+            "--max-tokens",
+            "4",
+            "Once upon a time",
+        ][..],
+        &[
+            "run",
+            "-m",
+            m,
+            "--raw",
+            "--max-tokens",
+            "4",
+            "--temperature",
+            "0.8",
+            "hi",
+        ][..],
+    ] {
+        let e = fails(args);
+        let last = e.trim_end().lines().last().unwrap();
+        assert_eq!(
+            last,
+            "error: the model produced NaN logits at step 0 of generation: do the weights hold \
+             NaN or inf?",
+            "{e}"
+        );
+    }
+}

@@ -5,6 +5,8 @@
 //! mid-stream.
 #![cfg(feature = "server")]
 
+mod common;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -561,4 +563,42 @@ fn hostile_chat_template_is_refused_and_the_server_keeps_serving() {
     );
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["usage"]["completion_tokens"], 4);
+}
+
+#[test]
+fn nan_logits_fail_the_request_and_the_server_keeps_serving() {
+    let dir = std::env::temp_dir().join(format!("fastgen-nan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("nan-norm.gguf");
+    common::synth_with_nan(&model);
+    let s = Server::start(&["-m", model.to_str().unwrap()]);
+    let want = "the model produced NaN logits at step 0 of generation";
+    for _ in 0..2 {
+        let (st, v) = s.post(
+            "/v1/completions",
+            &json!({"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0}),
+        );
+        let e = error_of(st, 500, &v);
+        assert!(e["message"].as_str().unwrap().contains(want), "{v}");
+        assert_eq!(e["type"], "server_error");
+        let (st, _) = s.send("GET", "/health", b"");
+        assert_eq!(st, 200);
+    }
+    // Streamed: the 200 and the first chunk are already out, so the error is an event.
+    let (st, body) = s.send(
+        "POST",
+        "/v1/chat/completions",
+        chat("hi", json!({"max_tokens": 4, "stream": true}))
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(st, 200);
+    let (events, done) = sse_events(&body);
+    assert!(done, "{body}");
+    assert!(
+        events.iter().any(|e| e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(want))),
+        "{body}"
+    );
 }

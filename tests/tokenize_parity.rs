@@ -287,3 +287,53 @@ fn cli_tokenize_prepends_bos_like_llama_tokenize() {
     assert_eq!(tokenize("gemma3-270m", &["--no-bos"]), "[9259,1902]");
     assert_eq!(tokenize("smollm2", &[]), "[19556,905]");
 }
+
+/// GPT-2's byte-level alphabet: the character byte `b` is written as before BPE (printable
+/// bytes stand for themselves, the rest are U+0100 on in byte order).
+fn byte_level_char(b: u8) -> char {
+    let printable = |x: u8| matches!(x, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    if printable(b) {
+        char::from(b)
+    } else {
+        let n = (0..b).filter(|&x| !printable(x)).count() as u32;
+        char::from_u32(256 + n).unwrap()
+    }
+}
+
+/// Bytes SmolLM2's tokenizer drops, exactly as llama.cpp drops them (issue 18). SmolLM2's
+/// byte-level BPE vocabulary has no token for the byte-level characters of 0x04, 0x06, 0x13,
+/// 0x14, 0x16, 0x1D, 0xF1 and 0xF2 (and byte-level BPE has no byte-fallback tokens): llama.cpp
+/// (llm_tokenizer_bpe_session::tokenize) then looks each byte of the unmatched piece up on its
+/// own and skips those with no token, and so does fastgen. A code point U+40000-U+BFFFF loses
+/// only its lead byte (0xF1 or 0xF2); its continuation bytes stay. Ids measured with the
+/// llama.cpp build in ~/.cache/fastgen/llama.cpp, each case as
+/// `llama-tokenize -m ~/.cache/fastgen/models/SmolLM2-135M-Instruct.Q4_1.gguf -p $'a\x04b'
+/// --ids --log-disable` (the text written with bash's `$'...'`, `\U00050000` for U+50000).
+#[test]
+fn smollm2_drops_the_bytes_llama_cpp_drops() {
+    let (tok, _) = load("smollm2");
+    let cases: &[(&str, &[u32])] = &[
+        ("a\u{4}b", &[81, 82]),
+        (
+            "a\u{6}b\u{13}c\u{14}d\u{16}e\u{1d}f",
+            &[81, 82, 83, 84, 85, 86],
+        ),
+        ("a\u{5}b", &[81, 194, 82]),               // 0x05 has a token
+        ("a\u{50000}b", &[81, 234, 218, 218, 82]), // F1 90 80 80
+        (
+            "a\u{40000}b\u{bffff}c",
+            &[81, 218, 218, 218, 82, 140, 140, 140, 83],
+        ),
+        ("x\u{c0000}y", &[104, 188, 218, 218, 218, 105]), // F3 80 80 80: kept whole
+    ];
+    for (text, want) in cases {
+        assert_eq!(tok.encode_prompt(text).unwrap(), *want, "{text:?}");
+    }
+    // The reason: of the bytes UTF-8 text can hold (not 0xC0, 0xC1, 0xF5-0xFF, which have no
+    // token either), exactly these have no token of their own.
+    let missing: Vec<u8> = (0..=255u8)
+        .filter(|b| !matches!(b, 0xC0 | 0xC1 | 0xF5..=0xFF))
+        .filter(|&b| tok.token_id(&byte_level_char(b).to_string()).is_none())
+        .collect();
+    assert_eq!(missing, [0x04, 0x06, 0x13, 0x14, 0x16, 0x1D, 0xF1, 0xF2]);
+}

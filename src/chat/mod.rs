@@ -134,10 +134,16 @@ impl ChatTemplate {
         env.add_function("raise_exception", methods::raise_exception);
         env.add_function("strftime_now", time::strftime_now);
         env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(|e| Error::Template(format!("{name} does not compile: {}", one_line(&e))))?;
+            .map_err(|e| {
+                Error::Template(format!(
+                    "{} does not compile: {}",
+                    shown(name),
+                    one_line(&e)
+                ))
+            })?;
         Ok(ChatTemplate {
             env,
-            name: name.to_string(),
+            name: shown(name),
             source: source.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
@@ -151,7 +157,7 @@ impl ChatTemplate {
 
     /// Names the template in errors (`FILE's tokenizer.chat_template`, a template file).
     pub fn with_name(mut self, name: impl Into<String>) -> ChatTemplate {
-        self.name = name.into();
+        self.name = shown(&name.into());
         self
     }
 

@@ -25,7 +25,7 @@ pub mod write;
 #[cfg(test)]
 mod tests;
 
-use crate::error::{Error, Result};
+use crate::error::{shown, Error, Result};
 use crate::quant::GgmlType;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -133,9 +133,9 @@ impl MetaValue {
     pub fn describe(&self) -> String {
         match self {
             MetaValue::Str(s) => {
-                let shown: String = s.chars().take(40).collect();
-                let more = if shown.len() < s.len() { "..." } else { "" };
-                format!("str {shown:?}{more}")
+                let head: String = s.chars().take(40).collect();
+                let more = if head.len() < s.len() { "..." } else { "" };
+                format!("str {head:?}{more}")
             }
             MetaValue::Array(items) => match items.first() {
                 None => "empty array".to_string(),
@@ -245,17 +245,17 @@ impl Gguf {
     pub fn open(path: &Path) -> Result<Gguf> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let shown = path.display().to_string();
+        let shown_path = path.display().to_string();
         if len < MAGIC.len() as u64 {
             // Too short for the magic (mapping an empty file is not portable either).
-            return Err(Error::NotGguf(shown));
+            return Err(Error::NotGguf(shown_path));
         }
         // SAFETY: the map is read-only and lives as long as `Gguf`. As with any memory-mapped
         // file, another process truncating or rewriting the file while it is mapped is outside
         // what we can guard against (model files are not modified in place).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Self::parse(Storage::Mmap(map), &shown).map_err(|e| match e {
-            Error::Gguf(msg) => Error::Gguf(format!("{shown}: {msg}")),
+        Self::parse(Storage::Mmap(map), &shown_path).map_err(|e| match e {
+            Error::Gguf(msg) => Error::Gguf(format!("{shown_path}: {msg}")),
             other => other,
         })
     }
@@ -270,7 +270,10 @@ impl Gguf {
         let mut by_name = HashMap::with_capacity(header.tensors.len());
         for (i, t) in header.tensors.iter().enumerate() {
             if by_name.insert(t.name.clone(), i).is_some() {
-                return Err(Error::Gguf(format!("duplicate tensor name '{}'", t.name)));
+                return Err(Error::Gguf(format!(
+                    "duplicate tensor name '{}'",
+                    shown(&t.name)
+                )));
             }
         }
         Ok(Gguf {
@@ -321,7 +324,7 @@ impl Gguf {
 
     fn require(&self, key: &str) -> Result<&MetaValue> {
         self.get(key)
-            .ok_or_else(|| Error::Metadata(format!("missing key '{key}'")))
+            .ok_or_else(|| Error::Metadata(format!("missing key '{}'", shown(key))))
     }
 
     /// `general.architecture`.
@@ -408,14 +411,16 @@ impl Gguf {
 
 fn wrong_type(key: &str, found: &MetaValue, expected: &str) -> Error {
     Error::Metadata(format!(
-        "key '{key}' is {}, expected {expected}",
+        "key '{}' is {}, expected {expected}",
+        shown(key),
         found.describe()
     ))
 }
 
 fn wrong_elem(key: &str, index: usize, found: &MetaValue, expected: &str) -> Error {
     Error::Metadata(format!(
-        "element {index} of key '{key}' is {}, expected {expected}",
+        "element {index} of key '{}' is {}, expected {expected}",
+        shown(key),
         found.describe()
     ))
 }

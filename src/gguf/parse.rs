@@ -1,7 +1,7 @@
 //! The parser proper: a cursor over the file's bytes that checks every length before use.
 
 use super::{vtype, MetaValue, TensorInfo, DEFAULT_ALIGNMENT, MAGIC, MAX_ARRAY_DEPTH, MAX_DIMS};
-use crate::error::{Error, Result};
+use crate::error::{shown, Error, Result};
 use crate::quant::GgmlType;
 use std::collections::BTreeMap;
 
@@ -56,9 +56,12 @@ pub(super) fn parse(buf: &[u8], source: &str) -> Result<Header> {
         r.ctx = format!("the key of metadata entry #{i}");
         let key = r.string()?;
         if metadata.contains_key(&key) {
-            return Err(Error::Gguf(format!("duplicate metadata key '{key}'")));
+            return Err(Error::Gguf(format!(
+                "duplicate metadata key '{}'",
+                shown(&key)
+            )));
         }
-        r.ctx = format!("the value of key '{key}'");
+        r.ctx = format!("the value of key '{}'", shown(&key));
         let ty = r.u32()?;
         let value = r.value(ty, 0)?;
         metadata.insert(key, value);
@@ -69,7 +72,7 @@ pub(super) fn parse(buf: &[u8], source: &str) -> Result<Header> {
     for i in 0..n_tensors {
         r.ctx = format!("the name of tensor info #{i}");
         let name = r.string()?;
-        r.ctx = format!("the info of tensor '{name}'");
+        r.ctx = format!("the info of tensor '{}'", shown(&name));
         raw.push(r.tensor_info(name, alignment)?);
     }
 
@@ -134,7 +137,7 @@ fn align_up(pos: usize, alignment: usize) -> Option<usize> {
 
 /// Sizes the tensor and checks its data lies inside the file.
 fn place_tensor(t: RawTensor, data_offset: usize, file_len: usize) -> Result<TensorInfo> {
-    let name = &t.name;
+    let name = shown(&t.name);
     let ty = t.ty;
     let row_len = t.dims[0];
     let (block_len, block_bytes) = (ty.block_len(), ty.block_bytes());
@@ -354,21 +357,26 @@ impl<'a> Reader<'a> {
 
     /// The rest of a tensor info after its name.
     fn tensor_info(&mut self, name: String, alignment: usize) -> Result<RawTensor> {
+        let shown_name = shown(&name);
         let n_dims = self.u32()?;
         if !(1..=MAX_DIMS as u32).contains(&n_dims) {
             return Err(Error::Gguf(format!(
-                "tensor '{name}' has {n_dims} dimensions (must be 1 to {MAX_DIMS})"
+                "tensor '{shown_name}' has {n_dims} dimensions (must be 1 to {MAX_DIMS})"
             )));
         }
         let mut dims = Vec::with_capacity(n_dims as usize);
         for _ in 0..n_dims {
             let d = self.u64()?;
             match usize::try_from(d) {
-                Ok(0) => return Err(Error::Gguf(format!("tensor '{name}' has a zero dimension"))),
+                Ok(0) => {
+                    return Err(Error::Gguf(format!(
+                        "tensor '{shown_name}' has a zero dimension"
+                    )))
+                }
                 Ok(d) => dims.push(d),
                 Err(_) => {
                     return Err(Error::Gguf(format!(
-                        "tensor '{name}' dimension {d} does not fit in memory"
+                        "tensor '{shown_name}' dimension {d} does not fit in memory"
                     )))
                 }
             }
@@ -379,23 +387,23 @@ impl<'a> Reader<'a> {
             .is_none()
         {
             return Err(Error::Gguf(format!(
-                "tensor '{name}' dims {dims:?}: element count overflows"
+                "tensor '{shown_name}' dims {dims:?}: element count overflows"
             )));
         }
         let type_id = self.u32()?;
         let ty = GgmlType::from_id(type_id).map_err(|e| match e {
             Error::UnsupportedTensorType(msg) => {
-                Error::UnsupportedTensorType(format!("{msg} (tensor '{name}')"))
+                Error::UnsupportedTensorType(format!("{msg} (tensor '{shown_name}')"))
             }
-            Error::Gguf(msg) | Error::Metadata(msg) => {
-                Error::UnsupportedTensorType(format!("{msg} (tensor '{name}', type id {type_id})"))
-            }
+            Error::Gguf(msg) | Error::Metadata(msg) => Error::UnsupportedTensorType(format!(
+                "{msg} (tensor '{shown_name}', type id {type_id})"
+            )),
             other => other,
         })?;
         let rel_offset = self.u64()?;
         if !rel_offset.is_multiple_of(alignment as u64) {
             return Err(Error::Gguf(format!(
-                "tensor '{name}' offset {rel_offset} is not aligned to {alignment}"
+                "tensor '{shown_name}' offset {rel_offset} is not aligned to {alignment}"
             )));
         }
         Ok(RawTensor {

@@ -299,7 +299,8 @@ fn rope_freq_scale(g: &Gguf, arch: &str) -> Result<f32> {
             }
         }
         other => Err(Error::Metadata(format!(
-            "{type_key} = '{other}': only linear RoPE scaling is supported (not yarn, longrope)"
+            "{type_key} = '{}': only linear RoPE scaling is supported (not yarn, longrope)",
+            crate::error::shown(other)
         ))),
     }
 }

@@ -483,6 +483,17 @@ impl Model {
             &mut ws.logits,
             &mut ws.mm,
         );
+        // A NaN or an infinity in the normed state is lost in the output projection (the
+        // activations are quantized to 8 bits, where NaN becomes 0): its logits would look
+        // fine, all equal, and sampling would pick token 0. Say what they are instead.
+        for (x, row) in ws.xn[..m * d]
+            .chunks_exact(d)
+            .zip(ws.logits.chunks_exact_mut(c.vocab_size))
+        {
+            if !ops::all_finite(x) {
+                row.fill(f32::NAN);
+            }
+        }
     }
 
     /// Layer `l`'s attention for one sequence's batch rows `rows` (at `positions`): appends

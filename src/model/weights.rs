@@ -174,7 +174,8 @@ impl Weights {
         if let Some(t) = g.tensors.iter().find(|t| !used.contains(&t.name)) {
             return Err(Error::Metadata(format!(
                 "tensor '{}' is not part of the {} architecture as fastgen runs it",
-                t.name, cfg.arch
+                crate::error::shown(&t.name),
+                cfg.arch
             )));
         }
         Ok(Weights {

@@ -21,7 +21,7 @@ mod spm;
 pub use pretok::PreTokenizerRule;
 pub use pretok::{known_names as known_pre_tokenizers, lookup as pre_tokenizer_rule};
 
-use crate::error::{Error, Result};
+use crate::error::{shown, Error, Result};
 use crate::gguf::{Gguf, MetaValue};
 use std::collections::{HashMap, HashSet};
 use std::sync::OnceLock;
@@ -291,7 +291,10 @@ impl Tokenizer {
             match g.get(key) {
                 None => Ok(None),
                 Some(MetaValue::Bool(b)) => Ok(Some(*b)),
-                Some(other) => Err(tok_err(format!("{key} should be a bool, found {other:?}"))),
+                Some(other) => Err(tok_err(format!(
+                    "{key} should be a bool, found {}",
+                    other.describe()
+                ))),
             }
         };
         let add_bos = match read_bool("tokenizer.ggml.add_bos_token")? {
@@ -378,7 +381,8 @@ impl Tokenizer {
         for (i, t) in tokens.iter().enumerate() {
             if let Some(prev) = vocab.insert(t.clone(), i as u32) {
                 return Err(tok_err(format!(
-                    "token text {t:?} appears twice (ids {prev} and {i})"
+                    "token text '{}' appears twice (ids {prev} and {i})",
+                    shown(t)
                 )));
             }
         }
@@ -754,8 +758,9 @@ impl BytePairs {
 
 fn unsupported_model(model: &str) -> Error {
     tok_err(format!(
-        "unsupported tokenizer model '{model}' (tokenizer.ggml.model): only 'gpt2' \
-         (byte-level BPE) and 'llama' (SentencePiece) are supported"
+        "unsupported tokenizer model '{}' (tokenizer.ggml.model): only 'gpt2' \
+         (byte-level BPE) and 'llama' (SentencePiece) are supported",
+        shown(model)
     ))
 }
 
@@ -830,19 +835,23 @@ fn parse_merges(merges: &[String], vocab: &BpeVocab) -> Result<Vec<(String, Stri
             .skip(1)
             .position(|b| b == b' ')
             .map(|p| p + 1)
-            .ok_or_else(|| tok_err(format!("merge {i} {m:?} has no space")))?;
+            .ok_or_else(|| tok_err(format!("merge {i} '{}' has no space", shown(m))))?;
         let (left, right) = (&m[..space], &m[space + 1..]);
         for side in [left, right] {
             if !vocab.contains_key(side) {
                 return Err(tok_err(format!(
-                    "merge {i} {m:?} refers to {side:?}, which is not a token"
+                    "merge {i} '{}' refers to '{}', which is not a token",
+                    shown(m),
+                    shown(side)
                 )));
             }
         }
         let joined = format!("{left}{right}");
         if !vocab.contains_key(&joined) {
             return Err(tok_err(format!(
-                "merge {i} {m:?} makes {joined:?}, which is not a token"
+                "merge {i} '{}' makes '{}', which is not a token",
+                shown(m),
+                shown(&joined)
             )));
         }
         if seen.insert((left, right)) {

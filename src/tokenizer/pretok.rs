@@ -195,7 +195,8 @@ pub fn lookup(name: &str) -> Result<&'static PreTokenizerRule> {
         .map(|(_, rule)| rule)
         .ok_or_else(|| {
             Error::Tokenizer(format!(
-                "unknown pre-tokenizer '{name}' (tokenizer.ggml.pre); known: {}",
+                "unknown pre-tokenizer '{}' (tokenizer.ggml.pre); known: {}",
+                crate::error::shown(name),
                 known_names().join(", ")
             ))
         })

@@ -42,3 +42,22 @@ pub fn synth_with_template(path: &std::path::Path, template: &str) {
     let w = w.kv("tokenizer.chat_template", MetaValue::Str(template.into()));
     std::fs::write(path, w.build()).unwrap();
 }
+
+/// A small random-weight Llama with SmolLM2's tokenizer whose `output_norm.weight` holds a
+/// NaN, written to `path`: every logit it produces is NaN.
+pub fn synth_with_nan(path: &std::path::Path) {
+    use fastgen::gguf::Gguf;
+    let smol = fastgen::fetch::ensure_model("smollm2").expect("smollm2 is fetched");
+    let tokenizer = Gguf::open(&smol).unwrap();
+    let mut w = fastgen::model::synth::SynthModel::llama_gqa()
+        .writer(Some(&tokenizer))
+        .unwrap();
+    let norm = w
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "output_norm.weight")
+        .expect("the synthetic model has an output norm");
+    assert_eq!(norm.type_id, 0, "output_norm.weight is F32");
+    norm.data[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(path, w.build()).unwrap();
+}

@@ -132,7 +132,7 @@ pub fn spec(name: &str) -> Result<ArchSpec> {
         .iter()
         .find(|a| a.name == name)
         .copied()
-        .ok_or_else(|| Error::UnsupportedArch(name.to_string()))
+        .ok_or_else(|| Error::UnsupportedArch(crate::error::shown(name)))
 }
 
 /// The names of the architectures fastgen runs, for messages.
