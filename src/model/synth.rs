@@ -33,7 +33,9 @@ use super::arch::GateUp;
 use crate::error::{Error, Result};
 use crate::gguf::write::GgufWriter;
 use crate::gguf::{Gguf, MetaValue};
-use crate::quant::blocks::{read_f16, write_f16, Q6_K_OFF_D};
+use crate::quant::blocks::{
+    read_f16, write_f16, Q2_K_OFF_D, Q2_K_OFF_DMIN, Q3_K_OFF_D, Q6_K_OFF_D,
+};
 use crate::quant::{dequantize_row, scalar, GgmlType};
 use std::path::Path;
 
@@ -453,13 +455,16 @@ pub struct SynthType {
     pub ty: GgmlType,
     /// `general.file_type` of a file whose matrices are all `ty`: the llama_ftype that
     /// llama.cpp guesses from a file's commonest type when the key is missing
-    /// (`llama_model_loader`), e.g. MOSTLY_Q4_K_M (15) for Q4_K.
+    /// (`llama_model_loader`), e.g. MOSTLY_Q4_K_M (15) for Q4_K, MOSTLY_Q3_K_M (12) for Q3_K.
     pub ftype: u32,
     /// The f16 scale fields of a random block: byte offset in the block, and the field's
     /// value as a multiple of the block's signed scale `s`. Where a type adds an offset
     /// (Q4_1's and Q5_1's `m`, the K-quants' `dmin` times a random 6-bit min), the multiple
     /// centres the weights: `m = -7.5 d` for four-bit quants 0..=15, `dmin = 7.5 d` when
-    /// the random scales and mins have the same mean. Empty for float types.
+    /// the random scales and mins have the same mean (Q2_K: `dmin = 1.5 d`, the mean of its
+    /// two-bit quants). Types whose quants are signed already (Q3_K's signed 6-bit scales
+    /// times quants -4..=3, IQ4_NL's levels -127..=113, mean -5.9) have `d` alone. Empty
+    /// for float types.
     pub scales: &'static [(usize, f32)],
     /// The name of its conformance model ([`SynthModel::of_type`]), if it has one.
     pub model: Option<&'static str>,
@@ -477,6 +482,9 @@ pub const TYPES: &[SynthType] = &[
     SynthType { ty: GgmlType::Q5_0, ftype: 8, scales: &[(0, 1.0)], model: Some("synth-q5_0") },
     SynthType { ty: GgmlType::Q5_1, ftype: 9, scales: &[(0, 1.0), (2, -15.5)], model: Some("synth-q5_1") },
     SynthType { ty: GgmlType::Q8_0, ftype: 7, scales: &[(0, 1.0)], model: Some("synth-q8_0") },
+    SynthType { ty: GgmlType::IQ4_NL, ftype: 25, scales: &[(0, 1.0)], model: Some("synth-iq4_nl") },
+    SynthType { ty: GgmlType::Q2_K, ftype: 10, scales: &[(Q2_K_OFF_D, 1.0), (Q2_K_OFF_DMIN, 1.5)], model: Some("synth-q2_k") },
+    SynthType { ty: GgmlType::Q3_K, ftype: 12, scales: &[(Q3_K_OFF_D, 1.0)], model: Some("synth-q3_k") },
     SynthType { ty: GgmlType::Q4_K, ftype: 15, scales: &[(0, 1.0), (2, 7.5)], model: Some("synth-q4_k") },
     SynthType { ty: GgmlType::Q5_K, ftype: 17, scales: &[(0, 1.0), (2, 15.5)], model: Some("synth-q5_k") },
     SynthType { ty: GgmlType::Q6_K, ftype: 18, scales: &[(Q6_K_OFF_D, 1.0)], model: Some("synth-q6_k") },
