@@ -228,24 +228,13 @@ impl SynthModel {
         let name = TYPES.iter().find(|t| t.ty == ty)?.model?;
         Some(SynthModel {
             name,
-            arch: "llama",
-            n_layers: 2,
             n_embd: 256,
             n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 64,
             n_ff: 768,
             weights: ty,
             quants: Quants::RandomBlocks,
-            rope_theta: 10_000.0,
-            rms_eps: 1e-5,
-            qk_norm: false,
-            rope_freqs: None,
-            rope_linear: None,
-            fused_qkv: false,
-            sliding_window: None,
-            logit_scale: 4.0,
             seed: fnv1a(name),
+            ..Self::llama_gqa()
         })
     }
 
