@@ -602,3 +602,120 @@ fn nan_logits_fail_the_request_and_the_server_keeps_serving() {
         "{body}"
     );
 }
+
+/// Reads until the server closes the connection or `within` passes: the bytes read and
+/// whether it closed (EOF or reset) in time.
+fn read_until_closed(s: &mut TcpStream, within: Duration) -> (Vec<u8>, bool) {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (raw, true),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return (raw, false)
+            }
+            Err(_) => return (raw, true),
+        }
+    }
+}
+
+#[test]
+fn slow_idle_and_non_json_clients_are_refused() {
+    let s = Server::start(&[
+        "--header-timeout-secs",
+        "1",
+        "--body-timeout-secs",
+        "1",
+        "--idle-timeout-secs",
+        "2",
+    ]);
+    // A client that sends its headers a byte at a time never finishes them: closed once
+    // the header deadline passes, though it keeps sending.
+    let mut slow = s.connect();
+    let t0 = Instant::now();
+    let head =
+        b"GET /health HTTP/1.1\r\nHost: test\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let mut closed_after = None;
+    for b in head.iter() {
+        if slow.write_all(&[*b]).is_err() {
+            closed_after = Some(t0.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if closed_after.is_none() {
+        let (raw, closed) = read_until_closed(&mut slow, Duration::from_secs(5));
+        assert!(closed && raw.is_empty(), "slow headers not closed");
+        closed_after = Some(t0.elapsed());
+    }
+    let took = closed_after.unwrap();
+    assert!(
+        took < Duration::from_secs(4),
+        "closed after {took:?}, header timeout 1 s"
+    );
+
+    // An idle connection, fresh or after a keep-alive request, is closed after 2 s; a
+    // connection that sent nothing is idle, not a slow header.
+    let mut idle = s.connect();
+    let t0 = Instant::now();
+    let (raw, closed) = read_until_closed(&mut idle, Duration::from_secs(6));
+    assert!(closed && raw.is_empty());
+    let took = t0.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_secs(5),
+        "idle connection closed after {took:?}, idle timeout 2 s"
+    );
+    let mut kept = s.connect();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let (raw, closed) = read_until_closed(&mut kept, Duration::from_secs(6));
+    assert!(closed, "keep-alive connection not closed when idle");
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
+    assert!(t0.elapsed() >= Duration::from_millis(1500));
+
+    // A body that stops arriving: 408 in OpenAI's shape.
+    let mut partial = s.connect();
+    partial
+        .write_all(
+            b"POST /v1/completions HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"prompt\":",
+        )
+        .unwrap();
+    let (raw, _) = read_until_closed(&mut partial, Duration::from_secs(10));
+    let (status, text) = parse_response(&raw);
+    let body: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error_of(status, 408, &body)["code"], "request_timeout");
+
+    // Content-Type other than JSON: 415; JSON with a charset is fine.
+    let body = json!({"prompt": "Hi", "max_tokens": 1}).to_string();
+    for (ct, want) in [
+        ("text/plain", 415),
+        ("application/x-www-form-urlencoded", 415),
+        ("application/json; charset=utf-8", 200),
+        ("Application/JSON", 200),
+    ] {
+        let mut c = s.connect();
+        let head = format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: test\r\nContent-Type: {ct}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        let (status, text) = parse_response(&read_all(&mut c));
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if want == 415 {
+            assert_eq!(error_of(status, 415, &v)["code"], "unsupported_media_type");
+        } else {
+            assert_eq!(status, want, "{ct}: {v}");
+        }
+    }
+    assert_eq!(s.send("GET", "/health", b"").0, 200);
+}

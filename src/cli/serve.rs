@@ -38,6 +38,16 @@ pub struct ServeArgs {
     /// Seconds in-flight requests may run on after SIGTERM / Ctrl-C before they are cancelled.
     #[arg(long, default_value_t = 10.0)]
     grace_secs: f64,
+    /// Seconds a client may take to send a request's headers, from their first byte; then
+    /// the connection is closed.
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout_secs: f64,
+    /// Seconds a client may take to send a request's body; then 408.
+    #[arg(long, default_value_t = 30.0)]
+    body_timeout_secs: f64,
+    /// Seconds a connection may stay open with no request in flight; then it is closed.
+    #[arg(long, default_value_t = 60.0)]
+    idle_timeout_secs: f64,
     /// Use the chat template in this file instead of the model's.
     #[arg(long)]
     chat_template: Option<std::path::PathBuf>,
@@ -57,6 +67,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         a.grace_secs.is_finite() && a.grace_secs >= 0.0,
         "--grace-secs must be a number >= 0"
     );
+    let timeouts = server::Timeouts {
+        header: positive_secs(a.header_timeout_secs, "--header-timeout-secs")?,
+        body: positive_secs(a.body_timeout_secs, "--body-timeout-secs")?,
+        idle: positive_secs(a.idle_timeout_secs, "--idle-timeout-secs")?,
+    };
     ensure!(
         a.kv_recovery_floor > 0.0 && a.kv_recovery_floor <= 1.0,
         "--kv-recovery-floor must be in (0, 1]"
@@ -96,7 +111,17 @@ pub fn run(a: ServeArgs) -> Result<()> {
             max_tokens_limit: a.max_tokens_limit,
             max_body_bytes: a.max_body_kib * 1024,
             grace: Duration::from_secs_f64(a.grace_secs),
+            timeouts,
         },
         engine,
     )
+}
+
+/// A timeout flag's value: more than 0 and at most a day.
+fn positive_secs(v: f64, flag: &str) -> Result<Duration> {
+    ensure!(
+        v.is_finite() && v > 0.0 && v <= 86_400.0,
+        "{flag} must be a number of seconds in (0, 86400]"
+    );
+    Ok(Duration::from_secs_f64(v))
 }

@@ -5,6 +5,7 @@
 //! - `request`: parsing and checking request bodies.
 //! - `admission`: slots, the bounded queue and the KV budget.
 //! - `engine`: the adapter to the library; the KV-policy seam lives there.
+//! - `listen`: the accept loop, with header, idle (and, in `routes`, body) deadlines.
 //! - `stop`, `metrics`, `error`: stop sequences, Prometheus text, OpenAI errors.
 //!
 //! Generation runs on blocking threads (tokio's blocking pool), whose matrix products use
@@ -14,6 +15,7 @@ mod admission;
 pub mod engine;
 mod error;
 pub mod kv;
+mod listen;
 mod metrics;
 mod request;
 mod routes;
@@ -22,6 +24,7 @@ mod stop;
 use admission::Admission;
 use anyhow::{Context, Result};
 use engine::Engine;
+pub use listen::Timeouts;
 use metrics::Metrics;
 use request::Limits;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +42,8 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// How long in-flight requests may run on after SIGTERM / Ctrl-C.
     pub grace: Duration,
+    /// How long a client may take over a request head and body, and stay idle.
+    pub timeouts: Timeouts,
 }
 
 /// Shared by every handler.
@@ -48,6 +53,7 @@ pub struct App {
     metrics: Metrics,
     limits: Limits,
     max_body_bytes: usize,
+    timeouts: Timeouts,
     /// Set at the first signal: new requests are refused.
     draining: AtomicBool,
     /// Set when the grace period ends: running generations stop at their next token.
@@ -87,6 +93,7 @@ async fn serve(cfg: ServeConfig, engine: Engine) -> Result<()> {
             max_tokens_limit: cfg.max_tokens_limit,
         },
         max_body_bytes: cfg.max_body_bytes,
+        timeouts: cfg.timeouts,
         draining: AtomicBool::new(false),
         cancel_all: AtomicBool::new(false),
     });
@@ -110,10 +117,7 @@ async fn serve(cfg: ServeConfig, engine: Engine) -> Result<()> {
             begin_shutdown(app, grace);
         }
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(signal)
-        .await
-        .context("serving")?;
+    listen::serve(listener, router, cfg.timeouts, signal).await;
     eprintln!("fastgen serve: stopped");
     Ok(())
 }

@@ -9,7 +9,7 @@ use super::request::{self, GenRequest};
 use super::App;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{FromRequest, MatchedPath, Path, Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -152,19 +152,62 @@ enum Endpoint {
     Completion,
 }
 
-async fn chat_completions(
-    State(app): State<Shared>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    generate(app, Endpoint::Chat, body)
+async fn chat_completions(State(app): State<Shared>, req: Request) -> Response {
+    generate(app, Endpoint::Chat, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn completions(State(app): State<Shared>, body: Result<Bytes, BytesRejection>) -> Response {
-    generate(app, Endpoint::Completion, body)
+async fn completions(State(app): State<Shared>, req: Request) -> Response {
+    generate(app, Endpoint::Completion, req)
         .await
         .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Whether a Content-Type names JSON: `application/json`, with parameters such as
+/// `charset=utf-8` or not, in any case. A request without one is taken as JSON.
+fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(v) = content_type else { return true };
+    let essence = v
+        .as_bytes()
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default();
+    essence
+        .trim_ascii()
+        .eq_ignore_ascii_case(b"application/json")
+}
+
+/// The body of a generation request: refused with 415 unless it is JSON, with 413 past the
+/// size limit and with 408 if it does not arrive within the body timeout.
+async fn read_body(app: &App, req: Request) -> Result<Bytes, ApiError> {
+    if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+        let got = String::from_utf8_lossy(req.headers()[header::CONTENT_TYPE].as_bytes());
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!(
+                "the request body must be JSON (Content-Type: application/json), not {}",
+                fastgen::error::shown(&got)
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("unsupported_media_type"),
+        });
+    }
+    let limit = app.timeouts.body;
+    match tokio::time::timeout(limit, Bytes::from_request(req, &())).await {
+        Ok(body) => body.map_err(|r| body_error(app, r)),
+        Err(_) => Err(ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!(
+                "the request body did not arrive within the timeout of {} s",
+                limit.as_secs_f64()
+            ),
+            kind: "invalid_request_error",
+            param: None,
+            code: Some("request_timeout"),
+        }),
+    }
 }
 
 fn body_error(app: &App, rejection: BytesRejection) -> ApiError {
@@ -229,12 +272,8 @@ fn random_u64() -> u64 {
         .finish()
 }
 
-async fn generate(
-    app: Shared,
-    endpoint: Endpoint,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let body = body.map_err(|r| body_error(&app, r))?;
+async fn generate(app: Shared, endpoint: Endpoint, req: Request) -> Result<Response, ApiError> {
+    let body = read_body(&app, req).await?;
     let value = request::parse_json(&body)?;
     let req: GenRequest = match endpoint {
         Endpoint::Chat => request::parse_chat(&value, &app.limits)?,
