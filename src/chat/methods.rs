@@ -4,6 +4,10 @@
 use minijinja::value::{from_args, ValueKind};
 use minijinja::{ErrorKind, State, Value};
 
+/// Most items `str.join` takes: far past any real template, well short of a length that
+/// overflows a buffer's size.
+const MAX_JOIN_ITEMS: usize = 1 << 24;
+
 /// Python methods on template values, for templates written against Jinja2 in Python.
 pub(super) fn python_method(
     _state: &State,
@@ -115,8 +119,22 @@ fn string_method(
         "splitlines" => Value::from(s.lines().map(Value::from).collect::<Vec<_>>()),
         "join" => {
             let (items,): (Value,) = from_args(args)?;
-            let parts: Vec<String> = items.try_iter()?.map(|v| v.to_string()).collect();
-            Value::from(parts.join(s))
+            // A repeated list (`['a'] * 10**18`) claims a length nothing can hold; collecting
+            // it would size a buffer from that claim and panic (found by examples/fuzz).
+            if let Some(n) = items.len().filter(|&n| n > MAX_JOIN_ITEMS) {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("join over {n} items is past the limit of {MAX_JOIN_ITEMS}"),
+                ));
+            }
+            let mut out = String::new();
+            for (i, v) in items.try_iter()?.enumerate() {
+                if i > 0 {
+                    out.push_str(s);
+                }
+                out.push_str(&v.to_string());
+            }
+            Value::from(out)
         }
         "find" => {
             let (needle,): (&str,) = from_args(args)?;

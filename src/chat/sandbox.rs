@@ -115,7 +115,7 @@ mod linux {
         };
         libc::setrlimit(libc::RLIMIT_AS, &lim);
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-            .unwrap_or_else(|_| Err("the template engine panicked".to_string()));
+            .unwrap_or_else(|_| Err("failed: the template engine panicked".to_string()));
         let (tag, text) = match &result {
             Ok(s) => (OK, s.as_bytes()),
             Err(e) => (ERR, e.as_bytes()),
@@ -249,7 +249,7 @@ mod tests {
         let e = run(GIB, Duration::from_secs(30), || panic!("boom"));
         assert_eq!(
             e,
-            Ending::Returned(Err("the template engine panicked".into()))
+            Ending::Returned(Err("failed: the template engine panicked".into()))
         );
     }
 }
