@@ -325,6 +325,20 @@ fn mutate_structure(rng: &mut Rng, w: &mut GgufWriter) {
     if rng.chance(40) {
         return mutate_hyper(rng, w);
     }
+    if rng.chance(10) {
+        // Another architecture's code paths (QK norm, biases, sliding windows, fused
+        // tensors): its keys, with this file's tensors, most of which it then lacks.
+        let arch = *rng.pick(&["qwen2", "qwen3", "gemma3", "phi3"]);
+        for (k, v) in w.kvs.iter_mut() {
+            if let Some(rest) = k.strip_prefix("llama.") {
+                *k = format!("{arch}.{rest}");
+            }
+            if k == "general.architecture" {
+                *v = MetaValue::Str(arch.into());
+            }
+        }
+        return;
+    }
     match rng.below(10) {
         0 if !w.kvs.is_empty() => {
             let i = rng.below(w.kvs.len());
