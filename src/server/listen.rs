@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 /// Deadlines of a connection.
@@ -47,31 +47,44 @@ enum Phase {
 }
 
 /// Shared by a connection's socket wrapper, its service and its watchdog.
-struct Activity(Mutex<Phase>);
+struct Activity {
+    phase: Mutex<Phase>,
+    /// Wakes the watchdog when the phase changes, so that it sleeps until the deadline of
+    /// the new phase (a head that begins while the connection was idle has a shorter one).
+    changed: Notify,
+}
 
 impl Activity {
     fn new() -> Arc<Activity> {
-        Arc::new(Activity(Mutex::new(Phase::Idle(Instant::now()))))
+        Arc::new(Activity {
+            phase: Mutex::new(Phase::Idle(Instant::now())),
+            changed: Notify::new(),
+        })
     }
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
         // A poisoned lock only means a panic elsewhere; the phase is still meaningful.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.phase.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, p: Phase) {
+        *self.phase() = p;
+        self.changed.notify_one();
     }
 
     fn on_read(&self) {
-        let mut p = self.phase();
-        if let Phase::Idle(_) = *p {
-            *p = Phase::Head(Instant::now());
+        let idle = matches!(*self.phase(), Phase::Idle(_));
+        if idle {
+            self.set(Phase::Head(Instant::now()));
         }
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
-        let mut p = self.phase();
-        *p = match *p {
+        let next = match *self.phase() {
             Phase::Busy(n) => Phase::Busy(n + 1),
             _ => Phase::Busy(1),
         };
+        self.set(next);
         InFlight(Arc::clone(self))
     }
 
@@ -90,11 +103,11 @@ struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut p = self.0.phase();
-        *p = match *p {
+        let next = match *self.0.phase() {
             Phase::Busy(n) if n > 1 => Phase::Busy(n - 1),
             _ => Phase::Idle(Instant::now()),
         };
+        self.0.set(next);
     }
 }
 
@@ -249,11 +262,12 @@ async fn connection(
         conn.as_mut().graceful_shutdown();
     }
     loop {
-        // While a request runs there is no deadline; look again after the shorter one.
+        // While a request runs there is no deadline: wait for the phase to change.
         let wake = (activity.deadline(&timeouts))
-            .unwrap_or_else(|| Instant::now() + timeouts.header.min(timeouts.idle));
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             _ = conn.as_mut() => return,
+            _ = activity.changed.notified() => {}
             changed = stop.changed(), if !stopping => {
                 stopping = true;
                 if changed.is_ok() {

@@ -194,6 +194,13 @@ async fn read_body(app: &App, req: Request) -> Result<Bytes, ApiError> {
             code: Some("unsupported_media_type"),
         });
     }
+    // A declared length past the limit is refused at once, not after waiting for a body
+    // that may never come.
+    let declared = (req.headers().get(header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
+        return Err(ApiError::too_large(app.max_body_bytes));
+    }
     let limit = app.timeouts.body;
     match tokio::time::timeout(limit, Bytes::from_request(req, &())).await {
         Ok(body) => body.map_err(|r| body_error(app, r)),
