@@ -11,6 +11,12 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// How long a request may take to be answered (a long prompt's prefill on a busy machine
+/// takes tens of seconds).
+const ANSWER_WITHIN: Duration = Duration::from_secs(300);
+/// Marks an exchange that timed out (a hang, not a crash).
+const HANG: &str = "hang";
+
 pub struct Server {
     child: Child,
     pub addr: String,
@@ -54,7 +60,7 @@ impl Server {
     /// Sends raw bytes; (status, body) or why there was no answer.
     pub fn exchange(&self, raw: &[u8]) -> Result<(u16, Vec<u8>), String> {
         let mut s = TcpStream::connect(&self.addr).map_err(|e| format!("connect: {e}"))?;
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        s.set_read_timeout(Some(ANSWER_WITHIN)).unwrap();
         // The server may answer (413) before it has read all of a large body.
         let _ = s.write_all(raw);
         let mut out = Vec::new();
@@ -64,7 +70,10 @@ impl Server {
                 Ok(0) => break,
                 Ok(n) => out.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    return Err("no answer within 60 s".into())
+                    return Err(format!(
+                        "{HANG}: no answer within {} s",
+                        ANSWER_WITHIN.as_secs()
+                    ))
                 }
                 Err(e) if out.is_empty() => return Err(format!("read: {e}")),
                 Err(_) => break,
@@ -157,7 +166,9 @@ fn mutate(rng: &mut Rng, v: &mut Value, depth: usize) {
             let i = rng.below(items.len());
             if rng.chance(20) {
                 let copy = items[i].clone();
-                items.extend(std::iter::repeat_n(copy, rng.below(1000)));
+                // Up to 200 copies: prompts of a few thousand tokens at most, whose
+                // prefill stays well within the answer deadline.
+                items.extend(std::iter::repeat_n(copy, rng.below(200)));
             } else {
                 mutate(rng, &mut items[i], depth + 1);
             }
@@ -244,6 +255,7 @@ pub fn generate(seed: u64, index: u64) -> Vec<u8> {
 pub fn classify(answer: Result<(u16, Vec<u8>), String>) -> Outcome {
     let (status, body) = match answer {
         Ok(a) => a,
+        Err(why) if why.starts_with(HANG) => return Outcome::Hang(why),
         Err(why) => return Outcome::Crash(why),
     };
     let text = String::from_utf8_lossy(&body);
