@@ -809,3 +809,54 @@ fn gemma3_budget_counts_the_sliding_windows() {
     let globals = cfg.layers.iter().filter(|s| s.window.is_none()).count() * cfg.n_kv_heads;
     assert!(global_kept < globals * prompt.len(), "{global_kept}");
 }
+
+/// A prompt fed in parts (as the server interleaves a long prompt with other sequences'
+/// decode steps) gives what one prefill gives, under every method: the same last logits, the
+/// same heads' choices and kept entries, and the same next step.
+#[test]
+fn prefill_in_parts_equals_one_prefill() {
+    let l = load("smollm2");
+    let prompt = &l.essay[..230];
+    let mut ws = Workspace::default();
+    for (name, s) in registry() {
+        let mut whole = cache(&l, s.clone());
+        let want = whole.prefill(&l.model, &mut ws, prompt).unwrap();
+        let mut parts = cache(&l, s);
+        for upto in [37, 100, 101] {
+            let none = parts.prefill_part(&l.model, &mut ws, prompt, upto).unwrap();
+            assert!(none.is_none(), "{name}: logits before the prompt's end");
+            // Decoding in the middle of a prompt is refused and changes nothing.
+            let Err(err) = parts.decode(&l.model, &mut ws, 1) else {
+                panic!("{name}: decoded in the middle of a prompt");
+            };
+            assert!(err.to_string().contains("before prefill"), "{name}: {err}");
+            assert_eq!(parts.kv().seq_len(), upto, "{name}");
+        }
+        let got = (parts.prefill_part(&l.model, &mut ws, prompt, prompt.len()))
+            .unwrap()
+            .expect("the last part gives logits");
+        let diff = (got.iter().zip(&want))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{name}: last logits differ by {diff}");
+        assert_eq!(whole.compressed(), parts.compressed(), "{name}");
+        for step in 0..3 {
+            for (ha, hb) in whole.kv().heads().iter().zip(parts.kv().heads()) {
+                assert_eq!(ha.positions(), hb.positions(), "{name} step {step}");
+            }
+            let t = l.essay[230 + step];
+            let a = whole.decode(&l.model, &mut ws, t).unwrap().to_vec();
+            let b = parts.decode(&l.model, &mut ws, t).unwrap();
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-3, "{name} step {step}: logits differ by {diff}");
+        }
+        // A part out of order is refused by name.
+        let mut c = cache(&l, KvSettings::default());
+        let err = c.prefill_part(&l.model, &mut ws, prompt, 0).unwrap_err();
+        assert!(err.to_string().contains("prefill part 0..0"), "{err}");
+    }
+}

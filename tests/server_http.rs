@@ -602,3 +602,49 @@ fn nan_logits_fail_the_request_and_the_server_keeps_serving() {
         "{body}"
     );
 }
+
+/// A chat's next turn continues the kept cache of the previous one: the earlier tokens of its
+/// prompt are not run again, and the answer is the one a cold run gives (`cache_prompt:
+/// false` runs cold and keeps nothing), with `full` and with the default `fastgen` (which
+/// compresses nothing below 512 tokens, so its cache continues too).
+#[test]
+fn a_conversation_continues_its_kept_cache() {
+    let s = Server::start(&[]);
+    for policy in ["full", "fastgen"] {
+        let mut messages = vec![json!({"role": "user", "content": "Name three colours."})];
+        for turn in 0..3 {
+            let body = json!({"messages": messages, "max_tokens": 20, "temperature": 0,
+                              "kv_policy": policy});
+            let (st, warm) = s.post("/v1/chat/completions", &body);
+            assert_eq!(st, 200, "{warm}");
+            let mut cold_body = body.clone();
+            cold_body["cache_prompt"] = json!(false);
+            let (st, cold) = s.post("/v1/chat/completions", &cold_body);
+            assert_eq!(st, 200, "{cold}");
+            let answer = warm["choices"][0]["message"]["content"].clone();
+            assert_eq!(
+                answer, cold["choices"][0]["message"]["content"],
+                "{policy} {turn}"
+            );
+            let reused = warm["kv_stats"]["prompt_tokens_reused"].as_u64().unwrap();
+            let prompt = warm["usage"]["prompt_tokens"].as_u64().unwrap();
+            assert_eq!(cold["kv_stats"]["prompt_tokens_reused"], 0);
+            if turn == 0 {
+                assert_eq!(reused, 0, "{policy}: nothing kept yet");
+            } else {
+                // Everything up to the previous answer, and none of the new message.
+                assert!(
+                    reused > prompt / 2 && reused < prompt,
+                    "{policy} {turn}: {reused}"
+                );
+                assert_eq!(warm["kv_stats"]["prompt_reused_pruned_ratio"], 0.0);
+            }
+            messages.push(json!({"role": "assistant", "content": answer}));
+            messages.push(json!({"role": "user", "content": "And three more?"}));
+        }
+    }
+    // One kept cache per conversation and policy (each turn's replaced the one before).
+    assert_eq!(s.metric("fastgen_kept_conversations"), 2.0);
+    assert!(s.metric("fastgen_kept_conversation_bytes") > 0.0);
+    assert_eq!(s.metric("fastgen_kv_bytes_in_use"), 0.0);
+}

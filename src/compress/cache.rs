@@ -48,6 +48,8 @@ pub struct CompressedCache {
     /// Deferred compression in progress: the statistics of the rows so far, until the
     /// sequence reaches the profiler's length.
     pending: Option<Profiler>,
+    /// The length of a prompt being fed in parts ([`CompressedCache::prefill_part`]).
+    prompt_len: Option<usize>,
 }
 
 impl CompressedCache {
@@ -84,6 +86,7 @@ impl CompressedCache {
             group: cfg.n_heads / cfg.n_kv_heads,
             stats: KvStats::default(),
             pending: None,
+            prompt_len: None,
         })
     }
 
@@ -96,6 +99,10 @@ impl CompressedCache {
         if self.settings.kind == KvKind::Full {
             self.kv.reserve_total(tokens);
         }
+    }
+    /// Frees the room reserved beyond what the heads hold (a cache kept between turns).
+    pub fn shrink_to_fit(&mut self) {
+        self.kv.shrink_to_fit();
     }
     pub fn settings(&self) -> &KvSettings {
         &self.settings
@@ -143,30 +150,143 @@ impl CompressedCache {
         ws: &mut Workspace,
         tokens: &[u32],
     ) -> Result<Vec<f32>> {
-        if self.kv.seq_len() != 0 {
+        let last = self.prefill_part(model, ws, tokens, tokens.len())?;
+        Ok(last.expect("the whole prompt ran"))
+    }
+
+    /// Prefill in parts, so that a server can interleave a long prompt with other
+    /// sequences' decode steps: runs `prompt[seq_len..upto]`, the next part of `prompt`
+    /// (the whole prompt, passed each time). When `upto` reaches its end, compresses as
+    /// [`CompressedCache::prefill`] does and returns the last token's logits; until then
+    /// returns `None`. The statistics are those of one prefill: each part's rows are
+    /// profiled as the forward pass's own batches of rows are.
+    pub fn prefill_part(
+        &mut self,
+        model: &Model,
+        ws: &mut Workspace,
+        prompt: &[u32],
+        upto: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        let done = self.kv.seq_len();
+        if done == 0 {
+            if prompt.is_empty() {
+                return Err(Error::InvalidSetting("the prompt is empty".into()));
+            }
+            // The whole prompt, before anything per token is allocated (classes, scores).
+            model.check_tokens(prompt, &self.kv)?;
+        } else if self.prompt_len != Some(prompt.len()) {
             return Err(Error::InvalidSetting(
                 "a compressed cache takes one prompt: prefill needs an empty cache".into(),
             ));
         }
-        if tokens.is_empty() {
-            return Err(Error::InvalidSetting("the prompt is empty".into()));
+        if upto <= done || upto > prompt.len() {
+            return Err(Error::InvalidSetting(format!(
+                "prefill part {done}..{upto} of a {}-token prompt",
+                prompt.len()
+            )));
         }
-        // Before anything per token is allocated (classes, profiling scores).
+        let t0 = Instant::now();
+        let s = prompt.len();
+        if done == 0 {
+            self.prompt_len = Some(s);
+            if self.settings.kind != KvKind::Full && self.settings.needs_profile() {
+                self.pending = Some(self.profiler(self.settings.compress_at(s)));
+            }
+        }
+        let part = &prompt[done..upto];
+        let classes_before = self.pos_classes.len();
+        if self.settings.kind != KvKind::Full {
+            let sink = self.settings.parts.sink_tokens;
+            let vocab = &self.vocab;
+            (self.pos_classes).extend((done..upto).map(|p| vocab.at(prompt[p], p, sink)));
+        }
+        let mut observer = self.pending.as_mut().map(|p| ProfileObserver {
+            profiler: p,
+            pos_classes: &self.pos_classes,
+            ms: 0.0,
+        });
+        let mut last = None;
+        let run = model.forward_observed(
+            part,
+            &mut self.kv,
+            ws,
+            s - 1 - done,
+            &mut |_, l| last = Some(l.to_vec()),
+            observer.as_mut().map(|o| o as &mut dyn LayerObserver),
+        );
+        self.stats.profile_ms += observer.map_or(0.0, |o| o.ms);
+        if let Err(e) = run {
+            self.pos_classes.truncate(classes_before);
+            if done == 0 {
+                self.prompt_len = None;
+                self.pending = None;
+            }
+            return Err(e);
+        }
+        if upto == s {
+            self.prompt_len = None;
+            if let Some(p) = self.pending.take_if(|p| p.seq_len() <= s) {
+                let t1 = Instant::now();
+                self.compress(Some(&p));
+                self.stats.profile_ms += ms(t1);
+            } else if self.settings.kind != KvKind::Full && self.pending.is_none() {
+                // A fixed policy that needs no statistics applies at once.
+                self.compress(None);
+            }
+        }
+        self.stats.prefill_ms += ms(t0);
+        Ok(last)
+    }
+
+    /// Whether [`CompressedCache::extend`] can append `tokens` new tokens: a full cache
+    /// always (within the context), a compressing one while its compression is still
+    /// deferred and the new tokens end at or before the length it compresses at (the rows
+    /// after that would need profiling over evicted positions, which is not done yet).
+    pub fn can_extend(&self, tokens: usize) -> bool {
+        if self.prompt_len.is_some() || self.kv.seq_len() == 0 {
+            return false;
+        }
+        let end = self.kv.seq_len() + tokens;
+        match (&self.pending, self.settings.kind) {
+            (_, KvKind::Full) => true,
+            (Some(p), _) => end <= p.seq_len(),
+            (None, _) => false,
+        }
+    }
+
+    /// Appends the next turn of a conversation to a cache past its prompt (see
+    /// [`CompressedCache::can_extend`]), profiling the new rows when compression is deferred
+    /// (and compressing if they reach its length), exactly as if they had been part of the
+    /// first prompt; returns the last token's logits.
+    pub fn extend(
+        &mut self,
+        model: &Model,
+        ws: &mut Workspace,
+        tokens: &[u32],
+    ) -> Result<Vec<f32>> {
+        if tokens.is_empty() || !self.can_extend(tokens.len()) {
+            return Err(Error::InvalidSetting(format!(
+                "this cache cannot take {} more tokens after its {} (policy {}, {})",
+                tokens.len(),
+                self.kv.seq_len(),
+                self.settings.kind,
+                if self.compressed() {
+                    "compressed"
+                } else {
+                    "not compressed yet"
+                }
+            )));
+        }
         model.check_tokens(tokens, &self.kv)?;
         let t0 = Instant::now();
-        if self.settings.kind == KvKind::Full {
-            let last = model.prefill(tokens, &mut self.kv, ws)?;
-            self.stats.prefill_ms = ms(t0);
-            return Ok(last);
+        let done = self.kv.seq_len();
+        if self.settings.kind != KvKind::Full {
+            let sink = self.settings.parts.sink_tokens;
+            let vocab = &self.vocab;
+            let classes = (tokens.iter().enumerate()).map(|(i, &t)| vocab.at(t, done + i, sink));
+            self.pos_classes.extend(classes);
         }
-        let sink = self.settings.parts.sink_tokens;
-        self.pos_classes = (tokens.iter().enumerate())
-            .map(|(p, &t)| self.vocab.at(t, p, sink))
-            .collect();
-        let s = tokens.len();
-        let at = self.settings.compress_at(s);
-        let mut profiler = self.settings.needs_profile().then(|| self.profiler(at));
-        let mut observer = profiler.as_mut().map(|p| ProfileObserver {
+        let mut observer = self.pending.as_mut().map(|p| ProfileObserver {
             profiler: p,
             pos_classes: &self.pos_classes,
             ms: 0.0,
@@ -176,24 +296,21 @@ impl CompressedCache {
             tokens,
             &mut self.kv,
             ws,
-            s - 1,
+            tokens.len() - 1,
             &mut |_, l| last = l.to_vec(),
             observer.as_mut().map(|o| o as &mut dyn LayerObserver),
         );
-        let observed_ms = observer.map_or(0.0, |o| o.ms);
+        self.stats.profile_ms += observer.map_or(0.0, |o| o.ms);
         if let Err(e) = run {
-            self.pos_classes.clear();
+            self.pos_classes.truncate(done);
             return Err(e);
         }
-        self.stats.profile_ms = observed_ms;
-        if at > s {
-            self.pending = profiler;
-        } else {
+        if let Some(p) = self.pending.take_if(|p| self.kv.seq_len() >= p.seq_len()) {
             let t1 = Instant::now();
-            self.compress(profiler.as_ref());
+            self.compress(Some(&p));
             self.stats.profile_ms += ms(t1);
         }
-        self.stats.prefill_ms = ms(t0);
+        self.stats.prefill_ms += ms(t0);
         Ok(last)
     }
 
@@ -397,13 +514,16 @@ impl CompressedCache {
 
     /// A compressing cache decodes only after its prompt.
     fn needs_prefill(&self) -> bool {
-        self.settings.kind != KvKind::Full && self.kv.seq_len() == 0
+        (self.settings.kind != KvKind::Full && self.kv.seq_len() == 0) || self.prompt_len.is_some()
     }
 
     /// Starts a decode step of `token`: makes room, records its class, and lends the cache
     /// and the step's observer (profiling while compression is deferred, eviction after)
     /// to the forward pass. [`CompressedCache::end_decode`] completes it.
     fn begin_decode(&mut self, token: u32) -> Result<DecodeStep<'_>> {
+        if self.prompt_len.is_some() {
+            return Err(decode_before_prefill());
+        }
         if self.settings.kind == KvKind::Full {
             return Ok(DecodeStep {
                 kv: &mut self.kv,
