@@ -648,3 +648,54 @@ fn a_conversation_continues_its_kept_cache() {
     assert!(s.metric("fastgen_kept_conversation_bytes") > 0.0);
     assert_eq!(s.metric("fastgen_kv_bytes_in_use"), 0.0);
 }
+
+/// A long prompt that arrives while another request streams runs in parts between that
+/// stream's decode steps, so the stream keeps getting tokens while the prompt is prefilled
+/// (run whole, it would get none until the prefill ended).
+#[test]
+fn a_long_prompt_does_not_stall_a_running_stream() {
+    let s = Server::start(&["--slots", "2"]);
+    let streaming = json!({"prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0,
+                           "stream": true, "ignore_eos": true, "kv_policy": "full"});
+    let mut stream = s.connect();
+    write_request(
+        &mut stream,
+        "POST",
+        "/v1/completions",
+        streaming.to_string().as_bytes(),
+    );
+    // Each event's arrival time, from a reader thread.
+    let (tx, events) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stream).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line.starts_with("data: ") && tx.send(Instant::now()).is_err() {
+                return;
+            }
+        }
+    });
+    for _ in 0..3 {
+        events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the stream starts");
+    }
+    // 1,536 prompt tokens: 24 parts of 64, and one token to generate.
+    let ids: Vec<u32> = (0..1536).map(|i| 200 + (i * 37) % 5000).collect();
+    let long = json!({"prompt": ids, "max_tokens": 1, "temperature": 0, "kv_policy": "full"});
+    let sent = Instant::now();
+    let (st, v) = s.post("/v1/completions", &long);
+    let answered = Instant::now();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], 1536);
+    let during = events
+        .try_iter()
+        .filter(|&t| t > sent && t < answered)
+        .count();
+    assert!(
+        during >= 12,
+        "only {during} tokens streamed during the long prefill"
+    );
+    drop(events);
+    drop(s);
+    let _ = reader.join();
+}

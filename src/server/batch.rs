@@ -188,9 +188,9 @@ impl Scheduler {
             prompt.len()
         };
         let ran = if r.req.reuse.tokens > 0 {
-            // A kept conversation: the new turn's tokens all at once.
-            let new = &prompt[r.req.prefilled..];
-            r.cache.extend(&self.model, ws, new).map(Some)
+            // A kept conversation: its new turn, in parts like any prompt.
+            let part = &prompt[r.req.prefilled..upto];
+            (r.cache.extend(&self.model, ws, part)).map(|l| (upto == prompt.len()).then_some(l))
         } else {
             r.cache.prefill_part(&self.model, ws, prompt, upto)
         };
