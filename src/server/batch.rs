@@ -20,6 +20,7 @@ use fastgen::generate::{check_finite, Timing};
 use fastgen::model::{Model, Workspace};
 use fastgen::sampling::Sampler;
 use fastgen::tokenizer::{StreamDecoder, Tokenizer};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::Arc;
@@ -104,8 +105,19 @@ impl Scheduler {
                     r.req.finish = Some(Ok(Finish::Cancelled));
                 }
             }
-            self.prefill_step(&mut running, &mut ws);
-            self.decode_step(&mut running, &mut ws);
+            // A panic in a step (a bug) must not leave its requests waiting forever: they
+            // fail with an error, their caches are dropped, and the server goes on.
+            let stepped = panic::catch_unwind(AssertUnwindSafe(|| {
+                self.prefill_step(&mut running, &mut ws);
+                self.decode_step(&mut running, &mut ws);
+            }));
+            if stepped.is_err() {
+                ws = Workspace::default();
+                for r in &mut running {
+                    r.req
+                        .fail("the engine failed during this step (see the server log)".into());
+                }
+            }
             let (done, going): (Vec<Running>, Vec<Running>) =
                 running.drain(..).partition(|r| r.req.finish.is_some());
             running = going;
