@@ -643,8 +643,33 @@ fn a_conversation_continues_its_kept_cache() {
             messages.push(json!({"role": "user", "content": "And three more?"}));
         }
     }
-    // One kept cache per conversation and policy (each turn's replaced the one before).
-    assert_eq!(s.metric("fastgen_kept_conversations"), 2.0);
+    // Compressed after the first prompt, FastGen continues too: the next turn runs over
+    // what its heads kept (so its answer may differ from a cold run, which profiles the
+    // whole prompt) and says how much earlier eviction had removed.
+    let mut messages = vec![json!({"role": "user", "content": "Name three colours."})];
+    for turn in 0..2 {
+        let body = json!({"messages": messages, "max_tokens": 20, "temperature": 0,
+                          "kv_compress_from": 0});
+        let (st, v) = s.post("/v1/chat/completions", &body);
+        assert_eq!(st, 200, "{v}");
+        let kv = &v["kv_stats"];
+        assert_eq!(
+            kv["compressed_at"], v["usage"]["prompt_tokens"],
+            "chosen again: {kv}"
+        );
+        if turn == 1 {
+            assert!(kv["prompt_tokens_reused"].as_u64().unwrap() > 0, "{kv}");
+            assert!(
+                kv["prompt_reused_pruned_ratio"].as_f64().unwrap() > 0.0,
+                "{kv}"
+            );
+        }
+        let answer = v["choices"][0]["message"]["content"].clone();
+        messages.push(json!({"role": "assistant", "content": answer}));
+        messages.push(json!({"role": "user", "content": "And three more?"}));
+    }
+    // One kept cache per conversation and settings (each turn's replaced the one before).
+    assert_eq!(s.metric("fastgen_kept_conversations"), 3.0);
     assert!(s.metric("fastgen_kept_conversation_bytes") > 0.0);
     assert_eq!(s.metric("fastgen_kv_bytes_in_use"), 0.0);
 }

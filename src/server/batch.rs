@@ -201,8 +201,9 @@ impl Scheduler {
         };
         let ran = if r.req.reuse.tokens > 0 {
             // A kept conversation: its new turn, in parts like any prompt.
-            let part = &prompt[r.req.prefilled..upto];
-            (r.cache.extend(&self.model, ws, part)).map(|l| (upto == prompt.len()).then_some(l))
+            let kept = r.req.reuse.tokens;
+            r.cache
+                .extend_part(&self.model, ws, &prompt[kept..], upto - kept)
         } else {
             r.cache.prefill_part(&self.model, ws, prompt, upto)
         };

@@ -4,7 +4,8 @@
 //!
 //! A request continues a kept cache when that cache's tokens are a prefix of its prompt,
 //! its settings are the request's, and the cache can take the new tokens
-//! (`CompressedCache::can_extend`: a full cache, or FastGen before it compresses). The
+//! (`CompressedCache::can_extend`: `full` and `fastgen`; FastGen profiles the new turn over
+//! what its heads kept and chooses their policies again). The
 //! longest such prefix wins; the entry leaves the store while the request runs and comes
 //! back, longer, when it ends. Entries hold real memory: they are dropped least recently
 //! used first when the store is over its bytes, or when admission needs their room
