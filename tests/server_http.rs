@@ -528,6 +528,19 @@ fn kv_budget() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["kv_stats"]["kv_recovery"], Value::Null);
     assert_eq!(s.metric("fastgen_kv_budget_bytes"), 2.0 * 1024.0 * 1024.0);
+    // Finished chats are kept, within the budget: each admission drops the least recently
+    // used until they fit beside what running requests reserve. A request that needs about
+    // 80 tokens of the 91 the budget holds drops them all, and is then kept itself.
+    assert!(s.metric("fastgen_kept_conversations") >= 2.0);
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &chat(
+            "hello there",
+            json!({"max_tokens": 50, "kv_policy": "full", "ignore_eos": true}),
+        ),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(s.metric("fastgen_kept_conversations"), 1.0);
 }
 
 #[test]
