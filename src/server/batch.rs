@@ -147,22 +147,20 @@ impl Scheduler {
         let kept = (job.cache_prompt)
             .then(|| self.conversations.take(&job.prompt_ids, &settings))
             .flatten();
-        let (cache, reuse) = match kept {
+        let (mut cache, reuse) = match kept {
             Some((cache, reuse)) => (cache, reuse),
             None => match self.caches.cache(&settings) {
-                Ok(mut c) => {
-                    // A full cache gets exactly what admission estimated (prompt plus
-                    // generation), so the budget bounds its real bytes.
-                    let n_ctx = self.model.cfg.n_ctx;
-                    c.reserve_full((job.prompt_ids.len() + job.max_tokens).min(n_ctx));
-                    (c, Reuse::default())
-                }
+                Ok(c) => (c, Reuse::default()),
                 Err(e) => {
                     (hooks.on_done)(Err(ApiError::internal(format!("KV settings: {e}"))));
                     return;
                 }
             },
         };
+        // A full cache gets exactly what admission estimated (prompt plus generation), so
+        // the budget bounds its real bytes.
+        let n_ctx = self.model.cfg.n_ctx;
+        cache.reserve_full((job.prompt_ids.len() + job.max_tokens).min(n_ctx));
         let eog: &[u32] = if job.ignore_eos {
             &[]
         } else {
