@@ -12,8 +12,9 @@ with N times the context), then runs:
 1. one stream, then --streams concurrent streams, each a chat request for exactly --tokens
    greedy tokens (`ignore_eos`), streamed: aggregate tokens/s over the wall time of the batch,
    time to first token (TTFT) and time between tokens (TBT) at p50 and p95;
-2. a conversation of --turns turns, each adding about --history tokens of essay text to the
-   history and asking for 32 tokens: TTFT of every turn, then the same prompts again with the
+2. a conversation of --turns turns, each asking for 32 tokens: the first brings about --history
+   tokens of essay text, the later ones a short follow-up question each, so every later turn
+   carries about that much history (grown by the answers and questions before it): TTFT of every turn, then the same prompts again with the
    server's prompt cache off (`cache_prompt: false`), so "warm / cold" says what reusing the
    previous turn's cache saved, and whether the warm answers are the cold ones (and, for
    fastgen, how many prompt tokens each turn reused);
@@ -122,15 +123,23 @@ def concurrent(server: Server, n: int, tokens: int, kv: str) -> dict:
             "tbt_p50": pct(tbt, 50), "tbt_p95": pct(tbt, 95), "errors": errors}
 
 
+FOLLOW_UPS = ["What is its main argument?", "Which example supports it best?",
+              "What would a critic say?", "Summarise that in one sentence.",
+              "What should a reader do next?"]
+
+
 def conversation(server: Server, turns: int, history: int, kv: str) -> dict:
-    """A multi-turn chat whose history grows by about `history` tokens of essay per turn."""
+    """A multi-turn chat: about `history` tokens of essay first, then short follow-ups."""
     essay = (HOME / "data/essays/worked.txt").read_text()
-    step = 4 * history  # about 4 characters per token in English prose
+    part = essay[:4 * history]  # about 4 characters per token in English prose
     messages: list[dict] = []
     prompts, warm, answers, reused = [], [], [], []
     for t in range(turns):
-        part = essay[t * step:(t + 1) * step]
-        messages.append({"role": "user", "content": f"Here is more of the essay:\n{part}\nSummarise it."})
+        if t == 0:
+            content = f"Here is an essay:\n{part}\nSummarise it."
+        else:
+            content = FOLLOW_UPS[(t - 1) % len(FOLLOW_UPS)]
+        messages.append({"role": "user", "content": content})
         prompts.append(list(messages))
         r = server.stream(chat(messages, 32, kv))
         warm.append(r["times"][0] if r["times"] else float("nan"))
