@@ -12,10 +12,12 @@ with N times the context), then runs:
 1. one stream, then --streams concurrent streams, each a chat request for exactly --tokens
    greedy tokens (`ignore_eos`), streamed: aggregate tokens/s over the wall time of the batch,
    time to first token (TTFT) and time between tokens (TBT) at p50 and p95;
-2. a conversation of --turns turns, each adding about --history tokens of essay text to the
-   history and asking for 32 tokens: TTFT of every turn, then the same prompts again with the
-   server's prompt cache off (`cache_prompt: false`, which fastgen ignores while it reuses
-   nothing), so "warm / cold" says what reusing the previous turn's cache saved;
+2. a conversation of --turns turns, each asking for 32 tokens: the first brings about --history
+   tokens of essay text, the later ones a short follow-up question each, so every later turn
+   carries about that much history (grown by the answers and questions before it): TTFT of every turn, then the same prompts again with the
+   server's prompt cache off (`cache_prompt: false`), so "warm / cold" says what reusing the
+   previous turn's cache saved, and whether the warm answers are the cold ones (and, for
+   fastgen, how many prompt tokens each turn reused);
 and reports each server's peak resident memory (VmHWM) after the run.
 
 The essays come from fastgen's data cache (`fastgen eval` fetches them). The model is resolved
@@ -69,19 +71,20 @@ class Server(ServerProcess):
         r = c.getresponse()
         if r.status != 200:
             raise RuntimeError(f"{self.name}: HTTP {r.status}: {r.read()[:300]!r}")
-        times, text = [], []
+        times, text, kv_stats = [], [], None
         for raw in r:
             line = raw.decode().strip()
             if not line.startswith("data:") or line == "data: [DONE]":
                 continue
             chunk = json.loads(line[5:])
+            kv_stats = chunk.get("kv_stats", kv_stats)
             for choice in chunk.get("choices", []):
                 piece = (choice.get("delta") or {}).get("content")
                 if piece:
                     times.append(time.monotonic() - t0)
                     text.append(piece)
         c.close()
-        return {"start": t0, "times": times, "text": "".join(text)}
+        return {"start": t0, "times": times, "text": "".join(text), "kv_stats": kv_stats}
 
 
 def chat(messages: list[dict], tokens: int, kv: str, cache: bool = True) -> dict:
@@ -120,25 +123,36 @@ def concurrent(server: Server, n: int, tokens: int, kv: str) -> dict:
             "tbt_p50": pct(tbt, 50), "tbt_p95": pct(tbt, 95), "errors": errors}
 
 
+FOLLOW_UPS = ["What is its main argument?", "Which example supports it best?",
+              "What would a critic say?", "Summarise that in one sentence.",
+              "What should a reader do next?"]
+
+
 def conversation(server: Server, turns: int, history: int, kv: str) -> dict:
-    """A multi-turn chat whose history grows by about `history` tokens of essay per turn."""
+    """A multi-turn chat: about `history` tokens of essay first, then short follow-ups."""
     essay = (HOME / "data/essays/worked.txt").read_text()
-    step = 4 * history  # about 4 characters per token in English prose
+    part = essay[:4 * history]  # about 4 characters per token in English prose
     messages: list[dict] = []
-    prompts, warm = [], []
+    prompts, warm, answers, reused = [], [], [], []
     for t in range(turns):
-        part = essay[t * step:(t + 1) * step]
-        messages.append({"role": "user", "content": f"Here is more of the essay:\n{part}\nSummarise it."})
+        if t == 0:
+            content = f"Here is an essay:\n{part}\nSummarise it."
+        else:
+            content = FOLLOW_UPS[(t - 1) % len(FOLLOW_UPS)]
+        messages.append({"role": "user", "content": content})
         prompts.append(list(messages))
         r = server.stream(chat(messages, 32, kv))
         warm.append(r["times"][0] if r["times"] else float("nan"))
+        answers.append(r["text"])
+        reused.append((r["kv_stats"] or {}).get("prompt_tokens_reused"))
         messages.append({"role": "assistant", "content": r["text"]})
-    cold = []
-    for p in prompts:
+    cold, same = [], 0
+    for p, answer in zip(prompts, answers):
         r = server.stream(chat(p, 32, kv, cache=False))
         cold.append(r["times"][0] if r["times"] else float("nan"))
-    return {"turns": turns, "ttft_warm": warm, "ttft_cold": cold,
-            "warm_over_cold": [w / c for w, c in zip(warm, cold)]}
+        same += r["text"] == answer
+    return {"turns": turns, "ttft_warm": warm, "ttft_cold": cold, "reused": reused,
+            "same_answers": same, "warm_over_cold": [w / c for w, c in zip(warm, cold)]}
 
 
 def main() -> None:
@@ -191,6 +205,10 @@ def main() -> None:
               + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_warm"]) + " ms, cold "
               + " ".join(f"{t*1e3:.0f}" for t in conv["ttft_cold"]) + f" ms; peak RSS {rss:.0f} MiB",
               flush=True)
+        reused = "" if conv["reused"][0] is None else ", prompt tokens reused " + " ".join(
+            str(n) for n in conv["reused"])
+        print(f"{s.name:>9} {'answers':>10}: warm = cold in {conv['same_answers']} of {a.turns} turns"
+              + reused, flush=True)
     if a.json:
         pathlib.Path(a.json).write_text(json.dumps(report, indent=1))
 

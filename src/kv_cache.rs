@@ -496,6 +496,10 @@ impl KvCache {
             }
         }
     }
+    /// Frees every head's room beyond what it holds (a cache kept for later).
+    pub fn shrink_to_fit(&mut self) {
+        self.heads.iter_mut().for_each(HeadCache::shrink_to_fit);
+    }
     /// Cached (slot) entries over all heads.
     pub fn kept_entries(&self) -> usize {
         self.heads.iter().map(|h| h.len()).sum()

@@ -809,3 +809,233 @@ fn gemma3_budget_counts_the_sliding_windows() {
     let globals = cfg.layers.iter().filter(|s| s.window.is_none()).count() * cfg.n_kv_heads;
     assert!(global_kept < globals * prompt.len(), "{global_kept}");
 }
+
+/// A prompt fed in parts (as the server interleaves a long prompt with other sequences'
+/// decode steps) gives what one prefill gives, under every method: the same last logits, the
+/// same heads' choices and kept entries, and the same next step.
+#[test]
+fn prefill_in_parts_equals_one_prefill() {
+    let l = load("smollm2");
+    let prompt = &l.essay[..230];
+    let mut ws = Workspace::default();
+    for (name, s) in registry() {
+        let mut whole = cache(&l, s.clone());
+        let want = whole.prefill(&l.model, &mut ws, prompt).unwrap();
+        let mut parts = cache(&l, s);
+        for upto in [37, 100, 101] {
+            let none = parts.prefill_part(&l.model, &mut ws, prompt, upto).unwrap();
+            assert!(none.is_none(), "{name}: logits before the prompt's end");
+            // Decoding in the middle of a prompt is refused and changes nothing.
+            let Err(err) = parts.decode(&l.model, &mut ws, 1) else {
+                panic!("{name}: decoded in the middle of a prompt");
+            };
+            assert!(err.to_string().contains("before prefill"), "{name}: {err}");
+            assert_eq!(parts.kv().seq_len(), upto, "{name}");
+        }
+        let got = (parts.prefill_part(&l.model, &mut ws, prompt, prompt.len()))
+            .unwrap()
+            .expect("the last part gives logits");
+        let diff = (got.iter().zip(&want))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-4, "{name}: last logits differ by {diff}");
+        assert_eq!(whole.compressed(), parts.compressed(), "{name}");
+        for step in 0..3 {
+            for (ha, hb) in whole.kv().heads().iter().zip(parts.kv().heads()) {
+                assert_eq!(ha.positions(), hb.positions(), "{name} step {step}");
+            }
+            let t = l.essay[230 + step];
+            let a = whole.decode(&l.model, &mut ws, t).unwrap().to_vec();
+            let b = parts.decode(&l.model, &mut ws, t).unwrap();
+            let diff = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-3, "{name} step {step}: logits differ by {diff}");
+        }
+        // A part out of order is refused by name.
+        let mut c = cache(&l, KvSettings::default());
+        let err = c.prefill_part(&l.model, &mut ws, prompt, 0).unwrap_err();
+        assert!(err.to_string().contains("prefill part 0..0"), "{err}");
+    }
+}
+
+/// A conversation's next turn on a compressed FastGen cache: the turn runs over what the
+/// heads kept (the plain engine over the same entries gives the same logits), its rows are
+/// profiled over those entries exactly (against exact attention maps scattered to their
+/// positions), every head's policy is chosen again from them, what was evicted stays
+/// evicted, and decoding goes on.
+#[test]
+fn a_compressed_cache_continues_with_a_new_turn_profiled_over_its_kept_entries() {
+    let l = load("smollm2");
+    let cfg = &l.model.cfg;
+    let group = cfg.n_heads / cfg.n_kv_heads;
+    let (first, answer, end) = (200, 212, 340);
+    for settings in [
+        forced(),
+        KvSettings::paper().with(|s| s.fastgen.compress_from = 0),
+    ] {
+        let mut ws = Workspace::default();
+        let mut c = cache(&l, settings.clone());
+        c.prefill(&l.model, &mut ws, &l.essay[..first]).unwrap();
+        for &t in &l.essay[first..answer] {
+            c.decode(&l.model, &mut ws, t).unwrap();
+        }
+        assert_eq!(c.stats().compressed_at, Some(first));
+        let before: Vec<Vec<u32>> = c
+            .kv()
+            .heads()
+            .iter()
+            .map(|h| h.positions().to_vec())
+            .collect();
+        let policies: Vec<_> = (0..cfg.n_layers * cfg.n_kv_heads)
+            .map(|i| c.head_state(i / cfg.n_kv_heads, i % cfg.n_kv_heads).policy)
+            .collect();
+        // The plain engine over the same kept entries, recording the turn's queries.
+        let mut plain = c.kv().clone();
+        let mut rec = QueryRecorder {
+            q: vec![Vec::new(); cfg.n_layers],
+        };
+        let turn = &l.essay[answer..end];
+        let mut want = Vec::new();
+        l.model
+            .forward_observed(
+                turn,
+                &mut plain,
+                &mut ws,
+                turn.len() - 1,
+                &mut |_, x| want = x.to_vec(),
+                Some(&mut rec),
+            )
+            .unwrap();
+        assert!(c.can_extend(turn.len()));
+        assert!(c
+            .extend_part(&l.model, &mut ws, turn, 50)
+            .unwrap()
+            .is_none());
+        let Err(e) = c.decode(&l.model, &mut ws, 1) else {
+            panic!("decoded in the middle of a turn");
+        };
+        assert!(e.to_string().contains("before prefill"), "{e}");
+        let got = c
+            .extend_part(&l.model, &mut ws, turn, turn.len())
+            .unwrap()
+            .unwrap();
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            diff < 1e-3,
+            "turn logits differ from the plain engine's by {diff}"
+        );
+        assert_eq!(
+            c.stats().compressed_at,
+            Some(end),
+            "chosen again at the turn's end"
+        );
+
+        let params = settings.params();
+        let (fg, classes) = (&settings.fastgen, c.pos_classes());
+        for layer in 0..cfg.n_layers {
+            for h in 0..cfg.n_kv_heads {
+                let i = layer * cfg.n_kv_heads + h;
+                let held = c.kv().head(layer, h).positions();
+                // Evicted earlier stays evicted.
+                let old: Vec<u32> = held
+                    .iter()
+                    .copied()
+                    .filter(|&p| (p as usize) < answer)
+                    .collect();
+                assert!(
+                    old.iter().all(|p| before[i].contains(p)),
+                    "layer {layer} head {h}"
+                );
+                if layer % 6 != 0 {
+                    continue;
+                }
+                // The turn's rows over the head's entries, scattered to their positions.
+                let head = plain.head(layer, h);
+                let mut kb = Vec::new();
+                let keys = head.keys_f32(0, head.len(), &mut kb).to_vec();
+                let hd = cfg.head_dim;
+                let scale = 1.0 / (hd as f32).sqrt();
+                let maps: Vec<Vec<Vec<f32>>> = (0..group)
+                    .map(|g| {
+                        let off = (h * group + g) * hd;
+                        (0..end)
+                            .map(|i| {
+                                let mut by_pos = vec![0.0f32; end];
+                                if i < answer {
+                                    return by_pos;
+                                }
+                                let r = i - answer;
+                                let qv = &rec.q[layer][r * cfg.q_dim() + off..][..hd];
+                                let seen = head.visible(i as u32);
+                                let mut row: Vec<f32> = (0..seen)
+                                    .map(|j| {
+                                        fastgen::attention::dot(qv, &keys[j * hd..][..hd]) * scale
+                                    })
+                                    .collect();
+                                fastgen::model::ops::softmax(&mut row);
+                                for (&p, &x) in head.positions().iter().zip(&row) {
+                                    by_pos[p as usize] = x;
+                                }
+                                by_pos
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let mut prof =
+                    HeadProfile::from_maps_replay(&maps, answer..end, &params, fg.replay);
+                prof.replay(classes, &fg.candidates, fg.recovery, fg.gqa_agg, false);
+                let want = choose_policy(&prof, classes, &fg.candidates, fg.recovery, fg.gqa_agg);
+                let st = c.head_state(layer, h);
+                assert_eq!(st.policy, want.policy, "layer {layer} head {h}");
+                let got = st.recovery.unwrap();
+                assert!(
+                    (got - want.recovery).abs() < 1e-4,
+                    "layer {layer} head {h}: {got} vs {}",
+                    want.recovery
+                );
+                let keep = keep_set(
+                    want.policy,
+                    head.positions(),
+                    classes,
+                    &prof.group_colsum(),
+                    end,
+                    &params,
+                );
+                let kept: Vec<u32> = (head.positions().iter().zip(&keep))
+                    .filter(|(_, &k)| k)
+                    .map(|(&p, _)| p)
+                    .collect();
+                let diff = kept.iter().filter(|p| !held.contains(p)).count()
+                    + held.iter().filter(|p| !kept.contains(p)).count();
+                assert!(diff <= 4, "layer {layer} head {h}: {diff} positions differ");
+            }
+        }
+        let changed = (0..policies.len())
+            .filter(|&i| c.head_state(i / cfg.n_kv_heads, i % cfg.n_kv_heads).policy != policies[i])
+            .count();
+        eprintln!(
+            "{changed} of {} heads changed policy with the new turn",
+            policies.len()
+        );
+        assert!(changed > 0, "the new turn changed no head's policy");
+        for &t in &l.essay[end..end + 4] {
+            c.decode(&l.model, &mut ws, t).unwrap();
+        }
+        // Methods without a rule for a second prompt refuse, and say so.
+        let mut h2o = cache(&l, KvSettings::with_kind(KvKind::H2o));
+        h2o.prefill(&l.model, &mut ws, &l.essay[..first]).unwrap();
+        assert!(!h2o.can_extend(10));
+        let e = h2o.extend_part(&l.model, &mut ws, turn, 10).unwrap_err();
+        assert!(
+            e.to_string().contains("cannot take a 128-token turn"),
+            "{e}"
+        );
+    }
+}

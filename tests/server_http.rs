@@ -528,6 +528,19 @@ fn kv_budget() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["kv_stats"]["kv_recovery"], Value::Null);
     assert_eq!(s.metric("fastgen_kv_budget_bytes"), 2.0 * 1024.0 * 1024.0);
+    // Finished chats are kept, within the budget: each admission drops the least recently
+    // used until they fit beside what running requests reserve. A request that needs about
+    // 80 tokens of the 91 the budget holds drops them all, and is then kept itself.
+    assert!(s.metric("fastgen_kept_conversations") >= 2.0);
+    let (st, v) = s.post(
+        "/v1/chat/completions",
+        &chat(
+            "hello there",
+            json!({"max_tokens": 50, "kv_policy": "full", "ignore_eos": true}),
+        ),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(s.metric("fastgen_kept_conversations"), 1.0);
 }
 
 #[test]
@@ -736,4 +749,126 @@ fn slow_idle_and_non_json_clients_are_refused() {
         }
     }
     assert_eq!(s.send("GET", "/health", b"").0, 200);
+}
+
+/// A chat's next turn continues the kept cache of the previous one: the earlier tokens of its
+/// prompt are not run again, and the answer is the one a cold run gives (`cache_prompt:
+/// false` runs cold and keeps nothing), with `full` and with the default `fastgen` (which
+/// compresses nothing below 512 tokens, so its cache continues too).
+#[test]
+fn a_conversation_continues_its_kept_cache() {
+    let s = Server::start(&[]);
+    for policy in ["full", "fastgen"] {
+        let mut messages = vec![json!({"role": "user", "content": "Name three colours."})];
+        for turn in 0..3 {
+            let body = json!({"messages": messages, "max_tokens": 20, "temperature": 0,
+                              "kv_policy": policy});
+            let (st, warm) = s.post("/v1/chat/completions", &body);
+            assert_eq!(st, 200, "{warm}");
+            let mut cold_body = body.clone();
+            cold_body["cache_prompt"] = json!(false);
+            let (st, cold) = s.post("/v1/chat/completions", &cold_body);
+            assert_eq!(st, 200, "{cold}");
+            let answer = warm["choices"][0]["message"]["content"].clone();
+            assert_eq!(
+                answer, cold["choices"][0]["message"]["content"],
+                "{policy} {turn}"
+            );
+            let reused = warm["kv_stats"]["prompt_tokens_reused"].as_u64().unwrap();
+            let prompt = warm["usage"]["prompt_tokens"].as_u64().unwrap();
+            assert_eq!(cold["kv_stats"]["prompt_tokens_reused"], 0);
+            if turn == 0 {
+                assert_eq!(reused, 0, "{policy}: nothing kept yet");
+            } else {
+                // Everything up to the previous answer, and none of the new message.
+                assert!(
+                    reused > prompt / 2 && reused < prompt,
+                    "{policy} {turn}: {reused}"
+                );
+                assert_eq!(warm["kv_stats"]["prompt_reused_pruned_ratio"], 0.0);
+            }
+            messages.push(json!({"role": "assistant", "content": answer}));
+            messages.push(json!({"role": "user", "content": "And three more?"}));
+        }
+    }
+    // Compressed after the first prompt, FastGen continues too: the next turn runs over
+    // what its heads kept (so its answer may differ from a cold run, which profiles the
+    // whole prompt) and says how much earlier eviction had removed.
+    let mut messages = vec![json!({"role": "user", "content": "Name three colours."})];
+    for turn in 0..2 {
+        let body = json!({"messages": messages, "max_tokens": 20, "temperature": 0,
+                          "kv_compress_from": 0});
+        let (st, v) = s.post("/v1/chat/completions", &body);
+        assert_eq!(st, 200, "{v}");
+        let kv = &v["kv_stats"];
+        assert_eq!(
+            kv["compressed_at"], v["usage"]["prompt_tokens"],
+            "chosen again: {kv}"
+        );
+        if turn == 1 {
+            assert!(kv["prompt_tokens_reused"].as_u64().unwrap() > 0, "{kv}");
+            assert!(
+                kv["prompt_reused_pruned_ratio"].as_f64().unwrap() > 0.0,
+                "{kv}"
+            );
+        }
+        let answer = v["choices"][0]["message"]["content"].clone();
+        messages.push(json!({"role": "assistant", "content": answer}));
+        messages.push(json!({"role": "user", "content": "And three more?"}));
+    }
+    // One kept cache per conversation and settings (each turn's replaced the one before).
+    assert_eq!(s.metric("fastgen_kept_conversations"), 3.0);
+    assert!(s.metric("fastgen_kept_conversation_bytes") > 0.0);
+    assert_eq!(s.metric("fastgen_kv_bytes_in_use"), 0.0);
+}
+
+/// A long prompt that arrives while another request streams runs in parts between that
+/// stream's decode steps, so the stream keeps getting tokens while the prompt is prefilled
+/// (run whole, it would get none until the prefill ended).
+#[test]
+fn a_long_prompt_does_not_stall_a_running_stream() {
+    let s = Server::start(&["--slots", "2"]);
+    let streaming = json!({"prompt": "Once upon a time", "max_tokens": 2000, "temperature": 0,
+                           "stream": true, "ignore_eos": true, "kv_policy": "full"});
+    let mut stream = s.connect();
+    write_request(
+        &mut stream,
+        "POST",
+        "/v1/completions",
+        streaming.to_string().as_bytes(),
+    );
+    // Each event's arrival time, from a reader thread.
+    let (tx, events) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = BufReader::new(stream).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if line.starts_with("data: ") && tx.send(Instant::now()).is_err() {
+                return;
+            }
+        }
+    });
+    for _ in 0..3 {
+        events
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the stream starts");
+    }
+    // 1,536 prompt tokens: 24 parts of 64, and one token to generate.
+    let ids: Vec<u32> = (0..1536).map(|i| 200 + (i * 37) % 5000).collect();
+    let long = json!({"prompt": ids, "max_tokens": 1, "temperature": 0, "kv_policy": "full"});
+    let sent = Instant::now();
+    let (st, v) = s.post("/v1/completions", &long);
+    let answered = Instant::now();
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["usage"]["prompt_tokens"], 1536);
+    let during = events
+        .try_iter()
+        .filter(|&t| t > sent && t < answered)
+        .count();
+    assert!(
+        during >= 12,
+        "only {during} tokens streamed during the long prefill"
+    );
+    drop(events);
+    drop(s);
+    let _ = reader.join();
 }

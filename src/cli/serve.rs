@@ -2,7 +2,7 @@
 
 use super::ModelArgs;
 use crate::server::{self, engine::Engine, ServeConfig};
-use anyhow::{ensure, Result};
+use anyhow::{ensure, Context, Result};
 use clap::Args;
 use fastgen::kv_cache::KvDtype;
 use std::time::Duration;
@@ -17,8 +17,8 @@ pub struct ServeArgs {
     port: u16,
     #[command(flatten)]
     model: ModelArgs,
-    /// Requests that generate at once.
-    #[arg(long, default_value_t = 2)]
+    /// Requests that generate at once, batched together in each step.
+    #[arg(long, default_value_t = 4)]
     slots: usize,
     /// Requests that may wait for a slot; past that, 429.
     #[arg(long, default_value_t = 32)]
@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Use the chat template in this file instead of the model's.
     #[arg(long)]
     chat_template: Option<std::path::PathBuf>,
+    /// MiB of finished conversations' KV caches kept, so that a chat's next turn prefills
+    /// only its new tokens (0: keep none). Within --kv-budget-mib when that is set.
+    #[arg(long, default_value_t = 256.0)]
+    keep_conversations_mib: f64,
     /// Element type of the KV cache: f16 or f32.
     #[arg(long, default_value = "f16")]
     kv_dtype: KvDtype,
@@ -86,6 +90,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
             Some((m * 1024.0 * 1024.0) as u64)
         }
     };
+    ensure!(
+        a.keep_conversations_mib.is_finite() && a.keep_conversations_mib >= 0.0,
+        "--keep-conversations-mib must be a number >= 0"
+    );
+    let kept_bytes = (a.keep_conversations_mib * 1024.0 * 1024.0) as u64;
     let loaded = a.model.load()?;
     // A model whose own template does not compile still serves completions; its chat
     // requests are refused with that error. A template file given here must compile.
@@ -99,7 +108,14 @@ pub fn run(a: ServeArgs) -> Result<()> {
         }
         (t, _) => Ok(t?),
     };
-    let engine = Engine::new(loaded.model, loaded.tokenizer, template, a.kv_dtype);
+    let engine = Engine::new(
+        loaded.model,
+        loaded.tokenizer,
+        template,
+        a.kv_dtype,
+        kept_bytes,
+    )
+    .context("starting the scheduler thread")?;
     server::run(
         ServeConfig {
             host: a.host,

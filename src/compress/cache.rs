@@ -29,6 +29,7 @@ use crate::kv_cache::{HeadCache, KvCache, KvDtype};
 use crate::model::hook::LayerObserver;
 use crate::model::{Model, ModelConfig, SeqRows, Workspace};
 use rayon::prelude::*;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -48,6 +49,9 @@ pub struct CompressedCache {
     /// Deferred compression in progress: the statistics of the rows so far, until the
     /// sequence reaches the profiler's length.
     pending: Option<Profiler>,
+    /// The positions of a prompt or conversation turn being fed in parts
+    /// ([`CompressedCache::prefill_part`], [`CompressedCache::extend_part`]).
+    feeding: Option<Range<usize>>,
 }
 
 impl CompressedCache {
@@ -84,6 +88,7 @@ impl CompressedCache {
             group: cfg.n_heads / cfg.n_kv_heads,
             stats: KvStats::default(),
             pending: None,
+            feeding: None,
         })
     }
 
@@ -96,6 +101,10 @@ impl CompressedCache {
         if self.settings.kind == KvKind::Full {
             self.kv.reserve_total(tokens);
         }
+    }
+    /// Frees the room reserved beyond what the heads hold (a cache kept between turns).
+    pub fn shrink_to_fit(&mut self) {
+        self.kv.shrink_to_fit();
     }
     pub fn settings(&self) -> &KvSettings {
         &self.settings
@@ -143,62 +152,195 @@ impl CompressedCache {
         ws: &mut Workspace,
         tokens: &[u32],
     ) -> Result<Vec<f32>> {
-        if self.kv.seq_len() != 0 {
+        let last = self.prefill_part(model, ws, tokens, tokens.len())?;
+        Ok(last.expect("the whole prompt ran"))
+    }
+
+    /// Prefill in parts, so that a server can interleave a long prompt with other
+    /// sequences' decode steps: runs `prompt[seq_len..upto]`, the next part of `prompt`
+    /// (the whole prompt, passed each time). When `upto` reaches its end, compresses as
+    /// [`CompressedCache::prefill`] does and returns the last token's logits; until then
+    /// returns `None`. The statistics are those of one prefill: each part's rows are
+    /// profiled as the forward pass's own batches of rows are.
+    pub fn prefill_part(
+        &mut self,
+        model: &Model,
+        ws: &mut Workspace,
+        prompt: &[u32],
+        upto: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        let done = self.kv.seq_len();
+        let s = prompt.len();
+        if done == 0 {
+            if prompt.is_empty() {
+                return Err(Error::InvalidSetting("the prompt is empty".into()));
+            }
+            // The whole prompt, before anything per token is allocated (classes, scores).
+            model.check_tokens(prompt, &self.kv)?;
+        } else if self.feeding != Some(0..s) {
             return Err(Error::InvalidSetting(
                 "a compressed cache takes one prompt: prefill needs an empty cache".into(),
             ));
         }
-        if tokens.is_empty() {
-            return Err(Error::InvalidSetting("the prompt is empty".into()));
-        }
-        // Before anything per token is allocated (classes, profiling scores).
-        model.check_tokens(tokens, &self.kv)?;
+        check_part(done, upto, s)?;
         let t0 = Instant::now();
-        if self.settings.kind == KvKind::Full {
-            let last = model.prefill(tokens, &mut self.kv, ws)?;
-            self.stats.prefill_ms = ms(t0);
-            return Ok(last);
+        if done == 0 {
+            self.feeding = Some(0..s);
+            if self.settings.kind != KvKind::Full && self.settings.needs_profile() {
+                let at = self.settings.compress_at(s);
+                self.pending = Some(self.profiler(self.settings.profile_start(at), at));
+            }
         }
-        let sink = self.settings.parts.sink_tokens;
-        self.pos_classes = (tokens.iter().enumerate())
-            .map(|(p, &t)| self.vocab.at(t, p, sink))
-            .collect();
-        let s = tokens.len();
-        let at = self.settings.compress_at(s);
-        let mut profiler = self.settings.needs_profile().then(|| self.profiler(at));
-        let mut observer = profiler.as_mut().map(|p| ProfileObserver {
+        let ran = self.run_rows(model, ws, &prompt[done..upto], upto == s);
+        if ran.is_err() && done == 0 {
+            self.feeding = None;
+            self.pending = None;
+        }
+        if ran.is_ok() && upto == s {
+            self.feeding = None;
+            // A fixed policy that needs no statistics applies at once.
+            if self.settings.kind != KvKind::Full && !self.settings.needs_profile() {
+                self.compress(None);
+            }
+        }
+        self.stats.prefill_ms += ms(t0);
+        ran
+    }
+
+    /// Whether [`CompressedCache::extend_part`] can append a conversation's next turn of
+    /// `tokens` tokens: after a prompt, with `full` (the cache just grows) or FastGen
+    /// without a budget (the new turn is profiled and the heads' policies chosen again).
+    /// The other methods would need their own rules for a second prompt: they run cold.
+    pub fn can_extend(&self, tokens: usize) -> bool {
+        let ready = self.feeding.is_none() && self.kv.seq_len() > 0 && tokens > 0;
+        let method = match self.settings.kind {
+            KvKind::Full => true,
+            KvKind::FastGen => self.settings.fastgen.budget.is_none(),
+            _ => false,
+        };
+        ready && method
+    }
+
+    /// Appends a conversation's next turn to a cache past its prompt (see
+    /// [`CompressedCache::can_extend`]), in parts like [`CompressedCache::prefill_part`]:
+    /// runs `turn[done..upto]` (the whole turn passed each time) and returns the last
+    /// token's logits at its end.
+    ///
+    /// FastGen: while compression is still deferred the turn's rows are profiled with the
+    /// earlier ones, exactly as if they had been in the first prompt. Once compressed, the
+    /// turn's rows are profiled over what the heads kept (evicted positions get no
+    /// attention, and stay evicted), and at the turn's end every head's policy is chosen
+    /// again from them and applied to what it holds; the new heavy-hitter scores are the
+    /// turn's column sums.
+    pub fn extend_part(
+        &mut self,
+        model: &Model,
+        ws: &mut Workspace,
+        turn: &[u32],
+        upto: usize,
+    ) -> Result<Option<Vec<f32>>> {
+        let now = self.kv.seq_len();
+        let span = match &self.feeding {
+            None if self.can_extend(turn.len()) => {
+                model.check_tokens(turn, &self.kv)?;
+                now..now + turn.len()
+            }
+            Some(f) if f.start > 0 && f.len() == turn.len() => f.clone(),
+            _ => {
+                return Err(Error::InvalidSetting(format!(
+                    "this cache cannot take a {}-token turn after its {now} tokens (method \
+                     {}{})",
+                    turn.len(),
+                    self.settings.kind,
+                    if self.feeding.is_some() {
+                        ", another prompt in progress"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+        };
+        check_part(now - span.start, upto, turn.len())?;
+        let t0 = Instant::now();
+        self.feeding = Some(span.clone());
+        let mut part = &turn[now - span.start..upto];
+        let mut last = None;
+        while !part.is_empty() {
+            if self.pending.is_none() && self.settings.kind == KvKind::FastGen {
+                let from = self.kv.seq_len();
+                let start = from.max(self.settings.profile_start(span.end));
+                self.pending = Some(self.profiler(start, span.end));
+            }
+            // Deferred compression may fall inside the turn: the rows up to it are
+            // profiled with the earlier ones, the rest as the new turn's.
+            let seq = self.kv.seq_len();
+            let cut = match &self.pending {
+                Some(p) if p.seq_len() > seq => (p.seq_len() - seq).min(part.len()),
+                _ => part.len(),
+            };
+            let (rows, rest) = part.split_at(cut);
+            last = self.run_rows(model, ws, rows, rest.is_empty() && upto == turn.len())?;
+            part = rest;
+        }
+        if upto == turn.len() {
+            self.feeding = None;
+        }
+        self.stats.prefill_ms += ms(t0);
+        Ok(last)
+    }
+
+    /// Runs `tokens` after what the cache holds (the last one's logits when `logits`),
+    /// profiling their rows while a profiler is pending, and compresses when the sequence
+    /// reaches the profiler's length.
+    fn run_rows(
+        &mut self,
+        model: &Model,
+        ws: &mut Workspace,
+        tokens: &[u32],
+        logits: bool,
+    ) -> Result<Option<Vec<f32>>> {
+        let done = self.kv.seq_len();
+        let classes_before = self.pos_classes.len();
+        if self.settings.kind != KvKind::Full {
+            let sink = self.settings.parts.sink_tokens;
+            let vocab = &self.vocab;
+            let classes = (tokens.iter().enumerate()).map(|(i, &t)| vocab.at(t, done + i, sink));
+            self.pos_classes.extend(classes);
+        }
+        let mut observer = self.pending.as_mut().map(|p| ProfileObserver {
             profiler: p,
             pos_classes: &self.pos_classes,
             ms: 0.0,
         });
-        let mut last = Vec::new();
+        let mut last = None;
+        let logits_from = if logits {
+            tokens.len() - 1
+        } else {
+            tokens.len()
+        };
         let run = model.forward_observed(
             tokens,
             &mut self.kv,
             ws,
-            s - 1,
-            &mut |_, l| last = l.to_vec(),
+            logits_from,
+            &mut |_, l| last = Some(l.to_vec()),
             observer.as_mut().map(|o| o as &mut dyn LayerObserver),
         );
-        let observed_ms = observer.map_or(0.0, |o| o.ms);
+        self.stats.profile_ms += observer.map_or(0.0, |o| o.ms);
         if let Err(e) = run {
-            self.pos_classes.clear();
+            self.pos_classes.truncate(classes_before);
             return Err(e);
         }
-        self.stats.profile_ms = observed_ms;
-        if at > s {
-            self.pending = profiler;
-        } else {
-            let t1 = Instant::now();
-            self.compress(profiler.as_ref());
-            self.stats.profile_ms += ms(t1);
+        if let Some(p) = self.pending.take_if(|p| self.kv.seq_len() >= p.seq_len()) {
+            let t = Instant::now();
+            self.compress(Some(&p));
+            self.stats.profile_ms += ms(t);
         }
-        self.stats.prefill_ms = ms(t0);
         Ok(last)
     }
 
-    /// An empty profiler for the rows of a sequence compressed at length `len`.
-    fn profiler(&self, len: usize) -> Profiler {
+    /// An empty profiler for rows `start..len` of a sequence compressed at length `len`.
+    fn profiler(&self, start: usize, len: usize) -> Profiler {
         let st = &self.settings;
         let replay = (st.kind == KvKind::FastGen && st.fastgen.replay > 0).then(|| ReplayPlan {
             rows: st.fastgen.replay,
@@ -213,7 +355,7 @@ impl CompressedCache {
             self.group,
             self.kv.head_dim,
             len,
-            st.profile_start(len),
+            start,
             &self.params,
             replay,
         )
@@ -397,13 +539,16 @@ impl CompressedCache {
 
     /// A compressing cache decodes only after its prompt.
     fn needs_prefill(&self) -> bool {
-        self.settings.kind != KvKind::Full && self.kv.seq_len() == 0
+        (self.settings.kind != KvKind::Full && self.kv.seq_len() == 0) || self.feeding.is_some()
     }
 
     /// Starts a decode step of `token`: makes room, records its class, and lends the cache
     /// and the step's observer (profiling while compression is deferred, eviction after)
     /// to the forward pass. [`CompressedCache::end_decode`] completes it.
     fn begin_decode(&mut self, token: u32) -> Result<DecodeStep<'_>> {
+        if self.feeding.is_some() {
+            return Err(decode_before_prefill());
+        }
         if self.settings.kind == KvKind::Full {
             return Ok(DecodeStep {
                 kv: &mut self.kv,
@@ -459,6 +604,16 @@ impl CompressedCache {
         self.stats.pruned_sum += self.pruned_ratio();
         self.stats.decode_steps += 1;
     }
+}
+
+/// A part `done..upto` of a prompt or turn of `len` tokens must be the next one.
+fn check_part(done: usize, upto: usize, len: usize) -> Result<()> {
+    if upto <= done || upto > len {
+        return Err(Error::InvalidSetting(format!(
+            "prefill part {done}..{upto} of a {len}-token prompt"
+        )));
+    }
+    Ok(())
 }
 
 fn decode_before_prefill() -> Error {

@@ -521,6 +521,12 @@ impl Profiler {
                     }
                 }
                 let keys_t = &keys_t;
+                // A head compressed earlier (a conversation's next turn) holds only some
+                // positions: each row's probabilities over its slots are scattered to their
+                // positions, so evicted positions simply get no attention.
+                let slot_pos = &head.positions()[..n_max];
+                let contiguous = slot_pos.last().is_none_or(|&p| p as usize + 1 == n_max);
+                let cols = (!contiguous).then_some(slot_pos);
                 let widths = &prof.widths;
                 let (len, tail_from) = (prof.len, prof.tail_from);
                 let rows = &rows;
@@ -537,6 +543,7 @@ impl Profiler {
                             hd,
                             rows,
                             positions,
+                            cols,
                             len,
                             tail_from,
                         };
@@ -592,13 +599,16 @@ struct QueryTask<'a> {
     hd: usize,
     rows: &'a [usize],
     positions: &'a [u32],
+    /// The position of each key slot, when the slots are not simply positions `0..n`.
+    cols: Option<&'a [u32]>,
     /// The prompt length and the first row kept for replay.
     len: usize,
     tail_from: usize,
 }
 
 impl QueryTask<'_> {
-    /// Computes each row's softmax over keys `0..=pos` and adds it to `stats`.
+    /// Computes each row's softmax over the keys at positions `<= pos` and adds it to
+    /// `stats`.
     fn run(&self, stats: &mut QueryStats, widths: &[usize]) {
         #[cfg(target_arch = "x86_64")]
         if crate::cpu::avx2() {
@@ -620,15 +630,21 @@ impl QueryTask<'_> {
         let hd = self.hd;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut row: Vec<f32> = Vec::with_capacity(self.n_keys);
+        let mut by_pos: Vec<f32> = Vec::new();
         for &r in self.rows {
-            // In prefill every earlier token is cached: row `pos` sees slots 0..=pos.
+            // Row `i` sees the slots at positions <= i: slots 0..=i of a full head.
             let i = self.positions[r] as usize;
+            let seen = match self.cols {
+                None => i + 1,
+                Some(c) => c.partition_point(|&p| p as usize <= i),
+            };
             let start = r * self.q_dim + self.offset;
             let qv = &self.q[start..start + hd];
             // Logits as `sum_d q[d] * keys_t[d, ..]`, BLOCK keys at a time held in
             // registers: contiguous multiply-adds, no per-key horizontal sums. The last block
-            // may run past key `i` (into later keys or zero padding); those are dropped.
-            let blocks = (i + 1).div_ceil(BLOCK);
+            // may run past the last seen key (into later keys or zero padding); those are
+            // dropped.
+            let blocks = seen.div_ceil(BLOCK);
             row.clear();
             row.resize(blocks * BLOCK, 0.0);
             for (b, out) in row.chunks_exact_mut(BLOCK).enumerate() {
@@ -643,10 +659,21 @@ impl QueryTask<'_> {
                     out[t] = acc[t] * scale;
                 }
             }
-            row.truncate(i + 1);
+            row.truncate(seen);
             softmax_fast(&mut row);
-            add_row_to(stats, widths, i, &row);
-            add_tail_row(stats, self.len, self.tail_from, i, &row);
+            let probs = match self.cols {
+                None => &row,
+                Some(c) => {
+                    by_pos.clear();
+                    by_pos.resize(i + 1, 0.0);
+                    for (&p, &x) in c.iter().zip(&row) {
+                        by_pos[p as usize] = x;
+                    }
+                    &by_pos
+                }
+            };
+            add_row_to(stats, widths, i, probs);
+            add_tail_row(stats, self.len, self.tail_from, i, probs);
         }
     }
 }

@@ -88,21 +88,14 @@ impl SynthModel {
             arch: "qwen3",
             n_layers: 3,
             n_embd: 256,
-            n_heads: 8,
-            n_kv_heads: 2,
             head_dim: 128,
             n_ff: 768,
             weights: GgmlType::F32,
-            quants: Quants::Rounded,
             rope_theta: 1_000_000.0,
             rms_eps: 1e-6,
             qk_norm: true,
-            rope_freqs: None,
-            rope_linear: None,
-            fused_qkv: false,
-            sliding_window: None,
-            logit_scale: 4.0,
             seed: 0x5157_454e_3301,
+            ..Self::llama_gqa()
         }
     }
 
@@ -117,24 +110,12 @@ impl SynthModel {
         let theta = 500_000.0;
         SynthModel {
             name: "synth-llama3-rope",
-            arch: "llama",
             n_layers: 3,
-            n_embd: 512,
-            n_heads: 8,
-            n_kv_heads: 2,
-            head_dim: 64,
-            n_ff: 1024,
             weights: GgmlType::F16,
-            quants: Quants::Rounded,
             rope_theta: theta,
-            rms_eps: 1e-5,
-            qk_norm: false,
             rope_freqs: Some(llama3_factors(64, theta, 8.0, 1.0, 4.0, ORIG_CTX)),
-            rope_linear: None,
-            fused_qkv: false,
-            sliding_window: None,
-            logit_scale: 4.0,
             seed: 0x4c4c_4d33_5246,
+            ..Self::llama_gqa()
         }
     }
 
@@ -169,24 +150,13 @@ impl SynthModel {
     pub fn llama_linear() -> SynthModel {
         SynthModel {
             name: "synth-llama-linear",
-            arch: "llama",
-            n_layers: 2,
             n_embd: 256,
             n_heads: 4,
-            n_kv_heads: 2,
-            head_dim: 64,
             n_ff: 768,
             weights: GgmlType::F16,
-            quants: Quants::Rounded,
-            rope_theta: 10_000.0,
-            rms_eps: 1e-5,
-            qk_norm: false,
-            rope_freqs: None,
             rope_linear: Some(4.0),
-            fused_qkv: false,
-            sliding_window: None,
-            logit_scale: 4.0,
             seed: 0x4c4c_4d4c_494e,
+            ..Self::llama_gqa()
         }
     }
 
@@ -199,23 +169,14 @@ impl SynthModel {
         SynthModel {
             name: "synth-phi3",
             arch: "phi3",
-            n_layers: 2,
             n_embd: 384,
             n_heads: 4,
-            n_kv_heads: 2,
             head_dim: 96,
-            n_ff: 1024,
             weights: GgmlType::F16,
-            quants: Quants::Rounded,
-            rope_theta: 10_000.0,
-            rms_eps: 1e-5,
-            qk_norm: false,
-            rope_freqs: None,
-            rope_linear: None,
             fused_qkv: true,
             sliding_window: Some(64),
-            logit_scale: 4.0,
             seed: 0x5048_4933_0001,
+            ..Self::llama_gqa()
         }
     }
 

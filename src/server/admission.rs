@@ -8,9 +8,10 @@
 //! or was cancelled) gives both back and wakes the queue. A waiting request that is dropped
 //! (its client went away) leaves the queue.
 
+use super::conversations::Conversations;
 use super::kv::{recovery_adjustable, KvGrant, KvRequest};
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use tokio::sync::Notify;
 
 /// Step between the recovery values tried when lowering T.
@@ -51,6 +52,8 @@ pub struct Admission {
     cfg: Config,
     state: Mutex<State>,
     changed: Notify,
+    /// Conversations kept between turns: their bytes give way to running requests.
+    kept: OnceLock<Arc<Conversations>>,
 }
 
 /// Figures for `/metrics`.
@@ -67,7 +70,14 @@ impl Admission {
             cfg,
             state: Mutex::new(State::default()),
             changed: Notify::new(),
+            kept: OnceLock::new(),
         })
+    }
+
+    /// Makes kept conversations live within the budget: each admission drops the least
+    /// recently used ones until they fit beside every reservation.
+    pub fn set_kept(&self, kept: Arc<Conversations>) {
+        let _ = self.kept.set(kept);
     }
 
     pub fn config(&self) -> &Config {
@@ -204,6 +214,9 @@ impl Admission {
     fn take(self: &Arc<Self>, s: &mut State, grant: KvGrant) -> Permit {
         s.active += 1;
         s.reserved += grant.reserved_bytes;
+        if let (Some(budget), Some(kept)) = (self.cfg.budget, self.kept.get()) {
+            kept.shrink_to(budget.saturating_sub(s.reserved));
+        }
         Permit {
             adm: Arc::clone(self),
             grant,

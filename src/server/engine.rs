@@ -13,22 +13,26 @@
 //! or applies a fixed baseline), and turns the library's `KvReport` into `kv_stats`.
 //! Admission reserves `estimate_kv_bytes` for the request while it runs.
 
+use super::batch::{Hooks, Scheduler, Submission};
+use super::conversations::{Conversations, Reuse};
 use super::error::ApiError;
 use super::kv::{recovery_adjustable, KvGrant, KvKind, KvShape};
+use super::metrics::EngineGauges;
 use super::request::Prompt;
-use super::stop::StopMatcher;
 use fastgen::chat::ChatTemplate;
-use fastgen::compress::{CacheFactory, KvReport as LibKvReport, KvSettings};
+use fastgen::compress::{CacheFactory, KvReport as LibKvReport};
 use fastgen::fetch;
-use fastgen::generate::{generate, GenerateOptions, StopReason, Timing};
+use fastgen::generate::Timing;
 use fastgen::kv_cache::KvDtype;
-use fastgen::model::{Model, Workspace};
+use fastgen::model::Model;
 use fastgen::sampling::SamplerConfig;
-use fastgen::tokenizer::{StreamDecoder, Tokenizer};
+use fastgen::tokenizer::Tokenizer;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Sender};
+use std::sync::Arc;
 
 /// The `kv_stats` of a finished request.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,11 +52,13 @@ pub struct KvReport {
     pub compressed_at: Option<usize>,
     /// Heads per policy (e.g. {"full": 90}).
     pub policy_histogram: BTreeMap<String, usize>,
+    /// How much of the prompt came from the conversation's kept cache.
+    pub reuse: Reuse,
 }
 
 impl KvReport {
     /// Figures of the library's accounting for one finished sequence.
-    fn from_library(r: &LibKvReport, grant: &KvGrant) -> KvReport {
+    pub fn from_library(r: &LibKvReport, grant: &KvGrant, reuse: &Reuse) -> KvReport {
         let mut policy_histogram = BTreeMap::new();
         for layer in &r.policies {
             for p in layer {
@@ -71,6 +77,7 @@ impl KvReport {
             compress_from: r.compress_from,
             compressed_at: r.compressed_at,
             policy_histogram,
+            reuse: *reuse,
         }
     }
 
@@ -89,6 +96,8 @@ impl KvReport {
             "kv_compress_from": adjustable.then_some(self.compress_from),
             "compressed_at": self.compressed_at,
             "policy_histogram": self.policy_histogram,
+            "prompt_tokens_reused": self.reuse.tokens,
+            "prompt_reused_pruned_ratio": self.reuse.lost,
         })
     }
 }
@@ -103,6 +112,8 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Generate past end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Continue a kept conversation and keep this one (`conversations`).
+    pub cache_prompt: bool,
     pub kv: KvGrant,
 }
 
@@ -137,8 +148,8 @@ pub struct Outcome {
 
 /// A loaded model with what requests need to reach it. Shared by all requests.
 pub struct Engine {
-    pub model: Model,
-    pub tokenizer: Tokenizer,
+    pub model: Arc<Model>,
+    pub tokenizer: Arc<Tokenizer>,
     /// The chat template, none for a base model, or why the model's does not compile.
     pub template: Result<Option<ChatTemplate>, String>,
     /// The `/v1/models` id: the short name when the file is a pinned model, else its stem.
@@ -146,35 +157,69 @@ pub struct Engine {
     /// Other names a request's `model` may use (file name and stem).
     pub aliases: Vec<String>,
     pub created: u64,
-    /// Every request's cache, in the element type the server was started with.
-    caches: CacheFactory,
-    /// Activation buffers of finished requests, reused by the next ones.
-    workspaces: Mutex<Vec<Workspace>>,
+    /// Every request's cache element type.
+    kv_dtype: KvDtype,
+    /// Finished requests' caches, continued by the next turn of their conversation.
+    pub conversations: Arc<Conversations>,
+    /// To the scheduler thread, which runs every admitted request (`batch`); it ends when
+    /// the engine is dropped.
+    scheduler: Sender<Submission>,
+    /// KV bytes of the running requests, as the scheduler last counted them.
+    in_use: Arc<AtomicU64>,
 }
 
 impl Engine {
+    /// Loads nothing: takes the model and starts the scheduler thread. `kept_bytes` bounds
+    /// the conversations kept between turns.
     pub fn new(
         model: Model,
         tokenizer: Tokenizer,
         template: Result<Option<ChatTemplate>, String>,
         kv_dtype: KvDtype,
-    ) -> Engine {
+        kept_bytes: u64,
+    ) -> std::io::Result<Engine> {
         let (id, aliases) = model_names(&model.path);
         let created = std::fs::metadata(&model.path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
-        let caches = CacheFactory::new(&model.cfg, &tokenizer, kv_dtype);
-        Engine {
-            caches,
+        let model = Arc::new(model);
+        let tokenizer = Arc::new(tokenizer);
+        let conversations = Arc::new(Conversations::new(kept_bytes));
+        let in_use = Arc::new(AtomicU64::new(0));
+        let scheduler = Scheduler {
+            in_use: Arc::clone(&in_use),
+            caches: CacheFactory::new(&model.cfg, &tokenizer, kv_dtype),
+            model: Arc::clone(&model),
+            tokenizer: Arc::clone(&tokenizer),
+            conversations: Arc::clone(&conversations),
+        };
+        let (tx, rx) = channel();
+        std::thread::Builder::new()
+            .name("fastgen-batch".into())
+            .spawn(move || scheduler.run(rx))?;
+        Ok(Engine {
             model,
             tokenizer,
             template,
             id,
             aliases,
             created,
-            workspaces: Mutex::new(Vec::new()),
+            kv_dtype,
+            conversations,
+            scheduler: tx,
+            in_use,
+        })
+    }
+
+    /// What `/metrics` shows of the engine now.
+    pub fn gauges(&self) -> EngineGauges {
+        let kept = self.conversations.stats();
+        EngineGauges {
+            kv_bytes_in_use: self.in_use.load(Ordering::Relaxed),
+            kept_conversations: kept.entries,
+            kept_bytes: kept.bytes,
         }
     }
 
@@ -193,7 +238,7 @@ impl Engine {
             n_layers: c.n_layers,
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
-            dtype: self.caches.dtype(),
+            dtype: self.kv_dtype,
         }
     }
 
@@ -252,105 +297,14 @@ impl Engine {
             .map_err(|e| ApiError::internal(format!("tokenizing the prompt: {e}")))
     }
 
-    /// Runs one admitted request to its end on the calling (blocking) thread. `on_text`
-    /// receives the text as it is generated (stop sequences removed) and returns false when
-    /// its receiver is gone; that, or `cancel`, stops the generation at the next token. The
-    /// request's KV cache is dropped before this returns.
-    pub fn run_request(
-        &self,
-        job: &Job,
-        cancel: &dyn Fn() -> bool,
-        on_kv_bytes: &mut dyn FnMut(i64),
-        on_text: &mut dyn FnMut(String) -> bool,
-    ) -> Result<Outcome, ApiError> {
-        let opts = GenerateOptions {
-            max_tokens: job.max_tokens,
-            sampler: job.sampler.clone(),
-            top_logprobs: 0,
-        };
-        let settings = KvSettings::with_kind(job.kv.kind).with(|s| {
-            s.fastgen.recovery = job.kv.recovery;
-            s.fastgen.compress_from = job.kv.compress_from;
-        });
-        let mut cache = self
-            .caches
-            .cache(&settings)
-            .map_err(|e| ApiError::internal(format!("KV settings: {e}")))?;
-        // A full cache gets exactly what admission estimated (prompt plus generation), so
-        // the budget bounds its real bytes.
-        cache.reserve_full((job.prompt_ids.len() + job.max_tokens).min(self.model.cfg.n_ctx));
-        // Admission reserved this much for the request; it is held until the cache is freed.
-        let held = job.kv.reserved_bytes as i64;
-        on_kv_bytes(held);
-
-        let mut ws = self
-            .workspaces
-            .lock()
-            .ok()
-            .and_then(|mut p| p.pop())
-            .unwrap_or_default();
-        let mut decoder = StreamDecoder::new(&self.tokenizer);
-        let mut stops = StopMatcher::new(job.stop.clone());
-        let mut receiver_gone = false;
-        let eog = if job.ignore_eos {
-            Vec::new()
-        } else {
-            self.tokenizer.eog_ids().to_vec()
-        };
-        let result = generate(
-            &self.model,
-            &mut cache,
-            &mut ws,
-            &job.prompt_ids,
-            &opts,
-            &eog,
-            &mut |id| {
-                let text = stops.push(&decoder.push(id));
-                if !text.is_empty() && !on_text(text) {
-                    receiver_gone = true;
-                }
-                !(receiver_gone || stops.stopped() || cancel())
-            },
-        );
-        let report = KvReport::from_library(&cache.report(), &job.kv);
-        // Free the KV at once, whatever happens next.
-        drop(cache);
-        on_kv_bytes(-held);
-        if let Ok(mut pool) = self.workspaces.lock() {
-            pool.push(ws);
+    /// Hands an admitted request to the scheduler, which runs it with the others and
+    /// reports through `hooks` (see `batch`); its KV cache is freed (or kept for the
+    /// conversation's next turn) before `on_done` is called.
+    pub fn submit(&self, job: Job, hooks: Hooks) {
+        if let Err(back) = self.scheduler.send(Submission { job, hooks }) {
+            let msg = "the scheduler has stopped";
+            (back.0.hooks.on_done)(Err(ApiError::internal(msg)));
         }
-        let gen = result.map_err(|e| ApiError::internal(format!("generation failed: {e}")))?;
-
-        let finish = if stops.stopped() {
-            Finish::Stop
-        } else {
-            match gen.stop {
-                StopReason::EndOfGeneration => Finish::Stop,
-                StopReason::MaxTokens | StopReason::ContextFull => Finish::Length,
-                StopReason::Cancelled => Finish::Cancelled,
-            }
-        };
-        if finish != Finish::Cancelled {
-            // The tail: an unfinished character, then text held back for a stop sequence.
-            let mut tail = stops.push(&decoder.flush());
-            if !stops.stopped() {
-                tail.push_str(&stops.finish());
-            }
-            if !tail.is_empty() {
-                on_text(tail);
-            }
-        }
-        Ok(Outcome {
-            finish: if stops.stopped() {
-                Finish::Stop
-            } else {
-                finish
-            },
-            prompt_tokens: job.prompt_ids.len(),
-            completion_tokens: gen.generated_ids.len(),
-            timing: gen.timing,
-            kv: report,
-        })
     }
 }
 
@@ -426,7 +380,7 @@ mod tests {
             compress_from: 512,
             reserved_bytes: 0,
         };
-        let j = KvReport::from_library(&lib, &grant).to_json();
+        let j = KvReport::from_library(&lib, &grant, &Reuse::default()).to_json();
         for key in [
             "pruned_ratio",
             "kv_bytes_allocated",

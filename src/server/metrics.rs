@@ -3,7 +3,7 @@
 use super::admission::Snapshot;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 /// Upper bounds of the pruned-ratio histogram's buckets.
@@ -15,6 +15,14 @@ struct Histogram {
     buckets: [u64; PRUNED_BUCKETS.len()],
     count: u64,
     sum: f64,
+}
+
+/// What the engine holds now, read at each scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EngineGauges {
+    pub kv_bytes_in_use: u64,
+    pub kept_conversations: usize,
+    pub kept_bytes: u64,
 }
 
 #[derive(Default)]
@@ -29,7 +37,6 @@ pub struct Metrics {
     /// Decode rate of the last finished request, f64 bits.
     last_decode_tok_s: AtomicU64,
     cancelled: AtomicU64,
-    kv_bytes_in_use: AtomicI64,
     pruned: Mutex<Histogram>,
 }
 
@@ -42,10 +49,6 @@ impl Metrics {
 
     pub fn count_cancelled(&self) {
         self.cancelled.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn add_kv_bytes(&self, delta: i64) {
-        self.kv_bytes_in_use.fetch_add(delta, Ordering::Relaxed);
     }
 
     /// Records a finished (or cancelled) generation.
@@ -80,7 +83,13 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, adm: Snapshot, slots: usize, budget: Option<u64>) -> String {
+    pub fn render(
+        &self,
+        adm: Snapshot,
+        engine: EngineGauges,
+        slots: usize,
+        budget: Option<u64>,
+    ) -> String {
         let mut o = String::new();
         let head = |o: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -147,11 +156,21 @@ impl Metrics {
             "fastgen_decode_tokens_per_second {}",
             f64::from_bits(self.last_decode_tok_s.load(Ordering::Relaxed))
         );
-        let gauges: [(&str, &str, f64); 6] = [
+        let gauges: [(&str, &str, f64); 8] = [
             (
                 "fastgen_kv_bytes_in_use",
-                "KV-cache bytes allocated by running requests.",
-                self.kv_bytes_in_use.load(Ordering::Relaxed).max(0) as f64,
+                "KV-cache bytes allocated by running requests (after the last step).",
+                engine.kv_bytes_in_use as f64,
+            ),
+            (
+                "fastgen_kept_conversations",
+                "Finished conversations whose KV cache is kept for their next turn.",
+                engine.kept_conversations as f64,
+            ),
+            (
+                "fastgen_kept_conversation_bytes",
+                "KV-cache bytes of the kept conversations.",
+                engine.kept_bytes as f64,
             ),
             (
                 "fastgen_kv_bytes_reserved",
@@ -217,12 +236,16 @@ mod tests {
         m.count_request("other", 404);
         m.record_generation(10, 5, 40.0, 0.0);
         m.record_generation(10, 3, 20.0, 0.45);
-        m.add_kv_bytes(1000);
         let text = m.render(
             Snapshot {
                 active: 1,
                 waiting: 2,
                 reserved: 1000,
+            },
+            EngineGauges {
+                kv_bytes_in_use: 1000,
+                kept_conversations: 3,
+                kept_bytes: 4096,
             },
             2,
             None,
@@ -236,6 +259,8 @@ mod tests {
             "fastgen_decode_seconds_total 0.06",
             "fastgen_decode_tokens_per_second 100",
             "fastgen_kv_bytes_in_use 1000",
+            "fastgen_kept_conversations 3",
+            "fastgen_kept_conversation_bytes 4096",
             "fastgen_queue_depth 2",
             "fastgen_slots_busy 1",
             "fastgen_kv_budget_bytes -1",

@@ -5,13 +5,17 @@
 //! - `request`: parsing and checking request bodies.
 //! - `admission`: slots, the bounded queue and the KV budget.
 //! - `engine`: the adapter to the library; the KV-policy seam lives there.
+//! - `batch`: the scheduler thread stepping every running request together;
+//!   `conversations`: finished requests' caches kept for the next turn.
 //! - `listen`: the accept loop, with header, idle (and, in `routes`, body) deadlines.
 //! - `stop`, `metrics`, `error`: stop sequences, Prometheus text, OpenAI errors.
 //!
-//! Generation runs on blocking threads (tokio's blocking pool), whose matrix products use
+//! Generation runs on one scheduler thread (continuous batching), whose matrix products use
 //! rayon's global pool; the async executor only moves bytes.
 
 mod admission;
+pub mod batch;
+pub mod conversations;
 pub mod engine;
 mod error;
 pub mod kv;
@@ -85,6 +89,7 @@ async fn serve(cfg: ServeConfig, engine: Engine) -> Result<()> {
         budget: cfg.kv_budget_bytes,
         recovery_floor: cfg.recovery_floor,
     });
+    admission.set_kept(Arc::clone(&engine.conversations));
     let app = Arc::new(App {
         engine: Arc::new(engine),
         admission,

@@ -63,6 +63,9 @@ pub struct GenRequest {
     /// Extension (as in llama.cpp and vLLM): generate past end-of-generation tokens, up to
     /// `max_tokens` (for benchmarks).
     pub ignore_eos: bool,
+    /// Extension (as in llama.cpp): continue the kept cache of a conversation whose tokens
+    /// begin this prompt, and keep this one's for its next turn (default true).
+    pub cache_prompt: bool,
     pub kv: KvRequest,
 }
 
@@ -178,6 +181,7 @@ fn common(
     let stop = parse_stop(f.get("stop"))?;
     let stream = f.boolean("stream")?.unwrap_or(false);
     let ignore_eos = f.boolean("ignore_eos")?.unwrap_or(false);
+    let cache_prompt = f.boolean("cache_prompt")?.unwrap_or(true);
     let include_usage = match f.get("stream_options") {
         None => false,
         Some(Value::Object(o)) => match o.get("include_usage") {
@@ -211,6 +215,7 @@ fn common(
         stream,
         include_usage,
         ignore_eos,
+        cache_prompt,
         kv,
     })
 }
@@ -553,6 +558,7 @@ mod tests {
         assert_eq!((r.temperature, r.top_p, r.top_k), (1.0, 1.0, 0));
         assert_eq!(r.seed, None);
         assert!(!r.stream && !r.include_usage && !r.ignore_eos && r.stop.is_empty());
+        assert!(r.cache_prompt);
         assert_eq!(r.kv.kind, KvKind::FastGen);
         assert_eq!(r.kv.recovery, DEFAULT_RECOVERY);
     }

@@ -2,6 +2,7 @@
 //! SSE stream out.
 
 use super::admission::Refusal;
+use super::batch::Hooks;
 use super::engine::{Finish, Job, Outcome};
 use super::error::ApiError;
 use super::kv::estimate_kv_bytes;
@@ -108,9 +109,12 @@ async fn health(State(app): State<Shared>) -> Response {
 
 async fn metrics(State(app): State<Shared>) -> Response {
     let cfg = app.admission.config();
-    let text = app
-        .metrics
-        .render(app.admission.snapshot(), cfg.slots, cfg.budget);
+    let text = app.metrics.render(
+        app.admission.snapshot(),
+        app.engine.gauges(),
+        cfg.slots,
+        cfg.budget,
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -328,41 +332,41 @@ async fn generate(app: Shared, endpoint: Endpoint, req: Request) -> Result<Respo
         },
         stop: req.stop.clone(),
         ignore_eos: req.ignore_eos,
+        cache_prompt: req.cache_prompt,
         kv: permit.grant,
     };
     let cancel = Arc::new(AtomicBool::new(false));
     let guard = CancelOnDrop(Arc::clone(&cancel));
     let (tx, rx) = mpsc::unbounded_channel();
-    {
-        let app = Arc::clone(&app);
-        tokio::task::spawn_blocking(move || {
-            // Held until the generation's cache is gone: then the slot and budget go back.
-            let permit = permit;
-            let stop_now =
-                || cancel.load(Ordering::Relaxed) || app.cancel_all.load(Ordering::Relaxed);
-            let result = app.engine.run_request(
-                &job,
-                &stop_now,
-                &mut |delta| app.metrics.add_kv_bytes(delta),
-                &mut |text| tx.send(Msg::Text(text)).is_ok(),
-            );
-            if let Ok(o) = &result {
-                app.metrics.record_generation(
-                    o.prompt_tokens,
-                    o.completion_tokens,
-                    o.timing.decode_ms,
-                    o.kv.pruned_ratio,
-                );
-                if o.finish == Finish::Cancelled {
-                    app.metrics.count_cancelled();
+    let hooks = {
+        let (a, c) = (Arc::clone(&app), Arc::clone(&app));
+        let text_tx = tx.clone();
+        // Held until the generation's cache is gone: then the slot and budget go back.
+        Hooks {
+            cancel: Box::new(move || {
+                cancel.load(Ordering::Relaxed) || a.cancel_all.load(Ordering::Relaxed)
+            }),
+            on_text: Box::new(move |text| text_tx.send(Msg::Text(text)).is_ok()),
+            on_done: Box::new(move |result| {
+                if let Ok(o) = &result {
+                    c.metrics.record_generation(
+                        o.prompt_tokens,
+                        o.completion_tokens,
+                        o.timing.decode_ms,
+                        o.kv.pruned_ratio,
+                    );
+                    if o.finish == Finish::Cancelled {
+                        c.metrics.count_cancelled();
+                    }
                 }
-            }
-            // Released before the client hears "done", so a client that sends its next
-            // request the moment this one ends finds the slot free.
-            drop(permit);
-            let _ = tx.send(Msg::Done(result));
-        });
-    }
+                // Released before the client hears "done", so a client that sends its
+                // next request the moment this one ends finds the slot free.
+                drop(permit);
+                let _ = tx.send(Msg::Done(result));
+            }),
+        }
+    };
+    app.engine.submit(job, hooks);
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
