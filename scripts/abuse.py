@@ -9,12 +9,15 @@ that /health answers 200 throughout (polled from a thread), that the server clos
 idle connections within its timeouts, and compares resident memory (VmRSS) before and after.
 
     python3 scripts/abuse.py [--bin target/release/fastgen] [--model smollm2]
+        [--serve-arg=--keep-conversations-mib --serve-arg=0]
 
 Exits 1 if any check fails. The server runs with short timeouts (header 3 s, body 3 s,
 idle 6 s) so that the run takes minutes, not hours. The memory baseline is taken after a
 warm-up that includes one prompt of the whole context (the engine keeps a workspace per
 slot, sized by the largest prompt that slot has run, for reuse; the server runs with one
-slot), so growth past it is what the abuse left.
+slot), so growth past it is what the abuse left. Finished requests' caches kept for a
+conversation's next turn (`--keep-conversations-mib`, 256 by default) grow it by design up
+to that bound; `--serve-arg=--keep-conversations-mib --serve-arg=0` leaves them out.
 """
 
 import argparse
@@ -34,14 +37,14 @@ HEADER_S, BODY_S, IDLE_S = 3, 3, 6
 
 
 class Server:
-    def __init__(self, binary, model):
+    def __init__(self, binary, model, extra):
         # One slot: the engine keeps a workspace per slot at the size of the largest prompt
         # that slot has run, so with one slot the warm-up below reaches the high-water mark.
         args = [binary, "serve", "--port", "0", "-m", model, "--slots", "1",
                 "--max-tokens-limit", "256",
                 "--header-timeout-secs", str(HEADER_S),
                 "--body-timeout-secs", str(BODY_S),
-                "--idle-timeout-secs", str(IDLE_S)]
+                "--idle-timeout-secs", str(IDLE_S)] + extra
         self.proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
         self.log = []
         found = threading.Event()
@@ -168,7 +171,7 @@ def malformed_bodies(rng):
 
 
 def run(args):
-    srv = Server(args.bin, args.model)
+    srv = Server(args.bin, args.model, args.serve_arg)
     checks = Checks(srv)
     health_fail = []
     stop = threading.Event()
@@ -370,6 +373,8 @@ def main():
     target = os.environ.get("CARGO_TARGET_DIR", "target")
     p.add_argument("--bin", default=os.path.join(target, "release", "fastgen"))
     p.add_argument("--model", default="smollm2")
+    p.add_argument("--serve-arg", action="append", default=[],
+                   help="passed on to fastgen serve (repeat for each word)")
     sys.exit(run(p.parse_args()))
 
 
