@@ -496,6 +496,22 @@ impl KvCache {
             }
         }
     }
+    /// Forgets every token from position `len` on, as if only `0..len` had run: for a
+    /// cache that evicted nothing (every head holds `0..seq_len`). Returns false, changing
+    /// nothing, for any other cache (a sliding window, or eviction, lost positions that
+    /// the shorter sequence would still need).
+    pub fn truncate(&mut self, len: usize) -> bool {
+        // Positions increase strictly below seq_len: holding seq_len of them is holding all.
+        if len > self.seq_len || self.heads.iter().any(|h| h.len() != self.seq_len) {
+            return false;
+        }
+        for h in &mut self.heads {
+            let keep: Vec<bool> = (0..h.len()).map(|i| i < len).collect();
+            h.retain(&keep);
+        }
+        self.seq_len = len;
+        true
+    }
     /// Frees every head's room beyond what it holds (a cache kept for later).
     pub fn shrink_to_fit(&mut self) {
         self.heads.iter_mut().for_each(HeadCache::shrink_to_fit);
@@ -553,6 +569,27 @@ mod tests {
         assert_eq!(h.visible(4), 3);
         assert_eq!(h.visible(6), 3);
         assert_eq!(h.visible(7), 4);
+    }
+
+    #[test]
+    fn truncate_forgets_the_tail_of_a_cache_that_evicted_nothing() {
+        let mut kv = KvCache::new(2, 1, 4, KvDtype::F16);
+        for p in 0..5 {
+            for l in 0..2 {
+                kv.head_mut(l, 0).push(p, &row(p as f32), &row(p as f32));
+            }
+        }
+        kv.advance(5);
+        assert!(!kv.truncate(6), "longer than it is");
+        assert!(kv.truncate(3));
+        assert_eq!(kv.seq_len(), 3);
+        for l in 0..2 {
+            assert_eq!(kv.head(l, 0).positions(), &[0, 1, 2]);
+        }
+        // One evicted entry: a shorter sequence would need it back, so nothing changes.
+        kv.head_mut(1, 0).retain(&[true, false, true]);
+        assert!(!kv.truncate(2));
+        assert_eq!((kv.seq_len(), kv.head(0, 0).len()), (3, 3));
     }
 
     #[test]

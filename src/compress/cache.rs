@@ -102,6 +102,12 @@ impl CompressedCache {
             self.kv.reserve_total(tokens);
         }
     }
+    /// `full` only: forgets every token from position `len` on (see [`KvCache::truncate`]);
+    /// false, changing nothing, for the other methods, whose statistics and scores cannot be
+    /// rolled back.
+    pub fn truncate(&mut self, len: usize) -> bool {
+        self.settings.kind == KvKind::Full && self.feeding.is_none() && self.kv.truncate(len)
+    }
     /// Frees the room reserved beyond what the heads hold (a cache kept between turns).
     pub fn shrink_to_fit(&mut self) {
         self.kv.shrink_to_fit();

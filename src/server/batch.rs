@@ -268,9 +268,15 @@ impl Scheduler {
         };
         let report = KvReport::from_library(&cache.report(), &job.kv, &reuse);
         if finish != Finish::Cancelled && job.cache_prompt {
-            // The cache holds the prompt and every generated token but the last.
+            // The cache holds the prompt and every generated token but the last. A `full`
+            // cache keeps only the prompt: the answer's entries came from the decode
+            // kernels, whose rounding differs from a prefill's, so continuing them would
+            // drift from a cold run; run again with the next turn, they are the cold run's.
+            let mut cache = cache;
             let mut tokens = job.prompt_ids.clone();
-            tokens.extend_from_slice(&generated[..generated.len().saturating_sub(1)]);
+            if !cache.truncate(tokens.len()) {
+                tokens.extend_from_slice(&generated[..generated.len().saturating_sub(1)]);
+            }
             self.conversations.keep(tokens, cache);
         } else {
             drop(cache);
