@@ -3,7 +3,7 @@
 Usage: python tests/server_openai.py http://127.0.0.1:PORT
 
 Needs the `openai` package (`.ci/run` installs a pinned version into a virtual env). The
-server must run with its defaults for --slots (2), --queue (>= 8) and --max-body-kib (1024).
+server must run with its defaults for --slots (4), --queue (>= 8) and --max-body-kib (1024).
 Prints one line per test and a closing "N passed, M failed"; exits non-zero on a failure.
 """
 
@@ -291,7 +291,7 @@ def test_malformed_requests_during_a_stream():
 
 def test_cancelled_stream_frees_its_slot():
     cancelled0 = metric("fastgen_requests_cancelled_total")
-    # Two long streams take both slots; read a little of each, then hang up.
+    # Two long streams take two slots; read a little of each, then hang up.
     streams = [
         client.chat.completions.create(**ask(f"Write a long essay, part {i}.", max_tokens=2000, stream=True))
         for i in range(2)
