@@ -247,43 +247,33 @@ fn a_template_that_does_not_compile_spares_raw_and_tokenize() {
 fn prompt_files_are_bounded_before_they_are_read() {
     let dir = tmp_dir("big-prompt");
     // SmolLM2's context is 8,192 tokens: a prompt file may hold 64 bytes per token (512 KiB),
-    // at least 1 MiB.
-    let p = dir.join("2mb.txt");
-    std::fs::write(
-        &p,
-        "The quick brown fox jumps over the lazy dog. ".repeat(46_000),
-    )
-    .unwrap();
-    let e = fails(&[
-        "run",
-        "--prompt-file",
-        p.to_str().unwrap(),
-        "--max-tokens",
-        "1",
-    ]);
-    assert!(
-        e.contains("prompt file") && e.contains("larger than the limit of 1048576 bytes"),
-        "{e}"
-    );
-    // Under the file limit but past the context: refused after tokenizing, before the
-    // FastGen cache is built for it.
-    let p = dir.join("900kb.txt");
-    std::fs::write(
-        &p,
-        "The quick brown fox jumps over the lazy dog. ".repeat(20_000),
-    )
-    .unwrap();
-    let e = fails(&[
-        "run",
-        "--prompt-file",
-        p.to_str().unwrap(),
-        "--max-tokens",
-        "1",
-    ]);
-    assert!(
-        e.contains("does not fit in the context of 8192 tokens"),
-        "{e}"
-    );
+    // at least 1 MiB. Under that limit but past the context, a prompt is refused after
+    // tokenizing, before the FastGen cache is built for it.
+    let cases: [(&str, usize, &[&str]); 2] = [
+        (
+            "2mb.txt",
+            46_000,
+            &["prompt file", "larger than the limit of 1048576 bytes"],
+        ),
+        (
+            "900kb.txt",
+            20_000,
+            &["does not fit in the context of 8192 tokens"],
+        ),
+    ];
+    for (name, repeats, want) in cases {
+        let p = dir.join(name);
+        let text = "The quick brown fox jumps over the lazy dog. ".repeat(repeats);
+        std::fs::write(&p, text).unwrap();
+        let e = fails(&[
+            "run",
+            "--prompt-file",
+            p.to_str().unwrap(),
+            "--max-tokens",
+            "1",
+        ]);
+        assert!(want.iter().all(|w| e.contains(w)), "{name}: {e}");
+    }
 }
 
 /// Names read from the file (architecture, tensor names, metadata keys, tokenizer names) come

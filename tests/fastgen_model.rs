@@ -41,6 +41,15 @@ fn cache(l: &Loaded, s: KvSettings) -> CompressedCache {
     CompressedCache::new(&l.model.cfg, KvDtype::F16, Arc::new(s), l.classes.clone()).unwrap()
 }
 
+/// Every head's kept positions, `[layer * n_kv_heads + kv_head]`.
+fn kept_positions(c: &CompressedCache) -> Vec<Vec<u32>> {
+    c.kv()
+        .heads()
+        .iter()
+        .map(|h| h.positions().to_vec())
+        .collect()
+}
+
 /// Teacher-forced logits: the prompt's last, then after each of `forced`.
 fn logits_of(seq: &mut dyn Sequence, l: &Loaded, prompt: &[u32], forced: &[u32]) -> Vec<Vec<f32>> {
     let mut ws = Workspace::default();
@@ -616,12 +625,7 @@ fn snapkv_and_adakv_keep_their_budget_and_never_evict() {
         );
         // Decoding appends to every head and evicts nothing.
         for (t, &token) in l.essay[s..s + 20].iter().enumerate() {
-            let before: Vec<Vec<u32>> = c
-                .kv()
-                .heads()
-                .iter()
-                .map(|h| h.positions().to_vec())
-                .collect();
+            let before = kept_positions(&c);
             c.decode(&l.model, &mut ws, token).unwrap();
             for (h, old) in c.kv().heads().iter().zip(&before) {
                 assert_eq!(&h.positions()[..old.len()], &old[..], "{kind}");
@@ -883,12 +887,7 @@ fn a_compressed_cache_continues_with_a_new_turn_profiled_over_its_kept_entries()
             c.decode(&l.model, &mut ws, t).unwrap();
         }
         assert_eq!(c.stats().compressed_at, Some(first));
-        let before: Vec<Vec<u32>> = c
-            .kv()
-            .heads()
-            .iter()
-            .map(|h| h.positions().to_vec())
-            .collect();
+        let before = kept_positions(&c);
         let policies: Vec<_> = (0..cfg.n_layers * cfg.n_kv_heads)
             .map(|i| c.head_state(i / cfg.n_kv_heads, i % cfg.n_kv_heads).policy)
             .collect();

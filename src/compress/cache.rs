@@ -543,7 +543,8 @@ impl CompressedCache {
         ran
     }
 
-    /// A compressing cache decodes only after its prompt.
+    /// A compressing cache decodes only after its prompt, and no cache in the middle of a
+    /// prompt or turn fed in parts.
     fn needs_prefill(&self) -> bool {
         (self.settings.kind != KvKind::Full && self.kv.seq_len() == 0) || self.feeding.is_some()
     }
@@ -552,7 +553,7 @@ impl CompressedCache {
     /// and the step's observer (profiling while compression is deferred, eviction after)
     /// to the forward pass. [`CompressedCache::end_decode`] completes it.
     fn begin_decode(&mut self, token: u32) -> Result<DecodeStep<'_>> {
-        if self.feeding.is_some() {
+        if self.needs_prefill() {
             return Err(decode_before_prefill());
         }
         if self.settings.kind == KvKind::Full {
@@ -560,9 +561,6 @@ impl CompressedCache {
                 kv: &mut self.kv,
                 observer: StepObserver::None,
             });
-        }
-        if self.needs_prefill() {
-            return Err(decode_before_prefill());
         }
         let pos = self.kv.seq_len();
         make_room(&mut self.kv);

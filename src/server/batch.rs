@@ -245,7 +245,7 @@ impl Scheduler {
 
     /// Reports a finished request and frees (or keeps) its cache.
     fn end(&self, r: Running) {
-        let Running { cache, req } = r;
+        let Running { mut cache, req } = r;
         let Request {
             job,
             mut hooks,
@@ -272,7 +272,6 @@ impl Scheduler {
             // cache keeps only the prompt: the answer's entries came from the decode
             // kernels, whose rounding differs from a prefill's, so continuing them would
             // drift from a cold run; run again with the next turn, they are the cold run's.
-            let mut cache = cache;
             let mut tokens = job.prompt_ids.clone();
             if !cache.truncate(tokens.len()) {
                 tokens.extend_from_slice(&generated[..generated.len().saturating_sub(1)]);
