@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use fastgen::sampling::SamplerConfig;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -182,6 +183,9 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
         .eq_ignore_ascii_case(b"application/json")
 }
 
+/// How many times `--max-body-kib` of an oversized body is read and dropped before its 413.
+const DRAIN_LIMITS: u64 = 8;
+
 /// The body of a generation request: refused with 415 unless it is JSON, with 413 past the
 /// size limit and with 408 if it does not arrive within the body timeout.
 async fn read_body(app: &App, req: Request) -> Result<Bytes, ApiError> {
@@ -198,14 +202,21 @@ async fn read_body(app: &App, req: Request) -> Result<Bytes, ApiError> {
             code: Some("unsupported_media_type"),
         });
     }
-    // A declared length past the limit is refused at once, not after waiting for a body
-    // that may never come.
+    // A declared length past the limit is refused without keeping the body. Up to
+    // `DRAIN_LIMITS` limits of it are read and dropped first (within the body timeout): a
+    // client still sending when the connection closed would get a broken pipe instead of
+    // the 413. A larger one (a terabyte, or a body that never comes) is refused at once.
     let declared = (req.headers().get(header::CONTENT_LENGTH))
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > app.max_body_bytes as u64) {
+    let limit = app.timeouts.body;
+    if let Some(n) = declared.filter(|&n| n > app.max_body_bytes as u64) {
+        if n <= DRAIN_LIMITS * app.max_body_bytes as u64 {
+            let mut data = req.into_body().into_data_stream();
+            let drain = async { while let Some(Ok(_)) = data.next().await {} };
+            let _ = tokio::time::timeout(limit, drain).await;
+        }
         return Err(ApiError::too_large(app.max_body_bytes));
     }
-    let limit = app.timeouts.body;
     match tokio::time::timeout(limit, Bytes::from_request(req, &())).await {
         Ok(body) => body.map_err(|r| body_error(app, r)),
         Err(_) => Err(ApiError {
